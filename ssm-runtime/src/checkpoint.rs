@@ -1,0 +1,225 @@
+//! Import of the published Piano-SSM checkpoints (`torch.save(state_dict)` zip archives)
+//! into the runtime's [`Model`], in pure Rust.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::ModelError;
+use crate::model::{Activation, Model, ModelInfo, SsmLayer, KEYS};
+use crate::pickle::{self, StorageKind, TensorRef};
+
+/// The MAESTRO years of the published multi-head checkpoints, in head order.
+pub const MAESTRO_YEARS: [&str; 10] =
+    ["2004", "2006", "2008", "2009", "2011", "2013", "2014", "2015", "2017", "2018"];
+/// Audio normalisation the published checkpoints were trained with (MAESTRO statistics).
+pub const MAESTRO_NORM_MEAN: f64 = -2.1367119188653305e-05;
+pub const MAESTRO_NORM_STD: f64 = 0.060498714447021484;
+
+/// MIDI rate of the published checkpoints for each training rate.
+pub fn published_midi_rate(train_rate: u32) -> Option<u32> {
+    match train_rate {
+        16_000 => Some(1_000),
+        24_000 => Some(1_200),
+        44_100 => Some(1_764),
+        _ => None,
+    }
+}
+
+/// Reads the training rate from a published file name such as
+/// `PianoSSM_XL_MH_maestro_all_44100_model.pth`: the last underscore-separated number
+/// that is a plausible sample rate.
+pub fn train_rate_from_name(path: &Path) -> Option<u32> {
+    let stem = path.file_stem()?.to_string_lossy().into_owned();
+    stem.split(['_', '-', '.'])
+        .filter_map(|t| t.parse::<u32>().ok())
+        .filter(|r| (8_000..=192_000).contains(r))
+        .last()
+}
+
+/// Options that cannot be read from the tensors themselves.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Training sample rate; taken from the file name when `None`.
+    pub train_rate: Option<u32>,
+    /// MIDI rate; the published value for the training rate when `None`.
+    pub midi_rate: Option<u32>,
+}
+
+/// Loads a published `.pth` checkpoint as a runtime model.
+pub fn import_pth(path: &Path, options: &ImportOptions) -> Result<Model, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    let train_rate = options.train_rate.or_else(|| train_rate_from_name(path)).ok_or_else(|| {
+        ModelError::Checkpoint(format!(
+            "cannot tell the training rate from the name {:?}; pass --train-rate",
+            path.file_name().unwrap_or_default()
+        ))
+    })?;
+    let midi_rate = options.midi_rate.or_else(|| published_midi_rate(train_rate)).ok_or_else(|| {
+        ModelError::Checkpoint(format!("no published MIDI rate for {train_rate} Hz; pass --midi-rate"))
+    })?;
+    let tensors = read_archive(&bytes)?;
+    let mut model = assemble(&tensors, train_rate, midi_rate)?;
+    model.info.description = format!(
+        "Published Piano-SSM checkpoint {} (Piano-SSM authors, CC BY-NC-SA 4.0), imported by piano-ssm",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    model.validate()?;
+    Ok(model)
+}
+
+/// A tensor read out of the archive: its shape and f32 values (complex as pairs).
+struct Loaded {
+    shape: Vec<usize>,
+    kind: StorageKind,
+    values: Vec<f32>,
+}
+
+fn ck(msg: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint(msg.into())
+}
+
+fn read_archive(bytes: &[u8]) -> Result<HashMap<String, Loaded>, ModelError> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| ck(format!("not a PyTorch zip checkpoint: {e}")))?;
+    let pkl_name = zip
+        .file_names()
+        .find(|n| n.ends_with("/data.pkl") || *n == "data.pkl")
+        .map(str::to_string)
+        .ok_or_else(|| ck("archive has no data.pkl"))?;
+    let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or_default().to_string();
+    if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
+        let mut order = String::new();
+        f.read_to_string(&mut order).map_err(|e| ck(e.to_string()))?;
+        if order.trim() != "little" {
+            return Err(ck(format!("byte order {order:?} is not supported")));
+        }
+    }
+    let pkl = read_entry(&mut zip, &pkl_name)?;
+    let refs = pickle::read_state_dict(&pkl).map_err(ck)?;
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut out = HashMap::new();
+    for (name, r) in refs {
+        if !storages.contains_key(&r.storage) {
+            let data = read_entry(&mut zip, &format!("{prefix}data/{}", r.storage))?;
+            storages.insert(r.storage.clone(), data);
+        }
+        let values = gather(&name, &r, &storages[&r.storage])?;
+        out.insert(name, Loaded { shape: r.shape.clone(), kind: r.kind, values });
+    }
+    Ok(out)
+}
+
+fn read_entry(zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, ModelError> {
+    let mut f = zip.by_name(name).map_err(|e| ck(format!("archive entry {name}: {e}")))?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data).map_err(|e| ck(format!("archive entry {name}: {e}")))?;
+    Ok(data)
+}
+
+/// Copies a (contiguous, row-major) tensor out of its storage as f32 values.
+fn gather(name: &str, r: &TensorRef, storage: &[u8]) -> Result<Vec<f32>, ModelError> {
+    let mut expected = 1;
+    for (dim, stride) in r.shape.iter().zip(&r.stride).rev() {
+        if *dim > 1 && *stride != expected {
+            return Err(ck(format!("tensor {name} is not contiguous")));
+        }
+        expected *= dim;
+    }
+    let elem = r.kind.element_bytes();
+    let start = r.offset.checked_mul(elem);
+    let end = expected.checked_mul(elem).and_then(|n| start.map(|s| s + n));
+    let bytes = match (start, end) {
+        (Some(s), Some(e)) if e <= storage.len() => &storage[s..e],
+        _ => return Err(ck(format!("tensor {name} reaches past the end of its storage"))),
+    };
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+/// Maps the published tensor names onto the runtime's layers and heads.
+fn assemble(t: &HashMap<String, Loaded>, train_rate: u32, midi_rate: u32) -> Result<Model, ModelError> {
+    let get = |name: &str, kind: StorageKind, rank: usize| -> Result<&Loaded, ModelError> {
+        let l = t.get(name).ok_or_else(|| ck(format!("missing tensor {name}")))?;
+        if l.kind != kind || l.shape.len() != rank {
+            return Err(ck(format!("tensor {name} has shape {:?} / {:?}, not what Piano-SSM uses", l.shape, l.kind)));
+        }
+        Ok(l)
+    };
+    let prefixes = ["seq_midi.1.seq.0.seq", "seq_midi.2.s5.seq", "seq_midi.3.s5.seq", "seq_midi.4.s5.seq"];
+    let mut layers = Vec::new();
+    let mut inputs = KEYS;
+    for (i, prefix) in prefixes.iter().enumerate() {
+        let norm = get(&format!("{prefix}.norm"), StorageKind::Float, 1)?;
+        let p = norm.shape[0];
+        let b = get(&format!("{prefix}.B2"), StorageKind::ComplexFloat, 2)?;
+        let c = get(&format!("{prefix}.C"), StorageKind::Float, 3)?;
+        let outputs = c.shape[0];
+        if b.shape != [p, inputs] || c.shape != [outputs, p, 2] {
+            return Err(ck(format!("layer {i}: B2 {:?} / C {:?} do not chain from {inputs} inputs", b.shape, c.shape)));
+        }
+        let skip = if i == 0 {
+            None
+        } else {
+            let name = format!("seq_midi.{}.skipLayer.weight", i + 1);
+            let s = get(&name, StorageKind::Float, 2)?;
+            if s.shape != [outputs, inputs] {
+                return Err(ck(format!("{name} has shape {:?}", s.shape)));
+            }
+            Some(s.values.clone())
+        };
+        layers.push(SsmLayer {
+            inputs,
+            outputs,
+            state: p,
+            norm: norm.values.clone(),
+            angle: get(&format!("{prefix}.angle"), StorageKind::Float, 1)?.values.clone(),
+            b: b.values.clone(),
+            b_bias: get(&format!("{prefix}.B2_bias"), StorageKind::ComplexFloat, 1)?.values.clone(),
+            c: c.values.clone(),
+            c_bias: get(&format!("{prefix}.C_bias"), StorageKind::Float, 2)?.values.clone(),
+            skip,
+        });
+        inputs = outputs;
+    }
+    let heads = (0..).take_while(|h| t.contains_key(&format!("year_linear.{h}.weight"))).count();
+    if heads == 0 {
+        return Err(ck("no output heads (year_linear.N) found"));
+    }
+    let mut head_weight = Vec::new();
+    let mut head_bias = Vec::new();
+    for h in 0..heads {
+        head_weight.extend_from_slice(&get(&format!("year_linear.{h}.weight"), StorageKind::Float, 2)?.values);
+        head_bias.extend_from_slice(&get(&format!("year_linear.{h}.bias"), StorageKind::Float, 1)?.values);
+    }
+    if head_weight.len() != heads * inputs || head_bias.len() != heads {
+        return Err(ck("output heads do not match the last layer's width"));
+    }
+    let labels: Vec<String> = if heads == MAESTRO_YEARS.len() {
+        MAESTRO_YEARS.iter().map(|y| y.to_string()).collect()
+    } else {
+        (0..heads).map(|h| format!("head {h}")).collect()
+    };
+    let size = match layers[0].state {
+        64 => "S",
+        128 => "L",
+        256 => "XL",
+        _ => "custom",
+    };
+    Ok(Model {
+        info: ModelInfo {
+            family: "Piano-SSM MAESTRO".into(),
+            size: size.into(),
+            activation: Activation::Tanh,
+            train_rate,
+            midi_rate,
+            norm_mean: MAESTRO_NORM_MEAN,
+            norm_std: MAESTRO_NORM_STD,
+            head_kind: (heads == MAESTRO_YEARS.len()).then(|| "year".to_string()),
+            heads: labels,
+            description: String::new(),
+        },
+        layers,
+        head_weight,
+        head_bias,
+    })
+}

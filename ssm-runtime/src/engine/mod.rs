@@ -1,0 +1,489 @@
+//! The real-time engine: a model discretised for one sample rate, run block by block.
+//!
+//! Per block of up to [`MAX_BLOCK`] samples each layer does
+//! 1. its input projection `U = H_prev · [gB | W_skip]ᵀ` as one matrix product (weights
+//!    packed for SIMD, reused across the block's samples),
+//! 2. the diagonal recurrence `x_t = λ̄ x_{t-1} + u_t`, the only per-sample step, in f64 so
+//!    long-ringing poles keep their exact frequency and decay,
+//! 3. its output projection `Y = X · [Re C | -Im C]ᵀ` as one matrix product, then
+//!    `h = (act(Y + Re C_bias) + skip) / √2`.
+//!
+//! The first layer's input is the key frame, constant between roll changes, so its
+//! projection is computed only when the keys change and only over the keys that sound.
+//! Nothing allocates, locks or does I/O after [`Engine::new`].
+
+mod activation;
+mod simd;
+
+use num_complex::Complex64;
+
+use crate::error::EngineError;
+use crate::model::{Activation, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE};
+use crate::roll::KeyFrame;
+use simd::{Packed, Simd};
+
+pub use activation::tanh as fast_tanh;
+
+/// Largest number of samples processed as one block; longer requests are split.
+pub const MAX_BLOCK: usize = 64;
+
+/// Instruction set the engine's kernels run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        Isa::available()[0]
+    }
+
+    /// Every instruction set this CPU can run, fastest first.
+    pub fn available() -> Vec<Isa> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx512);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+        }
+        v.push(Isa::Portable);
+        v
+    }
+
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 | Isa::Portable => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+}
+
+/// Where a layer's input comes from.
+enum LayerInput {
+    /// First layer: the key frame. `cols[k]` is `g ⊙ B[:, k]` as `[re; im]` (2P values, f64),
+    /// `bias` is `g ⊙ B_bias`; `u` is their combination for the current keys.
+    Keys { cols: Vec<f64>, bias: Vec<f64>, u: Vec<f64> },
+    /// Hidden layers: `[g ⊙ B | W_skip]` packed for the block product, with its bias.
+    Hidden { w: Packed, bias: Vec<f32> },
+}
+
+/// One layer, discretised and packed for a sample rate.
+struct Layer {
+    p: usize,
+    outputs: usize,
+    /// Output width rounded up to the SIMD panel width.
+    out_pad: usize,
+    rec: Recurrence,
+    input: LayerInput,
+    w_out: Packed,
+    c_bias: Vec<f32>,
+}
+
+/// Continuous-time pole after the stability rule, then its discretisation for `step`:
+/// `λ̄ = exp(λ s)`, `g = (λ̄ − 1) / λ`.
+fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Complex64) {
+    let ev = Complex64::from_polar(1.0, angle as f64);
+    let stable_angle = f64::atan2(ev.im, -ev.re.abs());
+    let lambda = Complex64::from_polar((norm as f64).exp(), stable_angle);
+    let lambda_bar = (lambda * step).exp();
+    (lambda_bar, (lambda_bar - 1.0) / lambda)
+}
+
+impl Layer {
+    fn new(l: &SsmLayer, step: f64, lanes: usize) -> Layer {
+        let p = l.state;
+        let (lam, g): (Vec<Complex64>, Vec<Complex64>) =
+            l.norm.iter().zip(&l.angle).map(|(&n, &a)| discretise(n, a, step)).unzip();
+        let cplx = |v: &[f32], i: usize| Complex64::new(v[2 * i] as f64, v[2 * i + 1] as f64);
+        // g ⊙ B as a function of (input k, real state row r < 2P)
+        let gb = |k: usize, r: usize| {
+            let z = g[r % p] * cplx(&l.b, (r % p) * l.inputs + k);
+            if r < p { z.re } else { z.im }
+        };
+        let gbias: Vec<f64> = (0..2 * p)
+            .map(|r| {
+                let z = g[r % p] * cplx(&l.b_bias, r % p);
+                if r < p { z.re } else { z.im }
+            })
+            .collect();
+        let out_pad = l.outputs.div_ceil(lanes) * lanes;
+        let input = match &l.skip {
+            None => LayerInput::Keys {
+                cols: (0..l.inputs).flat_map(|k| (0..2 * p).map(move |r| gb(k, r))).collect(),
+                u: gbias.clone(),
+                bias: gbias,
+            },
+            Some(skip) => {
+                let m = 2 * p + out_pad;
+                let w = Packed::new(l.inputs, m, m, lanes, |k, col| {
+                    if col < 2 * p {
+                        gb(k, col) as f32
+                    } else if col - 2 * p < l.outputs {
+                        skip[(col - 2 * p) * l.inputs + k]
+                    } else {
+                        0.0
+                    }
+                });
+                let mut bias: Vec<f32> = gbias.iter().map(|&v| v as f32).collect();
+                bias.resize(m, 0.0);
+                LayerInput::Hidden { w, bias }
+            }
+        };
+        // Re(C x) = Re C · Re x − Im C · Im x over the state stored as [re; im]
+        let w_out = Packed::new(2 * p, l.outputs, out_pad, lanes, |r, o| {
+            let c = cplx(&l.c, o * p + r % p);
+            (if r < p { c.re } else { -c.im }) as f32
+        });
+        let mut c_bias: Vec<f32> = (0..l.outputs).map(|o| l.c_bias[2 * o]).collect();
+        c_bias.resize(out_pad, 0.0);
+        Layer {
+            p,
+            outputs: l.outputs,
+            out_pad,
+            rec: Recurrence {
+                lam_re: lam.iter().map(|z| z.re).collect(),
+                lam_im: lam.iter().map(|z| z.im).collect(),
+                x_re: vec![0.0; p],
+                x_im: vec![0.0; p],
+            },
+            input,
+            w_out,
+            c_bias,
+        }
+    }
+
+    /// Width of the block product's output: the state (re, im) plus the skip columns.
+    fn input_width(&self) -> usize {
+        match &self.input {
+            LayerInput::Keys { .. } => 0,
+            LayerInput::Hidden { w, .. } => w.m,
+        }
+    }
+}
+
+/// The diagonal recurrence of one layer: discretised poles and the f64 state.
+struct Recurrence {
+    lam_re: Vec<f64>,
+    lam_im: Vec<f64>,
+    x_re: Vec<f64>,
+    x_im: Vec<f64>,
+}
+
+impl Recurrence {
+    /// Runs the recurrence over `rows` samples, input row `n` at `u[n·ldu..]` (`[re; im]`),
+    /// writing the state as f32 `[re; im]` rows of `x`.
+    #[inline(always)]
+    fn run(&mut self, p: usize, rows: usize, u: Input<'_>, x: &mut [f32]) {
+        let (lr, li) = (&self.lam_re[..p], &self.lam_im[..p]);
+        let (xr, xi) = (&mut self.x_re[..p], &mut self.x_im[..p]);
+        for n in 0..rows {
+            let xo = &mut x[n * 2 * p..(n + 1) * 2 * p];
+            let (xo_re, xo_im) = xo.split_at_mut(p);
+            match u {
+                Input::Constant(u) => {
+                    let (ur, ui) = u.split_at(p);
+                    for q in 0..p {
+                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q];
+                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q];
+                        (xr[q], xi[q]) = (re, im);
+                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
+                    }
+                }
+                Input::Rows(u, ldu) => {
+                    let row = &u[n * ldu..n * ldu + 2 * p];
+                    let (ur, ui) = row.split_at(p);
+                    for q in 0..p {
+                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q] as f64;
+                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q] as f64;
+                        (xr[q], xi[q]) = (re, im);
+                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Constant(&'a [f64]),
+    Rows(&'a [f32], usize),
+}
+
+/// A Piano-SSM model ready to render at one sample rate.
+pub struct Engine {
+    isa: Isa,
+    info: ModelInfo,
+    parameter_count: usize,
+    state_sizes: Vec<usize>,
+    sample_rate: u32,
+    layers: Vec<Layer>,
+    activation: Activation,
+    head_weight: Vec<f32>,
+    head_bias: Vec<f32>,
+    head: usize,
+    out_scale: f32,
+    out_offset: f32,
+    keys: KeyFrame,
+    // scratch for one block
+    u: Vec<f32>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    h: [Vec<f32>; 2],
+}
+
+impl Engine {
+    /// Discretises `model` for `sample_rate` on the fastest instruction set available.
+    pub fn new(model: &Model, sample_rate: u32) -> Result<Engine, EngineError> {
+        Engine::with_isa(model, sample_rate, Isa::detect())
+    }
+
+    /// As [`Engine::new`] on a chosen instruction set (benchmarks and tests compare them).
+    /// An instruction set the CPU lacks falls back to the fastest available one.
+    pub fn with_isa(model: &Model, sample_rate: u32, isa: Isa) -> Result<Engine, EngineError> {
+        if !(MIN_RATE..=MAX_RATE).contains(&sample_rate) {
+            return Err(EngineError::UnsupportedRate(sample_rate));
+        }
+        let isa = if Isa::available().contains(&isa) { isa } else { Isa::detect() };
+        let step = model.info.train_rate as f64 / sample_rate as f64;
+        let lanes = isa.lanes();
+        let layers: Vec<Layer> = model.layers.iter().map(|l| Layer::new(l, step, lanes)).collect();
+        let max = |f: &dyn Fn(&Layer) -> usize| layers.iter().map(f).max().unwrap_or(0);
+        let (max_u, max_x, max_y) = (max(&|l| l.input_width()), max(&|l| 2 * l.p), max(&|l| l.out_pad));
+        let mut engine = Engine {
+            isa,
+            info: model.info.clone(),
+            parameter_count: model.parameter_count(),
+            state_sizes: model.state_sizes(),
+            sample_rate,
+            layers,
+            activation: model.info.activation,
+            head_weight: model.head_weight.clone(),
+            head_bias: model.head_bias.clone(),
+            head: 0,
+            out_scale: model.info.norm_std as f32,
+            out_offset: model.info.norm_mean as f32,
+            keys: [0; KEYS],
+            u: vec![0.0; MAX_BLOCK * max_u],
+            x: vec![0.0; MAX_BLOCK * max_x],
+            y: vec![0.0; MAX_BLOCK * max_y],
+            h: [vec![0.0; MAX_BLOCK * max_y], vec![0.0; MAX_BLOCK * max_y]],
+        };
+        engine.reset();
+        Ok(engine)
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    pub fn midi_rate(&self) -> u32 {
+        self.info.midi_rate
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.parameter_count
+    }
+
+    pub fn state_sizes(&self) -> &[usize] {
+        &self.state_sizes
+    }
+
+    pub fn head(&self) -> usize {
+        self.head
+    }
+
+    pub fn head_count(&self) -> usize {
+        self.head_bias.len()
+    }
+
+    /// Selects the output head (e.g. a MAESTRO year); takes effect from the next sample.
+    pub fn set_head(&mut self, head: usize) -> Result<(), EngineError> {
+        if head >= self.head_count() {
+            return Err(EngineError::NoSuchHead { index: head, count: self.head_count() });
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// The key frame the engine is playing.
+    pub fn keys(&self) -> &KeyFrame {
+        &self.keys
+    }
+
+    /// Clears every state and releases all keys: the next sample is as from a fresh engine.
+    pub fn reset(&mut self) {
+        for l in &mut self.layers {
+            l.rec.x_re.fill(0.0);
+            l.rec.x_im.fill(0.0);
+        }
+        self.keys = [1; KEYS];
+        self.set_keys(&[0; KEYS]);
+    }
+
+    /// True when no state holds NaN or infinity.
+    pub fn is_finite(&self) -> bool {
+        self.layers.iter().all(|l| l.rec.x_re.iter().chain(&l.rec.x_im).all(|v| v.is_finite()))
+    }
+
+    /// Sets the key frame (velocities 0..=127, A0 first) heard from the next sample on.
+    /// Cheap when nothing changed; otherwise proportional to the number of sounding keys.
+    pub fn set_keys(&mut self, keys: &KeyFrame) {
+        if *keys == self.keys {
+            return;
+        }
+        self.keys = *keys;
+        if let Some(Layer { input: LayerInput::Keys { cols, bias, u }, p, .. }) = self.layers.first_mut() {
+            let rows = 2 * *p;
+            u.copy_from_slice(bias);
+            for (k, &v) in keys.iter().enumerate() {
+                if v > 0 {
+                    let scale = v.min(127) as f64 / 127.0;
+                    for (ui, c) in u.iter_mut().zip(&cols[k * rows..(k + 1) * rows]) {
+                        *ui += scale * c;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renders `out.len()` samples with the current keys.
+    pub fn process(&mut self, out: &mut [f32]) {
+        let _denormals = DenormalGuard::flush_to_zero();
+        for block in out.chunks_mut(MAX_BLOCK) {
+            // SAFETY: `isa` was checked against the CPU's features in `with_isa`.
+            unsafe {
+                match self.isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => self.block_avx512(block),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => self.block_avx2(block),
+                    _ => self.block::<simd::Portable>(block),
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn block_avx512(&mut self, out: &mut [f32]) {
+        self.block::<simd::Avx512>(out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2(&mut self, out: &mut [f32]) {
+        self.block::<simd::Avx2>(out)
+    }
+
+    /// One block through every layer and the head.
+    #[inline(always)]
+    unsafe fn block<S: Simd>(&mut self, out: &mut [f32]) {
+        let rows = out.len();
+        let scale = std::f32::consts::FRAC_1_SQRT_2;
+        let act = self.activation;
+        let [h_prev, h_next] = &mut self.h;
+        let mut prev_stride = 0;
+        for layer in &mut self.layers {
+            let (p, out_pad, outputs) = (layer.p, layer.out_pad, layer.outputs);
+            let skip_at = match &layer.input {
+                LayerInput::Keys { u, .. } => {
+                    layer.rec.run(p, rows, Input::Constant(u), &mut self.x);
+                    None
+                }
+                LayerInput::Hidden { w, bias } => {
+                    let m = w.m;
+                    simd::gemm::<S>(rows, h_prev, prev_stride, w, bias, &mut self.u, m);
+                    layer.rec.run(p, rows, Input::Rows(&self.u, m), &mut self.x);
+                    Some(m)
+                }
+            };
+            simd::gemm::<S>(rows, &self.x, 2 * p, &layer.w_out, &layer.c_bias, &mut self.y, out_pad);
+            for n in 0..rows {
+                let y = &self.y[n * out_pad..n * out_pad + outputs];
+                let skip = skip_at.map(|m| &self.u[n * m + 2 * p..n * m + 2 * p + outputs]);
+                activation::apply(act, y, skip, scale, &mut h_next[n * out_pad..n * out_pad + outputs]);
+            }
+            std::mem::swap(h_prev, h_next);
+            prev_stride = out_pad;
+        }
+        let width = self.layers.last().map_or(0, |l| l.outputs);
+        let w = &self.head_weight[self.head * width..(self.head + 1) * width];
+        let b = self.head_bias[self.head];
+        for (n, o) in out.iter_mut().enumerate() {
+            let h = &h_prev[n * prev_stride..n * prev_stride + width];
+            let v = h.iter().zip(w).fold(b, |acc, (h, w)| h.mul_add(*w, acc));
+            *o = v.mul_add(self.out_scale, self.out_offset);
+        }
+    }
+}
+
+/// Sets flush-to-zero and denormals-are-zero for its lifetime: decaying states would
+/// otherwise reach subnormal numbers after long silences and slow every operation down.
+struct DenormalGuard {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+impl DenormalGuard {
+    #[allow(deprecated)]
+    fn flush_to_zero() -> DenormalGuard {
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            let saved = _mm_getcsr();
+            _mm_setcsr(saved | 0x8040); // FTZ (bit 15) | DAZ (bit 6)
+            DenormalGuard { saved }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        DenormalGuard {}
+    }
+}
+
+impl Drop for DenormalGuard {
+    #[allow(deprecated)]
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            std::arch::x86_64::_mm_setcsr(self.saved)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discretisation_matches_closed_form() {
+        // angle π/3 has Re > 0: the stability rule mirrors it to 2π/3
+        let (lb, g) = discretise(0.5, std::f32::consts::FRAC_PI_3, 0.5);
+        let lambda = Complex64::from_polar(0.5f64.exp(), 2.0 * std::f64::consts::FRAC_PI_3);
+        assert!((lb - (lambda * 0.5).exp()).norm() < 1e-12);
+        assert!((g - ((lambda * 0.5).exp() - 1.0) / lambda).norm() < 1e-12);
+        assert!(lb.norm() < 1.0, "stable");
+    }
+}

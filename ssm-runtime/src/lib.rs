@@ -1,0 +1,27 @@
+//! Piano-SSM inference runtime.
+//!
+//! * [`model`] — the model file format (safetensors + JSON metadata), loading and validation.
+//! * [`checkpoint`] — import of the published PyTorch checkpoints, in pure Rust.
+//! * [`roll`] — the MIDI-to-piano-roll encoder shared by the plugin, renderer and trainer.
+//! * [`midi_file`] — standard MIDI files to timed events and rolls.
+//! * [`engine`] — the allocation-free, sample-rate-agnostic SSM engine.
+//! * [`player`] — encoder + engine for live MIDI with sample offsets.
+//! * [`render`] — whole-file rendering and WAV output, as used by the `piano-ssm` command.
+
+pub mod checkpoint;
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod midi_file;
+pub mod model;
+mod pickle;
+pub mod player;
+pub mod render;
+pub mod roll;
+
+pub use engine::{Engine, Isa, MAX_BLOCK};
+pub use error::{EngineError, MidiError, ModelError};
+pub use midi_file::MidiFile;
+pub use model::{Activation, Model, ModelInfo, KEYS};
+pub use player::Player;
+pub use roll::{KeyEvent, KeyFrame, Roll, RollEncoder};

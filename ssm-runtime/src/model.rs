@@ -1,0 +1,493 @@
+//! The Piano-SSM model file: raw (continuous-time) parameters in safetensors, plus a JSON
+//! description in the safetensors `__metadata__` map.
+//!
+//! Parameters are stored exactly as trained (before discretisation), so one file serves
+//! every sample rate: the engine discretises for the host rate when it is built.
+//! Complex tensors are stored as real `(…, 2)` pairs (safetensors has no complex dtype).
+//!
+//! Tensor names, for layer `i` with `in → out` channels and state size `P`:
+//! `layers.i.norm` (P), `layers.i.angle` (P), `layers.i.B` (P, in, 2), `layers.i.B_bias` (P, 2),
+//! `layers.i.C` (out, P, 2), `layers.i.C_bias` (out, 2), `layers.i.skip` (out, in) for i ≥ 1,
+//! `heads.weight` (H, last width), `heads.bias` (H).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::ModelError;
+
+/// Number of piano keys, A0 (MIDI 21) to C8 (MIDI 108): the model's input width.
+pub const KEYS: usize = 88;
+/// MIDI note number of the lowest key.
+pub const LOWEST_NOTE: u8 = 21;
+/// The format version written by this crate; loading rejects newer versions.
+pub const FORMAT_VERSION: u32 = 1;
+/// Value of the `format` metadata field, marking a file as a Piano-SSM model.
+pub const FORMAT_NAME: &str = "piano-ssm";
+/// Lowest and highest sample rates the models are trained at or rendered for.
+pub const MIN_RATE: u32 = 8_000;
+pub const MAX_RATE: u32 = 192_000;
+
+/// The nonlinearity between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Tanh,
+    Relu,
+    /// PyTorch's `LeakyReLU` with its default slope 0.01.
+    LeakyRelu,
+    Identity,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu => "leaky-relu",
+            Activation::Identity => "identity",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tanh" => Some(Activation::Tanh),
+            "relu" => Some(Activation::Relu),
+            "leaky-relu" | "leaky_relu" => Some(Activation::LeakyRelu),
+            "identity" => Some(Activation::Identity),
+            _ => None,
+        }
+    }
+}
+
+/// Everything about a model that is not a weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Model family shown to users, e.g. "Piano-SSM MAESTRO".
+    pub family: String,
+    /// Size label: "S", "L", "XL" (or another label for custom widths).
+    pub size: String,
+    pub activation: Activation,
+    /// Sample rate the model was trained at (Hz).
+    pub train_rate: u32,
+    /// Rate of the piano-roll frames (Hz); divides `train_rate`.
+    pub midi_rate: u32,
+    /// The model outputs normalised audio: `audio = out * norm_std + norm_mean`.
+    pub norm_mean: f64,
+    pub norm_std: f64,
+    /// One label per output head, e.g. the MAESTRO years.
+    pub heads: Vec<String>,
+    /// What the heads stand for ("year", "piano", …), if anything.
+    pub head_kind: Option<String>,
+    /// Free-form provenance: where the weights come from, what data trained them.
+    pub description: String,
+}
+
+/// One diagonal SSM layer's raw parameters (row-major, complex values as (re, im) pairs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsmLayer {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub state: usize,
+    /// log-magnitude of the continuous-time poles (P)
+    pub norm: Vec<f32>,
+    /// angle of the continuous-time poles before the stability rule (P)
+    pub angle: Vec<f32>,
+    /// input matrix (P, in, 2)
+    pub b: Vec<f32>,
+    /// input bias (P, 2)
+    pub b_bias: Vec<f32>,
+    /// output matrix (out, P, 2)
+    pub c: Vec<f32>,
+    /// output bias (out, 2); only the real part reaches the output
+    pub c_bias: Vec<f32>,
+    /// skip connection (out, in), on every layer but the first
+    pub skip: Option<Vec<f32>>,
+}
+
+impl SsmLayer {
+    fn parameter_count(&self) -> usize {
+        self.norm.len()
+            + self.angle.len()
+            + self.b.len()
+            + self.b_bias.len()
+            + self.c.len()
+            + self.c_bias.len()
+            + self.skip.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// A complete model: layers, heads and description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub info: ModelInfo,
+    pub layers: Vec<SsmLayer>,
+    /// (heads, last width)
+    pub head_weight: Vec<f32>,
+    /// (heads)
+    pub head_bias: Vec<f32>,
+}
+
+impl Model {
+    /// Reads and validates a model file.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Model::from_bytes(&bytes)
+    }
+
+    /// Parses and validates a model from the bytes of a safetensors file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| ModelError::NotSafetensors(e.to_string()))?;
+        let tensors =
+            SafeTensors::deserialize(bytes).map_err(|e| ModelError::NotSafetensors(e.to_string()))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .ok_or(ModelError::MissingField("__metadata__"))?;
+        let fields = MetaFields(meta);
+        let info = fields.info()?;
+        let widths: Vec<usize> = fields.json("widths")?;
+        let states: Vec<usize> = fields.json("state_sizes")?;
+        check_architecture(&widths, &states)?;
+
+        let reader = TensorReader(&tensors);
+        let layers = (0..states.len())
+            .map(|i| reader.layer(i, widths[i], widths[i + 1], states[i]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last = *widths.last().expect("checked non-empty");
+        let heads = info.heads.len();
+        let head_weight = reader.f32("heads.weight", &[heads, last])?;
+        let head_bias = reader.f32("heads.bias", &[heads])?;
+        reader.reject_unknown(states.len())?;
+
+        let model = Model { info, layers, head_weight, head_bias };
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Serialises the model to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        self.validate()?;
+        let mut tensors: BTreeMap<String, (Vec<usize>, &[f32])> = BTreeMap::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let (p, n_in, n_out) = (l.state, l.inputs, l.outputs);
+            let mut entries: Vec<(&str, Vec<usize>, &[f32])> = vec![
+                ("norm", vec![p], &l.norm),
+                ("angle", vec![p], &l.angle),
+                ("B", vec![p, n_in, 2], &l.b),
+                ("B_bias", vec![p, 2], &l.b_bias),
+                ("C", vec![n_out, p, 2], &l.c),
+                ("C_bias", vec![n_out, 2], &l.c_bias),
+            ];
+            if let Some(skip) = &l.skip {
+                entries.push(("skip", vec![n_out, n_in], skip));
+            }
+            for (name, shape, data) in entries {
+                tensors.insert(format!("layers.{i}.{name}"), (shape, data));
+            }
+        }
+        let last = self.widths().last().copied().unwrap_or(0);
+        tensors.insert("heads.weight".into(), (vec![self.head_count(), last], &self.head_weight));
+        tensors.insert("heads.bias".into(), (vec![self.head_count()], &self.head_bias));
+
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+            .into_iter()
+            .map(|(name, (shape, data))| {
+                (name, data.iter().flat_map(|v| v.to_le_bytes()).collect(), shape)
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, data, shape)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+                    .map(|v| (name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ModelError::NotSafetensors(e.to_string()))?;
+        safetensors::serialize(views, Some(self.metadata()))
+            .map_err(|e| ModelError::NotSafetensors(e.to_string()))
+    }
+
+    /// Writes the model atomically (temporary file, then rename), so a crash never leaves
+    /// half a model where a good one was.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        let bytes = self.to_bytes()?;
+        crate::fsutil::write_atomic(path, &bytes).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Channel widths from input to last layer, e.g. [88, 88, 60, 40, 20].
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w: Vec<usize> = self.layers.first().map(|l| vec![l.inputs]).unwrap_or_default();
+        w.extend(self.layers.iter().map(|l| l.outputs));
+        w
+    }
+
+    /// State size of each layer.
+    pub fn state_sizes(&self) -> Vec<usize> {
+        self.layers.iter().map(|l| l.state).collect()
+    }
+
+    pub fn head_count(&self) -> usize {
+        self.head_bias.len()
+    }
+
+    /// Number of real values in all weights (a complex weight counts as two).
+    pub fn parameter_count(&self) -> usize {
+        self.layers.iter().map(SsmLayer::parameter_count).sum::<usize>()
+            + self.head_weight.len()
+            + self.head_bias.len()
+    }
+
+    /// Head index for a label (e.g. "2009"), if the model has such a head.
+    pub fn head_index(&self, label: &str) -> Option<usize> {
+        self.info.heads.iter().position(|h| h == label)
+    }
+
+    /// Checks every invariant the engine relies on.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        check_info(&self.info)?;
+        check_architecture(&self.widths(), &self.state_sizes())?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let name = |t: &str| format!("layers.{i}.{t}");
+            let (p, n_in, n_out) = (l.state, l.inputs, l.outputs);
+            check_len(&name("norm"), &l.norm, p)?;
+            check_len(&name("angle"), &l.angle, p)?;
+            check_len(&name("B"), &l.b, p * n_in * 2)?;
+            check_len(&name("B_bias"), &l.b_bias, p * 2)?;
+            check_len(&name("C"), &l.c, n_out * p * 2)?;
+            check_len(&name("C_bias"), &l.c_bias, n_out * 2)?;
+            match (&l.skip, i) {
+                (None, 0) => {}
+                (Some(s), i) if i > 0 => check_len(&name("skip"), s, n_out * n_in)?,
+                (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("skip"))),
+                (None, _) => return Err(ModelError::MissingTensor(name("skip"))),
+            }
+            if let Some(k) = l.norm.iter().position(|&v| v > 30.0) {
+                return Err(ModelError::BadValue {
+                    name: name("norm"),
+                    reason: format!("pole magnitude exp({}) at index {k} is too large", l.norm[k]),
+                });
+            }
+        }
+        let heads = self.info.heads.len();
+        let last = self.widths().last().copied().unwrap_or(0);
+        check_len("heads.weight", &self.head_weight, heads * last)?;
+        check_len("heads.bias", &self.head_bias, heads)?;
+        Ok(())
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        let i = &self.info;
+        let mut m = HashMap::new();
+        m.insert("format".into(), FORMAT_NAME.into());
+        m.insert("format_version".into(), FORMAT_VERSION.to_string());
+        m.insert("family".into(), i.family.clone());
+        m.insert("size".into(), i.size.clone());
+        m.insert("activation".into(), i.activation.name().into());
+        m.insert("widths".into(), serde_json::to_string(&self.widths()).expect("plain list"));
+        m.insert("state_sizes".into(), serde_json::to_string(&self.state_sizes()).expect("plain list"));
+        m.insert("train_rate".into(), i.train_rate.to_string());
+        m.insert("midi_rate".into(), i.midi_rate.to_string());
+        // `{:?}` prints the shortest text that parses back to the same f64.
+        m.insert("norm_mean".into(), format!("{:?}", i.norm_mean));
+        m.insert("norm_std".into(), format!("{:?}", i.norm_std));
+        m.insert("heads".into(), serde_json::to_string(&i.heads).expect("plain list"));
+        if let Some(kind) = &i.head_kind {
+            m.insert("head_kind".into(), kind.clone());
+        }
+        m.insert("description".into(), i.description.clone());
+        m
+    }
+}
+
+fn check_len(name: &str, data: &[f32], expected: usize) -> Result<(), ModelError> {
+    if data.len() != expected {
+        return Err(ModelError::BadValue {
+            name: name.into(),
+            reason: format!("holds {} values, expected {expected}", data.len()),
+        });
+    }
+    if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::NonFinite { name: name.into(), index });
+    }
+    Ok(())
+}
+
+fn check_info(info: &ModelInfo) -> Result<(), ModelError> {
+    let bad = |field: &'static str, reason: String| Err(ModelError::BadField { field, reason });
+    if !(MIN_RATE..=MAX_RATE).contains(&info.train_rate) {
+        return bad("train_rate", format!("{} Hz is outside {MIN_RATE}..={MAX_RATE} Hz", info.train_rate));
+    }
+    if info.midi_rate == 0 || info.train_rate % info.midi_rate != 0 {
+        return bad(
+            "midi_rate",
+            format!("{} Hz does not divide the training rate {} Hz", info.midi_rate, info.train_rate),
+        );
+    }
+    if !info.norm_std.is_finite() || info.norm_std <= 0.0 {
+        return bad("norm_std", format!("{} is not a positive number", info.norm_std));
+    }
+    if !info.norm_mean.is_finite() {
+        return bad("norm_mean", format!("{} is not finite", info.norm_mean));
+    }
+    if info.heads.is_empty() {
+        return bad("heads", "the model needs at least one output head".into());
+    }
+    Ok(())
+}
+
+fn check_architecture(widths: &[usize], states: &[usize]) -> Result<(), ModelError> {
+    let bad = |field: &'static str, reason: String| Err(ModelError::BadField { field, reason });
+    if states.is_empty() {
+        return bad("state_sizes", "the model needs at least one layer".into());
+    }
+    if widths.len() != states.len() + 1 {
+        return bad(
+            "widths",
+            format!("{} widths for {} layers (expected one more than layers)", widths.len(), states.len()),
+        );
+    }
+    if widths[0] != KEYS {
+        return bad("widths", format!("input width is {}, expected {KEYS} keys", widths[0]));
+    }
+    if let Some(w) = widths.iter().find(|&&w| w == 0 || w > 4096) {
+        return bad("widths", format!("width {w} is outside 1..=4096"));
+    }
+    if let Some(p) = states.iter().find(|&&p| p == 0 || p > 8192) {
+        return bad("state_sizes", format!("state size {p} is outside 1..=8192"));
+    }
+    Ok(())
+}
+
+/// Typed access to the string-valued metadata map.
+struct MetaFields<'a>(&'a HashMap<String, String>);
+
+impl MetaFields<'_> {
+    fn text(&self, field: &'static str) -> Result<&str, ModelError> {
+        self.0.get(field).map(String::as_str).ok_or(ModelError::MissingField(field))
+    }
+
+    fn parse<T: std::str::FromStr>(&self, field: &'static str) -> Result<T, ModelError> {
+        let text = self.text(field)?;
+        text.trim().parse().map_err(|_| ModelError::BadField {
+            field,
+            reason: format!("cannot parse {text:?}"),
+        })
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, field: &'static str) -> Result<T, ModelError> {
+        serde_json::from_str(self.text(field)?).map_err(|e| ModelError::BadField {
+            field,
+            reason: e.to_string(),
+        })
+    }
+
+    fn info(&self) -> Result<ModelInfo, ModelError> {
+        if self.text("format")? != FORMAT_NAME {
+            return Err(ModelError::BadField {
+                field: "format",
+                reason: format!("{:?} is not {FORMAT_NAME:?}", self.text("format")?),
+            });
+        }
+        let version: u32 = self.parse("format_version")?;
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(ModelError::BadField {
+                field: "format_version",
+                reason: format!("version {version} is not supported (this build reads 1..={FORMAT_VERSION})"),
+            });
+        }
+        let activation_name = self.text("activation")?;
+        let activation = Activation::parse(activation_name).ok_or_else(|| ModelError::BadField {
+            field: "activation",
+            reason: format!("unknown activation {activation_name:?}"),
+        })?;
+        let info = ModelInfo {
+            family: self.text("family")?.to_string(),
+            size: self.text("size")?.to_string(),
+            activation,
+            train_rate: self.parse("train_rate")?,
+            midi_rate: self.parse("midi_rate")?,
+            norm_mean: self.parse("norm_mean")?,
+            norm_std: self.parse("norm_std")?,
+            heads: self.json("heads")?,
+            head_kind: self.0.get("head_kind").cloned(),
+            description: self.0.get("description").cloned().unwrap_or_default(),
+        };
+        check_info(&info)?;
+        Ok(info)
+    }
+}
+
+/// Reads named f32 tensors with an expected shape.
+struct TensorReader<'a, 'd>(&'a SafeTensors<'d>);
+
+impl TensorReader<'_, '_> {
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let view = self.0.tensor(name).map_err(|_| ModelError::MissingTensor(name.into()))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(ModelError::BadValue {
+                name: name.into(),
+                reason: format!("dtype {:?}, expected F32", view.dtype()),
+            });
+        }
+        if view.shape() != shape {
+            return Err(ModelError::Shape {
+                name: name.into(),
+                expected: shape.to_vec(),
+                found: view.shape().to_vec(),
+            });
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite { name: name.into(), index });
+        }
+        Ok(data)
+    }
+
+    fn layer(&self, i: usize, n_in: usize, n_out: usize, p: usize) -> Result<SsmLayer, ModelError> {
+        let t = |name: &str, shape: &[usize]| self.f32(&format!("layers.{i}.{name}"), shape);
+        Ok(SsmLayer {
+            inputs: n_in,
+            outputs: n_out,
+            state: p,
+            norm: t("norm", &[p])?,
+            angle: t("angle", &[p])?,
+            b: t("B", &[p, n_in, 2])?,
+            b_bias: t("B_bias", &[p, 2])?,
+            c: t("C", &[n_out, p, 2])?,
+            c_bias: t("C_bias", &[n_out, 2])?,
+            skip: if i == 0 { None } else { Some(t("skip", &[n_out, n_in])?) },
+        })
+    }
+
+    /// A tensor the format does not define means the file is not what it claims to be.
+    fn reject_unknown(&self, layers: usize) -> Result<(), ModelError> {
+        for name in self.0.names() {
+            let known = match name.strip_prefix("layers.") {
+                Some(rest) => rest.split_once('.').is_some_and(|(idx, t)| {
+                    idx.parse::<usize>().is_ok_and(|i| {
+                        i < layers
+                            && matches!(t, "norm" | "angle" | "B" | "B_bias" | "C" | "C_bias")
+                            || (i > 0 && i < layers && t == "skip")
+                    })
+                }),
+                None => matches!(name, "heads.weight" | "heads.bias"),
+            };
+            if !known {
+                return Err(ModelError::UnexpectedTensor(name.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
