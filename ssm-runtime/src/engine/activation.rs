@@ -30,12 +30,17 @@ pub fn tanh(x: f32) -> f32 {
 /// `out[i] = act(y[i]) * scale + skip[i] * scale` (skip may be absent).
 #[inline(always)]
 pub fn apply(act: Activation, y: &[f32], skip: Option<&[f32]>, scale: f32, out: &mut [f32]) {
-    let f = |v: f32| match act {
-        Activation::Tanh => tanh(v),
-        Activation::Relu => v.max(0.0),
-        Activation::LeakyRelu => v.max(0.01 * v),
-        Activation::Identity => v,
-    };
+    // one monomorphic loop per activation: a `match` inside the loop would keep it scalar
+    match act {
+        Activation::Tanh => apply_with(tanh, y, skip, scale, out),
+        Activation::Relu => apply_with(|v| v.max(0.0), y, skip, scale, out),
+        Activation::LeakyRelu => apply_with(|v| v.max(0.01 * v), y, skip, scale, out),
+        Activation::Identity => apply_with(|v| v, y, skip, scale, out),
+    }
+}
+
+#[inline(always)]
+fn apply_with(f: impl Fn(f32) -> f32, y: &[f32], skip: Option<&[f32]>, scale: f32, out: &mut [f32]) {
     let n = out.len();
     let y = &y[..n];
     match skip {

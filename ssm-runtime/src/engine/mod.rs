@@ -196,7 +196,9 @@ impl Recurrence {
             let (xo_re, xo_im) = xo.split_at_mut(p);
             match u {
                 Input::Constant(u) => {
-                    let (ur, ui) = u.split_at(p);
+                    // re-slicing to exactly p lets the compiler drop bounds checks and vectorise
+                    let (ur, ui) = (&u[..p], &u[p..2 * p]);
+                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
                     for q in 0..p {
                         let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q];
                         let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q];
@@ -205,8 +207,8 @@ impl Recurrence {
                     }
                 }
                 Input::Rows(u, ldu) => {
-                    let row = &u[n * ldu..n * ldu + 2 * p];
-                    let (ur, ui) = row.split_at(p);
+                    let (ur, ui) = (&u[n * ldu..n * ldu + p], &u[n * ldu + p..n * ldu + 2 * p]);
+                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
                     for q in 0..p {
                         let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q] as f64;
                         let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q] as f64;
@@ -408,7 +410,7 @@ impl Engine {
         let [h_prev, h_next] = &mut self.h;
         let mut prev_stride = 0;
         for layer in &mut self.layers {
-            let (p, out_pad, outputs) = (layer.p, layer.out_pad, layer.outputs);
+            let (p, out_pad) = (layer.p, layer.out_pad);
             let skip_at = match &layer.input {
                 LayerInput::Keys { u, .. } => {
                     layer.rec.run(p, rows, Input::Constant(u), &mut self.x);
@@ -422,10 +424,18 @@ impl Engine {
                 }
             };
             simd::gemm::<S>(rows, &self.x, 2 * p, &layer.w_out, &layer.c_bias, &mut self.y, out_pad);
-            for n in 0..rows {
-                let y = &self.y[n * out_pad..n * out_pad + outputs];
-                let skip = skip_at.map(|m| &self.u[n * m + 2 * p..n * m + 2 * p + outputs]);
-                activation::apply(act, y, skip, scale, &mut h_next[n * out_pad..n * out_pad + outputs]);
+            // whole padded rows: the padding columns hold zeros and keep the loops branch-free
+            let y = &self.y[..rows * out_pad];
+            let h = &mut h_next[..rows * out_pad];
+            match skip_at {
+                None => activation::apply(act, y, None, scale, h),
+                Some(m) => {
+                    for n in 0..rows {
+                        let skip = &self.u[n * m + 2 * p..n * m + 2 * p + out_pad];
+                        let row = n * out_pad..(n + 1) * out_pad;
+                        activation::apply(act, &y[row.clone()], Some(skip), scale, &mut h[row]);
+                    }
+                }
             }
             std::mem::swap(h_prev, h_next);
             prev_stride = out_pad;

@@ -143,10 +143,15 @@ impl Packed {
     }
 }
 
-/// One register tile: `c[n][0..V·PW] = bias + Σ_k a[n][k] · W[k][panel j..j+V]`, `n < R`.
+/// Rows of K per pass: 3 panels × 16 lanes × 128 × 4 bytes = 24 KiB, half of a typical L1.
+const K_SLICE: usize = 128;
+
+/// One register tile: `c[n][0..V·PW] = init + Σ_{k in k0..k1} a[n][k] · W[k][panel j..j+V]`
+/// for `n < R`, where `init` is the bias (first slice of K) or `c` itself (later slices).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile<S: Simd, const R: usize, const V: usize>(
-    k: usize,
+    (k, k0, k1): (usize, usize, usize),
     a: *const f32,
     lda: usize,
     w: *const f32,
@@ -157,13 +162,12 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize>(
     let pw = S::LANES;
     let panel = k * pw;
     let mut acc = [[S::zero(); V]; R];
-    for v in 0..V {
-        let b = S::load(bias.add(v * pw));
-        for row in acc.iter_mut() {
-            row[v] = b;
+    for (r, row) in acc.iter_mut().enumerate() {
+        for (v, val) in row.iter_mut().enumerate() {
+            *val = if k0 == 0 { S::load(bias.add(v * pw)) } else { S::load(c.add(r * ldc + v * pw)) };
         }
     }
-    for kk in 0..k {
+    for kk in k0..k1 {
         let mut wv = [S::zero(); V];
         for (v, wr) in wv.iter_mut().enumerate() {
             *wr = S::load(w.add(v * panel + kk * pw));
@@ -215,11 +219,18 @@ pub(crate) unsafe fn gemm<S: Simd>(rows: usize, a: &[f32], lda: usize, w: &Packe
     while j < panels {
         let v = (panels - j).min(3);
         let col = j * S::LANES;
-        let mut n = 0;
-        while n < rows {
-            let r = (rows - n).min(S::ROWS);
-            dispatch_tile!(S, r, v, w.k, a.add(n * lda), lda, wp.add(j * w.k * S::LANES), bias.add(col), c.add(n * ldc + col), ldc);
-            n += r;
+        // slices of K small enough that the panels' weights stay in L1 across the row tiles
+        let mut k0 = 0;
+        while k0 < w.k {
+            let k1 = (k0 + K_SLICE).min(w.k);
+            let mut n = 0;
+            while n < rows {
+                let r = (rows - n).min(S::ROWS);
+                let panel = wp.add(j * w.k * S::LANES);
+                dispatch_tile!(S, r, v, (w.k, k0, k1), a.add(n * lda), lda, panel, bias.add(col), c.add(n * ldc + col), ldc);
+                n += r;
+            }
+            k0 = k1;
         }
         j += v;
     }
