@@ -1,0 +1,93 @@
+//! The audio path never touches the allocator: a counting global allocator watches the
+//! thread while `Player::process` plays notes, pedal, head changes, engine swaps (new model,
+//! new rate) and resets, at block sizes from 1 to 16384.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::checkpoint;
+use ssm_runtime::{Engine, KeyEvent, Player};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if WATCHING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if WATCHING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if WATCHING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn watched<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    WATCHING.with(|w| w.set(true));
+    let r = f();
+    WATCHING.with(|w| w.set(false));
+    (r, ALLOCATIONS.load(Ordering::SeqCst) - before)
+}
+
+#[test]
+fn counter_sees_allocations() {
+    let (_, n) = watched(|| std::hint::black_box(vec![1u8; 10]));
+    assert!(n >= 1, "the counting allocator must notice a Vec");
+}
+
+#[test]
+fn audio_path_never_allocates() {
+    let small = checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth");
+    let large = checkpoint("PianoSSM_XL_MH_maestro_all_44100_model.pth");
+    let mut player = Player::new(Engine::new(&small, 44_100).unwrap());
+    // prepared off the audio thread, as the plugin does
+    let mut spare = Some(Engine::new(&large, 96_000).unwrap());
+    let mut buffer = vec![0.0f32; 16_384];
+    let script = [
+        vec![(0, KeyEvent::NoteOn { note: 60, velocity: 90 }), (3, KeyEvent::NoteOn { note: 64, velocity: 70 })],
+        vec![(0, KeyEvent::Sustain { value: 127 }), (1, KeyEvent::NoteOff { note: 60 })],
+        vec![(0, KeyEvent::NoteOn { note: 21, velocity: 1 }), (0, KeyEvent::NoteOn { note: 108, velocity: 127 })],
+        vec![(5, KeyEvent::Sustain { value: 0 }), (6, KeyEvent::AllNotesOff)],
+        vec![(0, KeyEvent::NoteOn { note: 72, velocity: 0 }), (2, KeyEvent::AllSoundOff)],
+        vec![(0, KeyEvent::Reset), (1, KeyEvent::NoteOn { note: 50, velocity: 100 })],
+    ];
+    let mut old = None;
+    let ((), count) = watched(|| {
+        for (i, block) in [1usize, 7, 64, 333, 1024, 16_384].into_iter().enumerate() {
+            for events in &script {
+                player.process(events.iter().copied(), &mut buffer[..block]);
+            }
+            player.engine_mut().set_head(i % 10).unwrap();
+            if i == 2 {
+                old = Some(player.swap_engine(spare.take().unwrap()));
+            }
+            if i == 4 {
+                player.reset();
+            }
+        }
+    });
+    drop(old);
+    assert_eq!(count, 0, "the audio path allocated or freed {count} times");
+    assert!(buffer.iter().all(|v| v.is_finite()));
+}
