@@ -58,12 +58,19 @@ pub fn import_pth(path: &Path, options: &ImportOptions) -> Result<Model, ModelEr
     let midi_rate = options.midi_rate.or_else(|| published_midi_rate(train_rate)).ok_or_else(|| {
         ModelError::Checkpoint(format!("no published MIDI rate for {train_rate} Hz; pass --midi-rate"))
     })?;
-    let tensors = read_archive(&bytes)?;
-    let mut model = assemble(&tensors, train_rate, midi_rate)?;
+    let mut model = import_pth_bytes(&bytes, train_rate, midi_rate)?;
     model.info.description = format!(
         "Published Piano-SSM checkpoint {} (Piano-SSM authors, CC BY-NC-SA 4.0), imported by piano-ssm",
         path.file_name().unwrap_or_default().to_string_lossy()
     );
+    model.validate()?;
+    Ok(model)
+}
+
+/// Loads a checkpoint from its bytes, with the rates given.
+pub fn import_pth_bytes(bytes: &[u8], train_rate: u32, midi_rate: u32) -> Result<Model, ModelError> {
+    let tensors = read_archive(bytes)?;
+    let model = assemble(&tensors, train_rate, midi_rate)?;
     model.validate()?;
     Ok(model)
 }

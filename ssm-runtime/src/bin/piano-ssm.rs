@@ -10,6 +10,10 @@ use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::render::{render_roll, write_wav, WavFormat};
 use ssm_runtime::{Engine, MidiFile, Model};
 
+/// A guard against files whose tempo map describes days of silence (memory for the roll
+/// and the audio grows with the duration).
+const MAX_RENDER_SECONDS: f64 = 4.0 * 3600.0;
+
 #[derive(Parser)]
 #[command(name = "piano-ssm", version, about = "Piano-SSM: neural piano synthesis from MIDI")]
 struct Cli {
@@ -161,6 +165,14 @@ fn render(input: &Path, output: &Path, model: &Model, head: usize, sample_rate: 
         return Err(format!("--tail {tail} must be between 0 and 600 seconds"));
     }
     let midi = MidiFile::load(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    if midi.duration() + tail > MAX_RENDER_SECONDS {
+        return Err(format!(
+            "{}: the file lasts {:.1} hours; renders are limited to {} hours",
+            input.display(),
+            midi.duration() / 3600.0,
+            MAX_RENDER_SECONDS / 3600.0
+        ));
+    }
     let mut engine = Engine::new(model, sample_rate).map_err(|e| e.to_string())?;
     engine.set_head(head).map_err(|e| e.to_string())?;
     let roll = midi.roll(model.info.midi_rate, tail);
