@@ -14,7 +14,7 @@ step "checking ../shared/reference"
 test -f ../shared/reference/README.md || { echo "error: ../shared/reference is missing (clone beside shared/)" >&2; exit 1; }
 
 step "building"
-cargo build --workspace --all-targets --locked
+cargo test --workspace --locked --no-run
 
 step "unit, conformance and command tests"
 cargo test --workspace --locked

@@ -116,6 +116,12 @@ impl RollEncoder {
         }
     }
 
+    /// Renames the current frame (e.g. after a switch to a model with another MIDI rate)
+    /// without touching any key or the pedal.
+    pub fn rebase(&mut self, frame: u64) {
+        self.frame = frame;
+    }
+
     /// Applies one event in the current frame; `stamp` is the event's time in any unit that
     /// only grows (samples when streaming, ticks for files).
     pub fn apply(&mut self, event: KeyEvent, stamp: u64) {
@@ -321,9 +327,12 @@ mod tests {
         // 48 kHz with a 1764 Hz MIDI rate: 27.21 samples per frame
         assert_eq!(frame_start(1, 48_000, 1764), 27);
         assert_eq!(frame_start(1764, 48_000, 1764), 48_000);
+        // an event's frame never starts after the event (it may start on the sample where,
+        // rounding down, the next frame starts: sample 27 is in frame 0 by its time)
         for s in 0..2000 {
             let f = frame_of_sample(s, 48_000, 1764);
-            assert!(frame_start(f, 48_000, 1764) <= s && s < frame_start(f + 1, 48_000, 1764));
+            assert!(frame_start(f, 48_000, 1764) <= s && s <= frame_start(f + 1, 48_000, 1764), "sample {s}");
         }
+        assert_eq!(frame_of_sample(27, 48_000, 1764), 0);
     }
 }

@@ -1,0 +1,213 @@
+//! The instrument without the plugin framework: events and settings in, mono audio out.
+//! Everything the audio thread does lives here, so tests can drive it directly (and count
+//! its allocations) without a host.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use ssm_runtime::{Engine, KeyEvent, Player};
+
+use crate::catalog::Catalog;
+use crate::loader::{build_engine, LoaderHandle, ModelKey};
+use crate::shared::Shared;
+
+/// Length of the crossfade when the model changes.
+const FADE_SECONDS: f32 = 0.02;
+
+/// What the host's parameters ask for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub family: usize,
+    pub size: usize,
+    pub head: usize,
+    /// Linear output gain.
+    pub gain: f32,
+}
+
+pub struct Instrument {
+    player: Player,
+    playing: Option<ModelKey>,
+    /// The last model asked of the loader, so a failing model is asked for only once.
+    requested: Option<ModelKey>,
+    /// The previous engine, fading out after a switch.
+    fading: Option<Box<Engine>>,
+    fade_done: usize,
+    fade_len: usize,
+    /// Engines waiting to go back to the loader (its queue was full).
+    garbage: Option<Box<Engine>>,
+    loader: LoaderHandle,
+    shared: Arc<Shared>,
+    sample_rate: u32,
+    events: Vec<(u32, KeyEvent)>,
+    scratch: Vec<f32>,
+}
+
+impl Instrument {
+    /// Prepares for `sample_rate` and blocks of up to `max_block` samples. Loads the model
+    /// the settings ask for right here (this is not the audio thread).
+    pub fn new(catalog: Arc<RwLock<Catalog>>, shared: Arc<Shared>, sample_rate: u32, max_block: usize, settings: &Settings) -> Instrument {
+        let key = ModelKey { family: settings.family, size: settings.size, sample_rate };
+        let engine = match build_engine(&catalog.read(), key) {
+            Ok(engine) => Some(engine),
+            Err(e) => {
+                let empty = catalog.read().families.is_empty();
+                shared.set_error(if empty {
+                    format!(
+                        "no models found in {}: import one with `piano-ssm import` — silent until then",
+                        catalog.read().folder.as_ref().map_or("the model folder".into(), |p| p.display().to_string())
+                    )
+                } else {
+                    format!("cannot load the model: {e}")
+                });
+                None
+            }
+        };
+        let mut player = Player::silent();
+        let mut slot = engine;
+        let playing = slot.as_ref().map(|_| key);
+        player.swap_engine(&mut slot);
+        let mut instrument = Instrument {
+            player,
+            playing,
+            requested: Some(key),
+            fading: None,
+            fade_done: 0,
+            fade_len: (FADE_SECONDS * sample_rate as f32) as usize,
+            garbage: None,
+            loader: LoaderHandle::start(catalog, shared.clone()),
+            shared,
+            sample_rate,
+            events: Vec::with_capacity(4096),
+            scratch: vec![0.0; max_block.max(1)],
+        };
+        instrument.publish_playing();
+        instrument.apply_head(settings.head);
+        instrument
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Clears every state (the host's reset).
+    pub fn reset(&mut self) {
+        self.player.reset();
+        self.fading_finished();
+    }
+
+    /// Queues an event at `offset` samples into the coming block; events beyond the queue's
+    /// capacity (4096 per block) are dropped rather than allocated for.
+    pub fn push_event(&mut self, offset: u32, event: KeyEvent) {
+        if self.events.len() < self.events.capacity() {
+            self.events.push((offset, event));
+        }
+    }
+
+    /// Renders one block into `out` from the queued events. Never allocates, locks or
+    /// does I/O.
+    pub fn process(&mut self, settings: &Settings, out: &mut [f32]) {
+        let started = Instant::now();
+        self.follow_settings(settings);
+        // blocks longer than the prepared size are split (events go with the first part)
+        let chunk = self.scratch.len();
+        let mut first = true;
+        for part in out.chunks_mut(chunk) {
+            let events = if first { &self.events[..] } else { &[][..] };
+            first = false;
+            self.player.process(events.iter().copied(), part);
+            self.fade(part);
+        }
+        self.events.clear();
+        self.guard_and_gain(settings.gain, out);
+        let seconds = out.len() as f32 / self.sample_rate as f32;
+        let load = if seconds > 0.0 { started.elapsed().as_secs_f32() / seconds } else { 0.0 };
+        let peak = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let enc = self.player.encoder();
+        self.shared.publish_block(peak, load, enc.held(), &enc.roll(), enc.pedal_down());
+    }
+
+    /// Asks for the model the settings name, installs one that has arrived, sets the head.
+    fn follow_settings(&mut self, settings: &Settings) {
+        let key = ModelKey { family: settings.family, size: settings.size, sample_rate: self.sample_rate };
+        if self.requested != Some(key) && self.loader.request(key) {
+            self.requested = Some(key);
+        }
+        if let Some(old) = self.garbage.take() {
+            self.garbage = self.loader.dispose(old).err();
+        }
+        if self.fading.is_none() && self.garbage.is_none() {
+            if let Some((ready_key, engine)) = self.loader.take_ready() {
+                self.install(ready_key, engine);
+            }
+        }
+        self.apply_head(settings.head);
+    }
+
+    fn install(&mut self, key: ModelKey, engine: Box<Engine>) {
+        let mut slot = Some(engine);
+        self.player.swap_engine(&mut slot);
+        self.fading = slot;
+        self.fade_done = 0;
+        self.playing = Some(key);
+        self.publish_playing();
+    }
+
+    fn apply_head(&mut self, head: usize) {
+        if let Some(e) = self.player.engine_mut() {
+            let head = head.min(e.head_count() - 1);
+            if e.head() != head {
+                let _ = e.set_head(head);
+            }
+        }
+    }
+
+    /// Mixes the outgoing engine into `out` with a linear crossfade, then lets it go.
+    fn fade(&mut self, out: &mut [f32]) {
+        let Some(old) = &mut self.fading else { return };
+        let n = out.len().min(self.scratch.len());
+        let scratch = &mut self.scratch[..n];
+        old.set_keys(&self.player.encoder().roll());
+        old.process(scratch);
+        for (i, (o, s)) in out.iter_mut().zip(scratch.iter()).enumerate() {
+            let t = ((self.fade_done + i) as f32 / self.fade_len.max(1) as f32).min(1.0);
+            *o = *o * t + *s * (1.0 - t);
+        }
+        self.fade_done += n;
+        if self.fade_done >= self.fade_len {
+            self.fading_finished();
+        }
+    }
+
+    fn fading_finished(&mut self) {
+        if let Some(old) = self.fading.take() {
+            self.garbage = self.loader.dispose(old).err();
+        }
+    }
+
+    /// Output is always finite: a NaN or infinity resets the model and silences the block.
+    fn guard_and_gain(&mut self, gain: f32, out: &mut [f32]) {
+        if out.iter().all(|v| v.is_finite()) {
+            for v in out.iter_mut() {
+                *v *= gain;
+            }
+            return;
+        }
+        out.fill(0.0);
+        if let Some(e) = self.player.engine_mut() {
+            e.reset();
+        }
+        self.shared.non_finite_blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn publish_playing(&self) {
+        let (family, size, heads) = match (self.playing, self.player.engine()) {
+            (Some(k), Some(e)) => (k.family as u32 + 1, k.size as u32, e.head_count() as u32),
+            _ => (0, 0, 0),
+        };
+        self.shared.playing_family.store(family, Ordering::Relaxed);
+        self.shared.playing_size.store(size, Ordering::Relaxed);
+        self.shared.playing_heads.store(heads, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,83 @@
+//! The host-automatable parameters, saved with the project.
+
+use std::sync::Arc;
+
+use nice_plug::prelude::*;
+use parking_lot::RwLock;
+
+use crate::catalog::{Catalog, SIZES};
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSize {
+    S,
+    L,
+    #[name = "XL"]
+    Xl,
+}
+
+impl ModelSize {
+    pub fn index(self) -> usize {
+        match self {
+            ModelSize::S => 0,
+            ModelSize::L => 1,
+            ModelSize::Xl => 2,
+        }
+    }
+}
+
+/// Room for this many families and heads; hosts need a fixed parameter range.
+pub const MAX_FAMILIES: i32 = 32;
+pub const MAX_HEADS: i32 = 32;
+
+#[derive(Params)]
+pub struct PianoParams {
+    /// Model family: an index into the model catalog (built-in first, then the user folder).
+    #[id = "family"]
+    pub family: IntParam,
+    #[id = "size"]
+    pub size: EnumParam<ModelSize>,
+    /// Output head, e.g. the MAESTRO year.
+    #[id = "head"]
+    pub head: IntParam,
+    #[id = "gain"]
+    pub gain: FloatParam,
+}
+
+impl PianoParams {
+    pub fn new(catalog: Arc<RwLock<Catalog>>) -> PianoParams {
+        let families = catalog.clone();
+        let heads = catalog;
+        PianoParams {
+            family: IntParam::new("Model family", 0, IntRange::Linear { min: 0, max: MAX_FAMILIES - 1 })
+                .with_value_to_string(Arc::new(move |v| {
+                    families.read().family_name(v as usize).map_or_else(|| format!("{v} (none)"), str::to_string)
+                })),
+            size: EnumParam::new("Model size", ModelSize::L),
+            head: IntParam::new("Head", 3, IntRange::Linear { min: 0, max: MAX_HEADS - 1 }).with_value_to_string(Arc::new(
+                move |v| {
+                    // the label of the first model that has this head (MAESTRO years)
+                    let c = heads.read();
+                    let label = c.families.iter().flat_map(|f| &f.models).find_map(|m| m.heads.get(v as usize).cloned());
+                    label.unwrap_or_else(|| v.to_string())
+                },
+            )),
+            gain: FloatParam::new(
+                "Gain",
+                util::db_to_gain(0.0),
+                FloatRange::Skewed {
+                    min: util::db_to_gain(-36.0),
+                    max: util::db_to_gain(12.0),
+                    factor: FloatRange::gain_skew_factor(-36.0, 12.0),
+                },
+            )
+            .with_smoother(SmoothingStyle::Logarithmic(30.0))
+            .with_unit(" dB")
+            .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
+            .with_string_to_value(formatters::s2v_f32_gain_to_db()),
+        }
+    }
+
+    pub fn size_label(&self) -> &'static str {
+        SIZES[self.size.value().index()]
+    }
+}

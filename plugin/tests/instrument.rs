@@ -1,0 +1,190 @@
+//! The instrument core without a host: it plays what `piano-ssm render` plays, switches
+//! models without allocating on the audio thread, keeps playing through a broken model and
+//! stays silent, with a message, when there is no model.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use piano_ssm_plugin::catalog::Catalog;
+use piano_ssm_plugin::instrument::{Instrument, Settings};
+use piano_ssm_plugin::shared::Shared;
+use ssm_runtime::checkpoint::{import_pth, ImportOptions};
+use ssm_runtime::render::render_roll;
+use ssm_runtime::roll::frame_start;
+use ssm_runtime::{Engine, KeyEvent, MidiFile};
+
+struct Counting;
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+}
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if WATCHING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if WATCHING.with(Cell::get) {
+            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        System.dealloc(ptr, layout)
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn watched<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    WATCHING.with(|w| w.set(true));
+    let r = f();
+    WATCHING.with(|w| w.set(false));
+    (r, ALLOCATIONS.load(Ordering::SeqCst) - before)
+}
+
+fn reference() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")
+}
+
+/// A model folder with the published S and L checkpoints (16 kHz) imported into it.
+fn model_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for size in ["S", "L"] {
+        let pth = reference().join(format!("weights/PianoSSM_{size}_MH_maestro_all_16000_model.pth"));
+        import_pth(&pth, &ImportOptions::default()).unwrap().save(&dir.path().join(format!("{size}.safetensors"))).unwrap();
+    }
+    dir
+}
+
+fn catalog(dir: &Path) -> Arc<RwLock<Catalog>> {
+    Arc::new(RwLock::new(Catalog::scan(Some(dir))))
+}
+
+const S: Settings = Settings { family: 0, size: 0, head: 3, gain: 1.0 };
+
+#[test]
+fn plays_what_the_file_renderer_plays() {
+    let dir = model_folder();
+    let rate = 48_000;
+    let mut inst = Instrument::new(catalog(dir.path()), Arc::new(Shared::default()), rate, 512, &S);
+    let midi = MidiFile::load(&reference().join("midi/pedal.mid")).unwrap();
+    let roll = midi.roll(1000, 1.5);
+    let model = ssm_runtime::Model::load(&dir.path().join("S.safetensors")).unwrap();
+    let mut engine = Engine::new(&model, rate).unwrap();
+    engine.set_head(3).unwrap();
+    let expected = render_roll(&mut engine, &roll, |_, _| {});
+    let events: Vec<(u64, KeyEvent)> =
+        midi.events.iter().map(|e| (frame_start((e.seconds * 1000.0).floor() as u64, rate, 1000), e.event)).collect();
+    let mut out = vec![0.0f32; expected.len()];
+    let mut next = 0;
+    for (b, block) in out.chunks_mut(512).enumerate() {
+        let start = (b * 512) as u64;
+        while next < events.len() && events[next].0 < start + block.len() as u64 {
+            inst.push_event((events[next].0 - start) as u32, events[next].1);
+            next += 1;
+        }
+        inst.process(&S, block);
+    }
+    let worst = out.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "max difference {worst}");
+}
+
+#[test]
+fn model_switch_heads_notes_and_reset_never_allocate() {
+    let dir = model_folder();
+    let shared = Arc::new(Shared::default());
+    let mut inst = Instrument::new(catalog(dir.path()), shared.clone(), 44_100, 256, &S);
+    let mut block = vec![0.0f32; 256];
+    let large = Settings { size: 1, ..S };
+    let ((), count) = watched(|| {
+        inst.push_event(0, KeyEvent::NoteOn { note: 60, velocity: 100 });
+        inst.push_event(10, KeyEvent::Sustain { value: 127 });
+        inst.process(&S, &mut block);
+        inst.push_event(3, KeyEvent::NoteOff { note: 60 });
+        inst.process(&Settings { head: 7, ..S }, &mut block);
+        // ask for L, then keep playing until the loader thread has delivered it
+        for _ in 0..2000 {
+            inst.process(&large, &mut block);
+            if shared.playing_size.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for _ in 0..20 {
+            inst.process(&large, &mut block); // crossfade and hand the old engine back
+        }
+        inst.push_event(0, KeyEvent::AllSoundOff);
+        inst.process(&large, &mut block[..17]);
+        inst.reset();
+        inst.process(&large, &mut block);
+    });
+    assert_eq!(shared.playing_size.load(Ordering::Relaxed), 1, "switched to L");
+    assert_eq!(count, 0, "the audio path allocated or freed {count} times");
+}
+
+#[test]
+fn held_keys_sound_through_a_switch_without_a_click() {
+    let dir = model_folder();
+    let shared = Arc::new(Shared::default());
+    let mut inst = Instrument::new(catalog(dir.path()), shared.clone(), 16_000, 64, &S);
+    let mut out = Vec::new();
+    let mut block = [0.0f32; 64];
+    inst.push_event(0, KeyEvent::NoteOn { note: 48, velocity: 90 });
+    for i in 0..600 {
+        let settings = if i < 100 { S } else { Settings { size: 1, ..S } };
+        inst.process(&settings, &mut block);
+        out.extend_from_slice(&block);
+        if i >= 100 && shared.playing_size.load(Ordering::Relaxed) != 1 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(shared.playing_size.load(Ordering::Relaxed), 1);
+    let tail = &out[out.len() - 3200..];
+    let rms = (tail.iter().map(|v| v * v).sum::<f32>() / tail.len() as f32).sqrt();
+    assert!(rms > 1e-3, "the held note still sounds after the switch (rms {rms})");
+    // no sample-to-sample jump bigger than the note itself makes anywhere
+    let steps = |s: &[f32]| s.windows(2).map(|w| (w[1] - w[0]).abs()).fold(0.0f32, f32::max);
+    let before = steps(&out[3200..6400]);
+    assert!(steps(&out[6400..]) <= 2.0 * before + 1e-3, "switch produced a jump");
+}
+
+#[test]
+fn broken_model_keeps_the_previous_one_playing() {
+    let dir = model_folder();
+    std::fs::write(dir.path().join("L.safetensors"), b"truncated").unwrap();
+    let shared = Arc::new(Shared::default());
+    let cat = catalog(dir.path());
+    assert_eq!(cat.read().problems.len(), 1, "the broken file is reported");
+    // the catalog only lists S now; ask for a family that does not exist
+    let mut inst = Instrument::new(cat, shared.clone(), 16_000, 64, &S);
+    let mut block = [0.0f32; 64];
+    inst.push_event(0, KeyEvent::NoteOn { note: 60, velocity: 90 });
+    for _ in 0..50 {
+        inst.process(&Settings { family: 5, ..S }, &mut block);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(shared.playing_family.load(Ordering::Relaxed), 1, "family 0 still plays");
+    assert!(block.iter().any(|v| v.abs() > 1e-4), "and makes sound");
+    let status = shared.status();
+    assert!(status.is_error && status.message.contains("cannot load"), "{status:?}");
+}
+
+#[test]
+fn without_models_it_is_silent_and_says_why() {
+    let empty = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Shared::default());
+    let mut inst = Instrument::new(catalog(empty.path()), shared.clone(), 48_000, 128, &S);
+    let mut block = [1.0f32; 128];
+    inst.push_event(0, KeyEvent::NoteOn { note: 60, velocity: 90 });
+    inst.process(&S, &mut block);
+    assert!(block.iter().all(|&v| v == 0.0));
+    let status = shared.status();
+    assert!(status.is_error && status.message.contains("no models found"), "{status:?}");
+    assert!(shared.held_keys()[39], "keys are still followed");
+}
