@@ -13,6 +13,17 @@ step() { printf '\n==> %s\n' "$*"; }
 step "checking ../shared/reference"
 test -f ../shared/reference/README.md || { echo "error: ../shared/reference is missing (clone beside shared/)" >&2; exit 1; }
 
+step "system packages (ALSA and JACK headers for the standalone plugin)"
+missing=()
+for pkg in libasound2-dev libjack-jackd2-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
 step "building"
 cargo test --workspace --locked --no-run
 
@@ -21,6 +32,34 @@ cargo test --workspace --locked
 
 step "benchmark compiles (run it with: taskset -c 1 cargo bench -p ssm-runtime)"
 cargo bench -p ssm-runtime --no-run --locked
+
+step "plugin bundles (cargo xtask bundle plugin --release)"
+cargo xtask bundle plugin --release
+
+step "the VST3 in a real host: pedalboard (JUCE) against piano-ssm render"
+venv=target/host-venv
+if ! "$venv/bin/python" -c "import pedalboard, mido, numpy" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q pedalboard==0.9.26 mido numpy
+fi
+host_tmp=$(mktemp -d)
+trap 'rm -rf "$host_tmp"' EXIT
+# a user model folder holding only the imported XL checkpoint: the plugin's default size (L)
+# falls back to the nearest size the family has, and its default head is 2009
+models="$host_tmp/data/piano-ssm/models"
+mkdir -p "$models"
+xl=../shared/reference/weights/PianoSSM_XL_MH_maestro_all_44100_model.pth
+cargo build --release --locked --bin piano-ssm
+target/release/piano-ssm import "$xl" "$models/xl.safetensors"
+for rate_block in 48000:64 48000:1000; do
+    rate=${rate_block%%:*}; block=${rate_block##*:}
+    ref="$host_tmp/ref-$rate.wav"
+    [ -f "$ref" ] || target/release/piano-ssm render ../shared/reference/midi/pedal.mid "$ref" \
+        --model "$models/xl.safetensors" --year 2009 --sample-rate "$rate"
+    XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.py \
+        "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/pedal.mid "$ref" "$rate" "$block" \
+        $(( (rate + 999) / 1000 ))
+done
 
 step "fuzzing the model loader, checkpoint importer and MIDI reader (${FUZZ_SECONDS} s each)"
 if ! command -v cargo-fuzz >/dev/null; then

@@ -16,6 +16,7 @@ pub struct ModelEntry {
     pub heads: Vec<String>,
     pub head_kind: Option<String>,
     pub train_rate: u32,
+    pub midi_rate: u32,
     pub parameter_count: usize,
 }
 
@@ -71,6 +72,7 @@ impl Catalog {
             heads: model.info.heads.clone(),
             head_kind: model.info.head_kind.clone(),
             train_rate: model.info.train_rate,
+            midi_rate: model.info.midi_rate,
             parameter_count: model.parameter_count(),
         };
         match self.families.iter_mut().find(|f| f.name == model.info.family) {
@@ -85,6 +87,12 @@ impl Catalog {
         let f = self.families.get(family)?;
         let rank = |s: &str| SIZES.iter().position(|&x| x == s).unwrap_or(SIZES.len());
         f.models.iter().min_by_key(|m| rank(&m.size).abs_diff(size))
+    }
+
+    /// The slowest MIDI rate of any model (1000 Hz without models): it sets the latency
+    /// that makes every model's frames exact.
+    pub fn min_midi_rate(&self) -> u32 {
+        self.families.iter().flat_map(|f| &f.models).map(|m| m.midi_rate).min().unwrap_or(1000).min(1000)
     }
 
     pub fn family_name(&self, family: usize) -> Option<&str> {

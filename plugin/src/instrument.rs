@@ -65,6 +65,8 @@ impl Instrument {
             }
         };
         let mut player = Player::silent();
+        // one frame of latency puts every key change exactly on its frame (see Player)
+        player.set_latency(ssm_runtime::player::frame_latency(sample_rate, catalog.read().min_midi_rate()));
         let mut slot = engine;
         let playing = slot.as_ref().map(|_| key);
         player.swap_engine(&mut slot);
@@ -91,6 +93,11 @@ impl Instrument {
         self.sample_rate
     }
 
+    /// Output latency in samples, to report to the host.
+    pub fn latency(&self) -> u32 {
+        self.player.latency() as u32
+    }
+
     /// Clears every state (the host's reset).
     pub fn reset(&mut self) {
         self.player.reset();
@@ -110,13 +117,14 @@ impl Instrument {
     pub fn process(&mut self, settings: &Settings, out: &mut [f32]) {
         let started = Instant::now();
         self.follow_settings(settings);
-        // blocks longer than the prepared size are split (events go with the first part)
+        // blocks longer than the prepared size are split, each part with its own events
         let chunk = self.scratch.len();
-        let mut first = true;
-        for part in out.chunks_mut(chunk) {
-            let events = if first { &self.events[..] } else { &[][..] };
-            first = false;
-            self.player.process(events.iter().copied(), part);
+        let total = out.len();
+        for (i, part) in out.chunks_mut(chunk).enumerate() {
+            let (from, to) = ((i * chunk) as u32, (i * chunk + part.len()) as u32);
+            let last = to as usize == total;
+            let events = self.events.iter().filter(|(at, _)| *at >= from && (*at < to || last));
+            self.player.process(events.map(|&(at, e)| (at - from, e)), part);
             self.fade(part);
         }
         self.events.clear();

@@ -99,7 +99,7 @@ impl Plugin for PianoSsm {
         editor::create(self.editor_state.clone(), self.params.clone(), self.shared.clone(), self.catalog.clone())
     }
 
-    fn activate(&mut self, _layout: &AudioIOLayout, config: &BufferConfig, _context: &mut impl ActivateContext<Self>) -> bool {
+    fn activate(&mut self, _layout: &AudioIOLayout, config: &BufferConfig, context: &mut impl ActivateContext<Self>) -> bool {
         let rate = config.sample_rate.round() as u32;
         if !(ssm_runtime::model::MIN_RATE..=ssm_runtime::model::MAX_RATE).contains(&rate) {
             self.shared.set_error(format!("sample rate {rate} Hz is not supported (8 to 192 kHz)"));
@@ -107,7 +107,10 @@ impl Plugin for PianoSsm {
         }
         // the model is discretised for the host's rate here, off the audio thread
         let max_block = config.max_buffer_size.max(1) as usize;
-        self.instrument = Some(Instrument::new(self.catalog.clone(), self.shared.clone(), rate, max_block, &self.settings()));
+        let instrument = Instrument::new(self.catalog.clone(), self.shared.clone(), rate, max_block, &self.settings());
+        // about one MIDI frame (0.6 to 1 ms): the price of exact, block-size-independent timing
+        context.set_latency_samples(instrument.latency());
+        self.instrument = Some(instrument);
         true
     }
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use piano_ssm_plugin::catalog::Catalog;
-use piano_ssm_plugin::instrument::{Instrument, Settings};
-use piano_ssm_plugin::shared::Shared;
+use plugin::catalog::Catalog;
+use plugin::instrument::{Instrument, Settings};
+use plugin::shared::Shared;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::frame_start;
@@ -81,7 +81,9 @@ fn plays_what_the_file_renderer_plays() {
     let expected = render_roll(&mut engine, &roll, |_, _| {});
     let events: Vec<(u64, KeyEvent)> =
         midi.events.iter().map(|e| (frame_start((e.seconds * 1000.0).floor() as u64, rate, 1000), e.event)).collect();
-    let mut out = vec![0.0f32; expected.len()];
+    let latency = inst.latency() as usize;
+    assert_eq!(latency, 48, "one 1 ms frame at 48 kHz");
+    let mut out = vec![0.0f32; expected.len() + latency];
     let mut next = 0;
     for (b, block) in out.chunks_mut(512).enumerate() {
         let start = (b * 512) as u64;
@@ -91,7 +93,8 @@ fn plays_what_the_file_renderer_plays() {
         }
         inst.process(&S, block);
     }
-    let worst = out.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(out[..latency].iter().all(|&v| v == 0.0));
+    let worst = out[latency..].iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst <= 1e-6, "max difference {worst}");
 }
 

@@ -1,26 +1,43 @@
 //! Live playing: MIDI events with sample offsets in, audio out, through the one encoder.
 //!
-//! A frame's keys take effect at the frame's first sample, exactly as in file rendering,
-//! whenever that sample lies in the current block. When the frame began in an earlier block
-//! (the event arrived mid-frame) the change takes effect at the start of the current block:
-//! the only causal choice without adding latency. Hosts that send events on frame
-//! boundaries (or render offline with sample-accurate events) get the file renderer's
-//! output sample for sample.
+//! A frame's keys take effect at the frame's first sample, as in file rendering. That sample
+//! can lie before the event (an event mid-frame belongs to the frame it falls in), so a
+//! player without latency applies a change at the start of the current block when its frame
+//! began in an earlier one. With a latency of at least one frame
+//! ([`Player::frame_latency`]) every change lands exactly on its frame's first sample and the
+//! output is the file renderer's, sample for sample, delayed by that latency, whatever the
+//! block sizes: hosts compensate a latency the plugin reports.
 //!
 //! The engine is boxed and optional so a plugin can hand engines in and out without the
 //! audio thread ever allocating or freeing: without one the player stays silent but still
 //! follows the keys, so a model that arrives later plays the notes already held.
 
+use std::collections::VecDeque;
+
 use crate::engine::Engine;
 use crate::roll::{frame_of_sample, frame_start, KeyEvent, RollEncoder};
+
+/// Events that can wait for their frame at once; more in one block are dropped, not
+/// allocated for.
+pub const EVENT_CAPACITY: usize = 8192;
 
 /// An [`Engine`] driven by MIDI events.
 pub struct Player {
     engine: Option<Box<Engine>>,
     encoder: RollEncoder,
-    /// Absolute sample index of the next block's first sample.
+    /// Host sample index of the next block's first sample.
     position: u64,
+    /// Output delay in samples: model sample `t` is output at host sample `t + latency`.
+    latency: u64,
+    /// Events (host sample, event) whose frame has not started yet.
+    pending: VecDeque<(u64, KeyEvent)>,
     keys_dirty: bool,
+}
+
+/// The latency that makes live playing exact for MIDI rates of at least `min_midi_rate`:
+/// the longest frame, `ceil(sample_rate / min_midi_rate)` samples.
+pub fn frame_latency(sample_rate: u32, min_midi_rate: u32) -> u64 {
+    (sample_rate as u64).div_ceil(min_midi_rate.max(1) as u64)
 }
 
 impl Player {
@@ -32,7 +49,24 @@ impl Player {
 
     /// A player without an engine: silent, but it tracks keys and pedal.
     pub fn silent() -> Player {
-        Player { engine: None, encoder: RollEncoder::new(), position: 0, keys_dirty: true }
+        Player {
+            engine: None,
+            encoder: RollEncoder::new(),
+            position: 0,
+            latency: 0,
+            pending: VecDeque::with_capacity(EVENT_CAPACITY),
+            keys_dirty: true,
+        }
+    }
+
+    /// Delays the output by `samples` (see [`frame_latency`]); takes effect after a reset.
+    pub fn set_latency(&mut self, samples: u64) {
+        self.latency = samples;
+        self.reset();
+    }
+
+    pub fn latency(&self) -> u64 {
+        self.latency
     }
 
     pub fn engine(&self) -> Option<&Engine> {
@@ -57,7 +91,8 @@ impl Player {
         std::mem::swap(&mut self.engine, slot);
         if let Some(e) = &self.engine {
             // frames are counted at the new model's MIDI rate from here on
-            self.encoder.rebase(frame_of_sample(self.position, e.sample_rate(), e.midi_rate()));
+            let model_position = self.position.saturating_sub(self.latency);
+            self.encoder.rebase(frame_of_sample(model_position, e.sample_rate(), e.midi_rate()));
         }
         self.keys_dirty = true;
     }
@@ -69,27 +104,42 @@ impl Player {
             e.reset();
         }
         self.position = 0;
+        self.pending.clear();
         self.keys_dirty = false;
     }
 
     /// Renders one block. `events` are `(sample offset in this block, event)` in time order;
     /// offsets past the block's end count as its last sample. Never allocates.
     pub fn process(&mut self, events: impl IntoIterator<Item = (u32, KeyEvent)>, out: &mut [f32]) {
-        let rates = self.engine.as_ref().map(|e| (e.sample_rate(), e.midi_rate()));
         let len = out.len() as u64;
-        let mut cursor = 0u64;
         for (offset, event) in events {
-            let at = self.position + (offset as u64).min(len.saturating_sub(1));
+            if self.pending.len() < self.pending.capacity() {
+                self.pending.push_back((self.position + (offset as u64).min(len.saturating_sub(1)), event));
+            }
+        }
+        // output sample i is model sample `first + i`; model time starts `latency` late
+        let first = self.position as i64 - self.latency as i64;
+        let silent_lead = (-first).clamp(0, len as i64) as usize;
+        out[..silent_lead].fill(0.0);
+        let (start, end) = ((first.max(0)) as u64, (first + len as i64).max(0) as u64);
+        let mut cursor = start;
+        let rates = self.engine.as_ref().map(|e| (e.sample_rate(), e.midi_rate()));
+        while let Some(&(at, event)) = self.pending.front() {
             if let Some((sr, mr)) = rates {
                 let frame = frame_of_sample(at, sr, mr);
+                let frame_begins = frame_start(frame, sr, mr);
+                if frame_begins >= end {
+                    break; // its frame starts in a later block
+                }
                 if frame > self.encoder.frame() {
                     // everything before this frame is final: render up to its first sample
-                    let start = frame_start(frame, sr, mr).saturating_sub(self.position).clamp(cursor, len);
-                    self.render(&mut out[cursor as usize..start as usize]);
-                    cursor = start;
+                    let stop = frame_begins.clamp(cursor, end);
+                    self.render(&mut out[silent_lead + (cursor - start) as usize..silent_lead + (stop - start) as usize]);
+                    cursor = stop;
                     self.encoder.advance_to(frame);
                 }
             }
+            self.pending.pop_front();
             self.encoder.apply(event, at);
             if event.clears_state() {
                 if let Some(e) = &mut self.engine {
@@ -98,7 +148,7 @@ impl Player {
             }
             self.keys_dirty = true;
         }
-        self.render(&mut out[cursor as usize..]);
+        self.render(&mut out[silent_lead + (cursor - start) as usize..]);
         self.position += len;
     }
 

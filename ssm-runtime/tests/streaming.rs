@@ -72,3 +72,28 @@ fn reset_and_sound_off_silence_the_player() {
     assert!(loud > 10.0 * quiet, "note energy {loud} vs silence {quiet}");
 }
 
+
+#[test]
+fn with_one_frame_of_latency_any_block_size_is_exact() {
+    // 44.1 kHz-trained model (MIDI rate 1764) at 48 kHz: frames of 27.21 samples, so events
+    // fall mid-frame and frames straddle block boundaries
+    let model = checkpoint("PianoSSM_S_MH_maestro_all_44100_model.pth");
+    let midi = MidiFile::load(&reference_dir().join("midi/pedal.mid")).unwrap();
+    let (rate, mr) = (48_000, model.info.midi_rate);
+    let roll = midi.roll(mr, 1.5);
+    let mut engine = Engine::new(&model, rate).unwrap();
+    let expected = render_roll(&mut engine, &roll, |_, _| {});
+    // a host places each event at its own sample, not at its frame's start
+    let events: Vec<(u64, KeyEvent)> = midi.events.iter().map(|e| ((e.seconds * rate as f64).round() as u64, e.event)).collect();
+    // events must not land exactly on a frame boundary the float file times put elsewhere
+    let latency = ssm_runtime::player::frame_latency(rate, mr);
+    assert_eq!(latency, 28);
+    for block in [1, 64, 1000] {
+        let mut player = Player::new(Engine::new(&model, rate).unwrap());
+        player.set_latency(latency);
+        let out = stream(&mut player, &events, expected.len() + latency as usize, block);
+        assert!(out[..latency as usize].iter().all(|&v| v == 0.0));
+        let worst = out[latency as usize..].iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "block {block}: max difference {worst}");
+    }
+}

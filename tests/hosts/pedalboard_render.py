@@ -1,0 +1,64 @@
+"""Render a MIDI file through the built Piano-SSM VST3 inside pedalboard (a JUCE host) and
+compare with `piano-ssm render` of the same file, model and rate.
+
+usage: pedalboard_render.py PLUGIN.vst3 IN.mid REFERENCE.wav SAMPLE_RATE BLOCK_SIZE LATENCY [MAX_REL_L2]
+
+LATENCY is the plugin's reported latency in samples (one MIDI frame, ceil(rate / 1000)):
+pedalboard compensates latency for effects but not for instruments, so this harness does
+what a DAW's delay compensation does and drops that many leading samples.
+Prints one line per check and a closing 'N passed, N failed' line; exits non-zero on failure.
+"""
+import sys
+import wave
+
+import mido
+import numpy as np
+import pedalboard
+
+
+def read_float_wav(path):
+    # piano-ssm writes 32-bit float WAV (format 3), which the wave module cannot read
+    data = open(path, "rb").read()
+    i = data.find(b"data")
+    n = int.from_bytes(data[i + 4:i + 8], "little")
+    return np.frombuffer(data[i + 8:i + 8 + n], dtype="<f4")
+
+
+def messages(path):
+    """The file's messages with absolute times in seconds, as pedalboard wants them."""
+    t = 0.0
+    out = []
+    for msg in mido.MidiFile(path):
+        t += msg.time
+        if not msg.is_meta and msg.type in ("note_on", "note_off", "control_change"):
+            out.append(msg.copy(time=t))
+    return out
+
+
+def main():
+    plugin_path, midi_path, ref_path, rate, block, latency = sys.argv[1:7]
+    limit = float(sys.argv[7]) if len(sys.argv) > 7 else 1e-4
+    rate, block, latency = int(rate), int(block), int(latency)
+    reference = read_float_wav(ref_path)
+    plugin = pedalboard.load_plugin(plugin_path)
+    assert plugin.is_instrument, "the bundle loads as an instrument"
+    audio = plugin(messages(midi_path), duration=(len(reference) + latency) / rate, sample_rate=rate,
+                   num_channels=2, buffer_size=block, reset=True)
+    lead = audio[:, :latency]
+    left, right = audio[0][latency:latency + len(reference)], audio[1][latency:latency + len(reference)]
+    err = float(np.linalg.norm(left - reference) / np.linalg.norm(reference))
+    checks = {
+        "stereo channels identical": bool(np.array_equal(left, right)),
+        f"silent for the {latency} samples of reported latency": bool(np.all(lead == 0.0)),
+        f"relative L2 {err:.2e} <= {limit:g} at {rate} Hz, block {block}": err <= limit,
+    }
+    failed = 0
+    for name, ok in checks.items():
+        print(("ok   " if ok else "FAIL ") + name)
+        failed += not ok
+    print(f"{len(checks) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
