@@ -2,13 +2,12 @@
 //! models without allocating on the audio thread, keeps playing through a broken model and
 //! stays silent, with a message, when there is no model.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloc_counter::{watched, Counting};
 use parking_lot::RwLock;
 use plugin::catalog::Catalog;
 use plugin::instrument::{Instrument, Settings};
@@ -18,35 +17,8 @@ use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::frame_start;
 use ssm_runtime::{Engine, KeyEvent, MidiFile};
 
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-thread_local! {
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-}
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if WATCHING.with(Cell::get) {
-            ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        System.dealloc(ptr, layout)
-    }
-}
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn watched<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
-    WATCHING.with(|w| w.set(true));
-    let r = f();
-    WATCHING.with(|w| w.set(false));
-    (r, ALLOCATIONS.load(Ordering::SeqCst) - before)
-}
 
 fn reference() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")
