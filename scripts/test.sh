@@ -13,9 +13,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "checking ../shared/reference"
 test -f ../shared/reference/README.md || { echo "error: ../shared/reference is missing (clone beside shared/)" >&2; exit 1; }
 
-step "system packages (ALSA and JACK headers for the standalone plugin)"
+step "system packages (ALSA and JACK headers; Xvfb, xdotool and imagemagick for the panel screenshot)"
 missing=()
-for pkg in libasound2-dev libjack-jackd2-dev; do
+for pkg in libasound2-dev libjack-jackd2-dev xvfb xdotool imagemagick; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -60,6 +60,14 @@ for rate_block in 48000:64 48000:1000; do
         "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/pedal.mid "$ref" "$rate" "$block" \
         $(( (rate + 999) / 1000 ))
 done
+
+step "the panel under Xvfb (screenshot kept as target/artefacts/panel.png)"
+cargo build --release --locked -p plugin --bin piano-ssm-standalone
+mkdir -p target/artefacts
+bash scripts/screenshot.sh target/artefacts/panel.png "$host_tmp/data"
+# a blank or failed capture is a few kilobytes; the drawn panel is far larger
+size=$(stat -c %s target/artefacts/panel.png)
+[ "$size" -gt 10000 ] || { echo "error: the panel screenshot is only $size bytes" >&2; exit 1; }
 
 step "fuzzing the model loader, checkpoint importer and MIDI reader (${FUZZ_SECONDS} s each)"
 if ! command -v cargo-fuzz >/dev/null; then
