@@ -38,6 +38,7 @@ impl MidiFile {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<MidiFile, MidiError> {
+        check_smpte_division(bytes)?;
         let smf = Smf::parse(bytes).map_err(|e| MidiError::Parse(e.to_string()))?;
         let clock = Clock::new(&smf)?;
         let mut raw: Vec<(u64, usize, KeyEvent)> = Vec::new();
@@ -90,6 +91,18 @@ impl MidiFile {
         frames.truncate(total as usize);
         Roll { midi_rate, frames }
     }
+}
+
+/// midly 0.5 negates the SMPTE frame-rate byte, which overflows (a panic in debug builds)
+/// for -128; only -24, -25, -29 and -30 are valid, so anything else is rejected first.
+fn check_smpte_division(bytes: &[u8]) -> Result<(), MidiError> {
+    if bytes.len() >= 14 && &bytes[..4] == b"MThd" && bytes[12] & 0x80 != 0 {
+        let fps = bytes[12] as i8;
+        if !matches!(fps, -24 | -25 | -29 | -30) {
+            return Err(MidiError::Timing(format!("SMPTE frame rate {} is not 24, 25, 29.97 or 30", -(fps as i16))));
+        }
+    }
+    Ok(())
 }
 
 fn key_event(kind: &TrackEventKind) -> Option<KeyEvent> {
@@ -249,6 +262,13 @@ mod tests {
         // 400 ticks at 120 bpm, 100 ppq = 2 s
         assert_eq!(roll.frames.len(), 2000);
         assert_eq!(roll.frames[1999][39], 80);
+    }
+
+    #[test]
+    fn invalid_smpte_rate_is_an_error_not_a_panic() {
+        // found by the fuzzer: division 0x80xx (fps byte -128)
+        let bytes = b"MThd\0\0\0\x06\0\0\0\x01\x80\x04MTrk\0\0\0\x04\0\xff\x2f\0";
+        assert!(matches!(MidiFile::parse(bytes), Err(MidiError::Timing(_))));
     }
 
     #[test]
