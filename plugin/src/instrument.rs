@@ -210,12 +210,11 @@ impl Instrument {
     }
 
     fn publish_playing(&self) {
-        let (family, size, heads) = match (self.playing, self.player.engine()) {
-            (Some(k), Some(e)) => (k.family as u32 + 1, k.size as u32, e.head_count() as u32),
-            _ => (0, 0, 0),
+        let (family, size) = match (self.playing, self.player.engine()) {
+            (Some(k), Some(_)) => (k.family as u32 + 1, k.size as u32),
+            _ => (0, 0),
         };
         self.shared.playing_family.store(family, Ordering::Relaxed);
         self.shared.playing_size.store(size, Ordering::Relaxed);
-        self.shared.playing_heads.store(heads, Ordering::Relaxed);
     }
 }

@@ -70,7 +70,6 @@ impl PianoParams {
                     factor: FloatRange::gain_skew_factor(-36.0, 12.0),
                 },
             )
-            .with_smoother(SmoothingStyle::Logarithmic(30.0))
             .with_unit(" dB")
             .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
             .with_string_to_value(formatters::s2v_f32_gain_to_db()),

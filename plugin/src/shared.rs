@@ -22,7 +22,6 @@ pub struct Shared {
     /// Index of the playing model in the catalog (family, size) + 1; 0 when none plays.
     pub playing_family: AtomicU32,
     pub playing_size: AtomicU32,
-    pub playing_heads: AtomicU32,
     status: Mutex<Status>,
 }
 
