@@ -13,9 +13,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "checking ../shared/reference"
 test -f ../shared/reference/README.md || { echo "error: ../shared/reference is missing (clone beside shared/)" >&2; exit 1; }
 
-step "system packages (ALSA and JACK headers; Xvfb, xdotool and imagemagick for the panel screenshot)"
+step "system packages (ALSA/JACK headers; Xvfb, xdotool, imagemagick for the panel screenshot; SoundFonts for the trainer)"
 missing=()
-for pkg in libasound2-dev libjack-jackd2-dev xvfb xdotool imagemagick; do
+for pkg in libasound2-dev libjack-jackd2-dev xvfb xdotool imagemagick fluid-soundfont-gm timgm6mb-soundfont; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -24,14 +24,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
+step "libtorch for the trainer (PyPI torch==2.13.0, lean CPU install into target/torch-venv)"
+source scripts/libtorch.sh
+
 step "building"
 cargo test --workspace --locked --no-run
 
 step "unit, conformance and command tests"
 cargo test --workspace --locked
 
-step "benchmark compiles (run it with: taskset -c 1 cargo bench -p ssm-runtime)"
-cargo bench -p ssm-runtime --no-run --locked
+step "benchmarks compile (run them with: taskset -c 1 cargo bench -p ssm-runtime; cargo bench -p trainer)"
+cargo bench -p ssm-runtime -p trainer --no-run --locked
 
 step "plugin bundles (cargo xtask bundle plugin --release)"
 cargo xtask bundle plugin --release

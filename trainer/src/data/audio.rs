@@ -1,0 +1,63 @@
+//! WAV input: a region of a file, mixed to mono, resampled to the model rate.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rubato::{FftFixedInOut, Resampler};
+
+/// Sample rate and length (frames) of a WAV file, from its header.
+pub fn wav_info(path: &Path) -> Result<(u32, u64)> {
+    let reader = hound::WavReader::open(path).with_context(|| format!("cannot read WAV {}", path.display()))?;
+    let spec = reader.spec();
+    Ok((spec.sample_rate, reader.duration() as u64))
+}
+
+/// `frames` frames from `start` (source frames), mono; short files are zero-padded.
+pub fn read_mono(path: &Path, start: u64, frames: usize) -> Result<(Vec<f32>, u32)> {
+    let mut reader = hound::WavReader::open(path).with_context(|| format!("cannot read WAV {}", path.display()))?;
+    let spec = reader.spec();
+    let channels = spec.channels as usize;
+    if channels == 0 {
+        bail!("{}: WAV header declares no channels", path.display());
+    }
+    let total = reader.duration() as u64;
+    reader.seek(start.min(total) as u32).with_context(|| format!("cannot seek in {}", path.display()))?;
+    let want = frames * channels;
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader.samples::<f32>().take(want).collect::<Result<_, _>>(),
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+            reader.samples::<i32>().take(want).map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>()
+        }
+    }
+    .with_context(|| format!("corrupt audio data in {}", path.display()))?;
+    let mut mono: Vec<f32> = interleaved.chunks_exact(channels).map(|c| c.iter().sum::<f32>() / channels as f32).collect();
+    mono.resize(frames, 0.0);
+    Ok((mono, spec.sample_rate))
+}
+
+/// Band-limited resampling of a whole buffer; the output has round(len · to / from) samples
+/// and no delay.
+pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
+    if from == to {
+        return Ok(input.to_vec());
+    }
+    let expected = (input.len() as u64 * to as u64).div_ceil(from as u64) as usize;
+    let mut rs = FftFixedInOut::<f32>::new(from as usize, to as usize, 1024, 1)?;
+    let delay = rs.output_delay();
+    let mut out = Vec::with_capacity(expected + delay + 2048);
+    let mut pos = 0;
+    // feed zeros past the end until the delayed output is complete
+    while out.len() < expected + delay {
+        let need = rs.input_frames_next();
+        let mut chunk = vec![0f32; need];
+        if pos < input.len() {
+            let n = need.min(input.len() - pos);
+            chunk[..n].copy_from_slice(&input[pos..pos + n]);
+        }
+        pos += need;
+        let res = rs.process(&[chunk], None)?;
+        out.extend_from_slice(&res[0]);
+    }
+    Ok(out[delay..delay + expected].to_vec())
+}

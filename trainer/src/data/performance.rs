@@ -1,0 +1,205 @@
+//! Procedurally generated piano performances: what the synthetic dataset plays.
+//!
+//! A performance is a few overlapping "gestures" (chords, melodies, runs, repeated notes and
+//! trills, lone notes anywhere on the keyboard) with velocities over the whole range and
+//! sustain-pedal presses, placed on the roll's frame grid so that the SoundFont renderer can
+//! apply every event exactly at a frame start.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use ssm_runtime::roll::KeyEvent;
+
+const LOWEST: i32 = 21;
+const HIGHEST: i32 = 108;
+
+/// Events at frame indices, sorted by frame (stable).
+#[derive(Debug, Clone, Default)]
+pub struct Performance {
+    pub events: Vec<(u64, KeyEvent)>,
+}
+
+impl Performance {
+    /// A performance of `frames` frames at `midi_rate`.
+    pub fn generate(rng: &mut ChaCha8Rng, frames: u64, midi_rate: u32) -> Performance {
+        let mut g = Generator { rng, fps: midi_rate as f64, end: frames, events: Vec::new() };
+        g.fill();
+        g.pedal();
+        let mut events = g.events;
+        events.sort_by_key(|&(frame, _)| frame);
+        Performance { events }
+    }
+}
+
+struct Generator<'a> {
+    rng: &'a mut ChaCha8Rng,
+    fps: f64,
+    end: u64,
+    events: Vec<(u64, KeyEvent)>,
+}
+
+impl Generator<'_> {
+    fn frames(&self, seconds: f64) -> u64 {
+        (seconds * self.fps).round().max(1.0) as u64
+    }
+
+    fn seconds(&mut self, lo: f64, hi: f64) -> u64 {
+        let s = self.rng.random_range(lo..hi);
+        self.frames(s)
+    }
+
+    /// Velocities cover 1..=127, most of them in the playing range.
+    fn velocity(&mut self) -> u8 {
+        if self.rng.random_bool(0.15) {
+            self.rng.random_range(1..=127)
+        } else {
+            self.rng.random_range(25..=115)
+        }
+    }
+
+    fn key(&mut self, lo: i32, hi: i32) -> i32 {
+        self.rng.random_range(lo.max(LOWEST)..=hi.min(HIGHEST))
+    }
+
+    fn note(&mut self, key: i32, start: u64, length: u64, velocity: u8) {
+        if start >= self.end || !(LOWEST..=HIGHEST).contains(&key) {
+            return;
+        }
+        let note = key as u8;
+        self.events.push((start, KeyEvent::NoteOn { note, velocity }));
+        self.events.push((start + length.max(1), KeyEvent::NoteOff { note }));
+    }
+
+    /// Two independent voices (roughly left and right hand), each a chain of gestures and rests.
+    fn fill(&mut self) {
+        for (lo, hi) in [(LOWEST, 72), (48, HIGHEST)] {
+            let mut t = self.seconds(0.0, 0.4);
+            while t < self.end {
+                t += self.gesture(t, lo, hi);
+                t += self.seconds(0.0, 0.6);
+            }
+        }
+    }
+
+    /// Plays one gesture at `t`; returns its length in frames.
+    fn gesture(&mut self, t: u64, lo: i32, hi: i32) -> u64 {
+        match self.rng.random_range(0..6) {
+            0 => self.chord(t, lo, hi),
+            1 => self.melody(t, lo, hi),
+            2 => self.run(t, lo, hi),
+            3 => self.trill(t, lo, hi),
+            4 => self.repeated(t, lo, hi),
+            _ => {
+                let (key, len, vel) = (self.key(lo, hi), self.seconds(0.1, 2.0), self.velocity());
+                self.note(key, t, len, vel);
+                len
+            }
+        }
+    }
+
+    fn chord(&mut self, t: u64, lo: i32, hi: i32) -> u64 {
+        let root = self.key(lo, hi - 12);
+        let len = self.seconds(0.2, 1.8);
+        let vel = self.velocity();
+        let shape: &[i32] = [&[0, 4, 7][..], &[0, 3, 7], &[0, 4, 7, 12], &[0, 5, 9], &[0, 7, 12, 16], &[0, 3, 6, 10]][self.rng.random_range(0..6)];
+        for &i in shape {
+            // a little spread in timing and velocity, as real hands do
+            let d = self.rng.random_range(0..=self.frames(0.015));
+            let v = (vel as i32 + self.rng.random_range(-8..=8)).clamp(1, 127) as u8;
+            self.note(root + i, t + d, len, v);
+        }
+        len
+    }
+
+    fn melody(&mut self, t: u64, lo: i32, hi: i32) -> u64 {
+        let mut key = self.key(lo, hi);
+        let mut at = t;
+        for _ in 0..self.rng.random_range(3..10) {
+            let len = self.seconds(0.1, 0.6);
+            let vel = self.velocity();
+            // legato: each note overlaps the next a little
+            self.note(key, at, len + self.frames(0.03), vel);
+            at += len;
+            key = (key + self.rng.random_range(-5..=5)).clamp(lo.max(LOWEST), hi.min(HIGHEST));
+        }
+        at - t
+    }
+
+    fn run(&mut self, t: u64, lo: i32, hi: i32) -> u64 {
+        let up = self.rng.random_bool(0.5);
+        let mut key = self.key(lo, hi);
+        let step = self.seconds(0.03, 0.09);
+        let vel = self.velocity();
+        let count = self.rng.random_range(6..18);
+        for i in 0..count {
+            self.note(key, t + i * step, step, vel);
+            let interval = [1, 2, 2, 1, 2, 2, 2][(i as usize) % 7];
+            key += if up { interval } else { -interval };
+        }
+        count * step
+    }
+
+    fn trill(&mut self, t: u64, lo: i32, hi: i32) -> u64 {
+        let a = self.key(lo, hi - 2);
+        let b = a + self.rng.random_range(1..=2);
+        let step = self.seconds(0.05, 0.12);
+        let vel = self.velocity();
+        let count = self.rng.random_range(6..16);
+        for i in 0..count {
+            self.note(if i % 2 == 0 { a } else { b }, t + i * step, step, vel);
+        }
+        count * step
+    }
+
+    fn repeated(&mut self, t: u64, lo: i32, hi: i32) -> u64 {
+        let key = self.key(lo, hi);
+        let step = self.seconds(0.08, 0.3);
+        let count = self.rng.random_range(3..8);
+        for i in 0..count {
+            let vel = self.velocity();
+            // released a little before the next strike
+            self.note(key, t + i * step, (step * 3 / 4).max(1), vel);
+        }
+        count * step
+    }
+
+    /// Pedal presses over about half of the performance, sometimes half-pedal values.
+    fn pedal(&mut self) {
+        let mut t = self.seconds(0.0, 1.5);
+        while t < self.end {
+            let down = self.seconds(0.4, 2.5);
+            let value = if self.rng.random_bool(0.8) { 127 } else { self.rng.random_range(64..127) };
+            self.events.push((t, KeyEvent::Sustain { value }));
+            self.events.push((t + down, KeyEvent::Sustain { value: 0 }));
+            t += down + self.seconds(0.2, 2.5);
+        }
+    }
+}
+
+impl Performance {
+    /// The performance as a standard MIDI file (format 0, one tick per millisecond), e.g. to
+    /// build test datasets or demo files.
+    pub fn to_smf(&self, midi_rate: u32) -> Vec<u8> {
+        use midly::num::{u28, u4, u7};
+        use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
+        let tick_of = |frame: u64| (frame as f64 * 1000.0 / midi_rate as f64).round() as u64;
+        let mut track = vec![TrackEvent { delta: u28::new(0), kind: TrackEventKind::Meta(MetaMessage::Tempo(500_000.into())) }];
+        let mut last = 0u64;
+        for &(frame, event) in &self.events {
+            let message = match event {
+                KeyEvent::NoteOn { note, velocity } => MidiMessage::NoteOn { key: u7::new(note), vel: u7::new(velocity) },
+                KeyEvent::NoteOff { note } => MidiMessage::NoteOff { key: u7::new(note), vel: u7::new(64) },
+                KeyEvent::Sustain { value } => MidiMessage::Controller { controller: u7::new(64), value: u7::new(value) },
+                _ => continue,
+            };
+            let tick = tick_of(frame);
+            track.push(TrackEvent { delta: u28::new((tick - last) as u32), kind: TrackEventKind::Midi { channel: u4::new(0), message } });
+            last = tick;
+        }
+        track.push(TrackEvent { delta: u28::new(0), kind: TrackEventKind::Meta(MetaMessage::EndOfTrack) });
+        // 500 ticks per quarter at 120 bpm: one tick per millisecond
+        let smf = Smf { header: Header::new(Format::SingleTrack, Timing::Metrical(500.into())), tracks: vec![track] };
+        let mut bytes = Vec::new();
+        smf.write_std(&mut bytes).expect("writing to memory cannot fail");
+        bytes
+    }
+}

@@ -1,0 +1,49 @@
+//! Piano-SSM trainer: the network in libtorch, its losses, datasets and training loop.
+//!
+//! * [`model`] — the network, FFT-convolution forward, import/export of runtime models.
+//! * [`loss`] — SpectralLoss (MSSL) and CombinedSpectralLoss.
+//! * [`data`] — MAESTRO, MAPS and the synthetic SoundFont dataset, as batches of rolls + audio.
+//! * [`optim`] — Adam and the paper's learning-rate schedule, with state that checkpoints.
+//! * [`train`] / [`eval`] — the `train` and `eval` commands.
+
+pub mod checkpoint;
+pub mod data;
+pub mod eval;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod plots;
+pub mod train;
+
+use tch::{Device, Kind, Tensor};
+
+/// Parses `cpu`, `cuda`, `cuda:N`; `None` picks CUDA when available.
+pub fn parse_device(spec: Option<&str>) -> anyhow::Result<Device> {
+    match spec {
+        None => Ok(Device::cuda_if_available()),
+        Some("cpu") => Ok(Device::Cpu),
+        Some(s) if s == "cuda" || s.starts_with("cuda:") => {
+            let index = match s.strip_prefix("cuda:") {
+                Some(n) => n.parse::<usize>().map_err(|_| anyhow::anyhow!("bad device {s:?}: expected cuda:N"))?,
+                None => 0,
+            };
+            let count = tch::Cuda::device_count() as usize;
+            if index >= count {
+                anyhow::bail!("device {s} requested but {count} CUDA device(s) are visible to libtorch");
+            }
+            Ok(Device::Cuda(index))
+        }
+        Some(s) => anyhow::bail!("unknown device {s:?}: use cpu, cuda or cuda:N"),
+    }
+}
+
+/// Roll frames (frames × 88 velocities) as a (1, 88, frames) float tensor of velocity / 127.
+pub fn roll_tensor(frames: &[ssm_runtime::KeyFrame], device: Device) -> Tensor {
+    let flat: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+    Tensor::from_slice(&flat)
+        .to_device(device)
+        .to_kind(Kind::Float)
+        .reshape([1, frames.len() as i64, ssm_runtime::KEYS as i64])
+        .transpose(1, 2)
+        / 127.0
+}

@@ -1,0 +1,217 @@
+//! The paper's two training criteria, on (B, L) audio.
+//!
+//! * [`SpectralLoss`] (MSSL): for FFT sizes [192 … 12288]·sr/48000, hop = size/4 (75 % overlap),
+//!   Hann window, the signal zero-padded at the end to whole frames:
+//!   mean |S_x − S_y| + mean |log(S_x + ε) − log(S_y + ε)|, summed over the sizes.
+//! * [`CombinedSpectralLoss`]: a 1-second STFT magnitude L1 (n_fft = sr, hop = sr/10), plus
+//!   auraloss's `MelSTFTLoss` (spectral convergence + log-magnitude L1 on a 128-band Slaney mel
+//!   spectrogram, fft 2048·sr/44100, window 1024·sr/44100, hop 256·sr/44100), plus the L1
+//!   distance of the clips' means (keeps the DC offset in check).
+
+use tch::{Device, Kind, Tensor};
+
+/// Magnitudes below this are floored before taking logs (auraloss uses 1e-8 on the power).
+const LOG_EPS: f64 = 1e-7;
+/// auraloss clamps the power spectrum at this before the square root.
+const POWER_EPS: f64 = 1e-8;
+
+/// Which criterion: the CLI's `--criterion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum Criterion {
+    CombinedSpectral,
+    Spectral,
+}
+
+impl Criterion {
+    pub fn name(self) -> &'static str {
+        match self {
+            Criterion::CombinedSpectral => "combined-spectral",
+            Criterion::Spectral => "spectral",
+        }
+    }
+}
+
+/// Both criteria for one sample rate, with their windows and mel filters built once.
+pub struct Losses {
+    pub spectral: SpectralLoss,
+    pub combined: CombinedSpectralLoss,
+}
+
+impl Losses {
+    pub fn new(sample_rate: u32, device: Device) -> Losses {
+        Losses { spectral: SpectralLoss::new(sample_rate, device), combined: CombinedSpectralLoss::new(sample_rate, device) }
+    }
+
+    pub fn get(&self, c: Criterion, pred: &Tensor, target: &Tensor) -> Tensor {
+        match c {
+            Criterion::CombinedSpectral => self.combined.forward(pred, target),
+            Criterion::Spectral => self.spectral.forward(pred, target),
+        }
+    }
+}
+
+/// Scales a size given at `reference` Hz to `sample_rate`, at least 4 samples.
+fn scaled(size: f64, sample_rate: u32, reference: f64) -> i64 {
+    ((size * sample_rate as f64 / reference).round() as i64).max(4)
+}
+
+/// |STFT| without centring: frames start at 0, hop apart; (B, bins, frames).
+fn magnitude(x: &Tensor, n_fft: i64, hop: i64, win: i64, window: &Tensor) -> Tensor {
+    let spec = x.stft(n_fft, hop, win, Some(window), false, true, true, false);
+    // |z|² from (re, im): complex abs() has no usable gradient at 0
+    spec.view_as_real().square().sum_dim_intlist(-1, false, Kind::Float).clamp_min(POWER_EPS).sqrt()
+}
+
+pub struct SpectralLoss {
+    scales: Vec<(i64, Tensor)>,
+}
+
+impl SpectralLoss {
+    pub const SIZES_AT_48K: [f64; 7] = [192.0, 384.0, 768.0, 1526.0, 3072.0, 6144.0, 12288.0];
+
+    pub fn new(sample_rate: u32, device: Device) -> SpectralLoss {
+        let scales = Self::SIZES_AT_48K
+            .iter()
+            .map(|&s| {
+                let n = scaled(s, sample_rate, 48_000.0);
+                (n, Tensor::hann_window(n, (Kind::Float, device)))
+            })
+            .collect();
+        SpectralLoss { scales }
+    }
+
+    pub fn fft_sizes(&self) -> Vec<i64> {
+        self.scales.iter().map(|(n, _)| *n).collect()
+    }
+
+    pub fn forward(&self, pred: &Tensor, target: &Tensor) -> Tensor {
+        let mut total = Tensor::zeros([], (Kind::Float, pred.device()));
+        for (n, window) in &self.scales {
+            let hop = n / 4;
+            let (x, y) = (pad_to_frames(pred, *n, hop), pad_to_frames(target, *n, hop));
+            let (mx, my) = (magnitude(&x, *n, hop, *n, window), magnitude(&y, *n, hop, *n, window));
+            let lin = (&mx - &my).abs().mean(Kind::Float);
+            let log = ((mx + LOG_EPS).log() - (my + LOG_EPS).log()).abs().mean(Kind::Float);
+            total = total + lin + log;
+        }
+        total
+    }
+}
+
+/// Zero-pads the end so that frames of `n` with `hop` cover every sample (at least one frame).
+pub fn pad_to_frames(x: &Tensor, n: i64, hop: i64) -> Tensor {
+    let len = x.size()[x.dim() - 1];
+    let frames = if len <= n { 1 } else { (len - n + hop - 1) / hop + 1 };
+    let padded = (frames - 1) * hop + n;
+    x.constant_pad_nd([0, padded - len])
+}
+
+pub struct CombinedSpectralLoss {
+    sample_rate: i64,
+    window: Tensor,
+    mel_fft: i64,
+    mel_win: i64,
+    mel_hop: i64,
+    mel_window: Tensor,
+    /// (128, mel_fft/2 + 1)
+    mel_bank: Tensor,
+}
+
+impl CombinedSpectralLoss {
+    pub fn new(sample_rate: u32, device: Device) -> CombinedSpectralLoss {
+        let sr = sample_rate as i64;
+        let mel_fft = scaled(2048.0, sample_rate, 44_100.0);
+        let mel_win = scaled(1024.0, sample_rate, 44_100.0);
+        let mel_hop = scaled(256.0, sample_rate, 44_100.0);
+        let bank = mel_filterbank(sample_rate as f64, mel_fft as usize, 128);
+        let mel_bank = Tensor::from_slice(&bank).reshape([128, mel_fft / 2 + 1]).to_device(device);
+        CombinedSpectralLoss {
+            sample_rate: sr,
+            window: Tensor::hann_window(sr, (Kind::Float, device)),
+            mel_fft,
+            mel_win,
+            mel_hop,
+            mel_window: Tensor::hann_window(mel_win, (Kind::Float, device)),
+            mel_bank,
+        }
+    }
+
+    pub fn forward(&self, pred: &Tensor, target: &Tensor) -> Tensor {
+        self.stft_l1(pred, target) + self.mel(pred, target) + (pred.mean_dim(-1, false, Kind::Float) - target.mean_dim(-1, false, Kind::Float)).abs().mean(Kind::Float)
+    }
+
+    /// One-second STFT magnitude L1, centred like torch.stft's default.
+    pub fn stft_l1(&self, pred: &Tensor, target: &Tensor) -> Tensor {
+        let (n, hop) = (self.sample_rate, self.sample_rate / 10);
+        let mx = magnitude(&center(pred, n), n, hop, n, &self.window);
+        let my = magnitude(&center(target, n), n, hop, n, &self.window);
+        (mx - my).abs().mean(Kind::Float)
+    }
+
+    /// auraloss MelSTFTLoss: spectral convergence + mean |log mel_x − log mel_y|.
+    pub fn mel(&self, pred: &Tensor, target: &Tensor) -> Tensor {
+        let mel = |x: &Tensor| {
+            let m = magnitude(&center(x, self.mel_fft), self.mel_fft, self.mel_hop, self.mel_win, &self.mel_window);
+            self.mel_bank.matmul(&m)
+        };
+        let (mx, my) = (mel(pred), mel(target));
+        let sc = (&my - &mx).square().sum(Kind::Float).sqrt() / my.square().sum(Kind::Float).sqrt();
+        // mel bands narrower than one FFT bin are empty; floor them rather than take log(0)
+        let log = (mx.clamp_min(POWER_EPS).log() - my.clamp_min(POWER_EPS).log()).abs().mean(Kind::Float);
+        sc + log
+    }
+}
+
+/// torch.stft(center=True) framing: reflect-pad n/2 both sides (zero-pad when too short to reflect).
+fn center(x: &Tensor, n: i64) -> Tensor {
+    let pad = n / 2;
+    let len = x.size()[x.dim() - 1];
+    if len > pad {
+        x.unsqueeze(1).reflection_pad1d([pad, pad]).squeeze_dim(1)
+    } else {
+        x.constant_pad_nd([pad, pad])
+    }
+}
+
+/// librosa.filters.mel(sr, n_fft, n_mels) with its defaults: Slaney mel scale, Slaney
+/// area normalisation, 0 Hz to sr/2. Row-major (n_mels, n_fft/2 + 1).
+pub fn mel_filterbank(sr: f64, n_fft: usize, n_mels: usize) -> Vec<f32> {
+    let bins = n_fft / 2 + 1;
+    let fft_freqs: Vec<f64> = (0..bins).map(|k| k as f64 * sr / n_fft as f64).collect();
+    let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sr / 2.0));
+    let mel_freqs: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
+    let mut bank = vec![0f32; n_mels * bins];
+    for m in 0..n_mels {
+        let (f0, f1, f2) = (mel_freqs[m], mel_freqs[m + 1], mel_freqs[m + 2]);
+        let enorm = 2.0 / (f2 - f0);
+        for (k, &f) in fft_freqs.iter().enumerate() {
+            let lower = (f - f0) / (f1 - f0);
+            let upper = (f2 - f) / (f2 - f1);
+            bank[m * bins + k] = (lower.min(upper).max(0.0) * enorm) as f32;
+        }
+    }
+    bank
+}
+
+/// Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa htk=False).
+pub fn hz_to_mel(hz: f64) -> f64 {
+    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
+    let min_log_mel = min_log_hz / f_sp;
+    let logstep = 6.4f64.ln() / 27.0;
+    if hz >= min_log_hz {
+        min_log_mel + (hz / min_log_hz).ln() / logstep
+    } else {
+        hz / f_sp
+    }
+}
+
+pub fn mel_to_hz(mel: f64) -> f64 {
+    let (f_sp, min_log_hz) = (200.0 / 3.0, 1000.0);
+    let min_log_mel = min_log_hz / f_sp;
+    let logstep = 6.4f64.ln() / 27.0;
+    if mel >= min_log_mel {
+        min_log_hz * (logstep * (mel - min_log_mel)).exp()
+    } else {
+        f_sp * mel
+    }
+}

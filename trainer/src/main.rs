@@ -1,0 +1,48 @@
+//! `cargo run -p trainer [OPTIONS]` trains; `cargo run -p trainer -- eval …` scores models.
+
+use clap::{Parser, Subcommand};
+use trainer::eval::{self, EvalArgs};
+use trainer::train::{self, TrainArgs};
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "Train Piano-SSM models on libtorch and export them for the runtime")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Score models on a dataset's test split, beside baselines.
+    Eval(EvalArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Eval(args)) => eval::run(&args).map(|scores| print!("{}", eval::table(&scores))),
+        Some(Command::Train(args)) => report(train::train(&args)),
+        None => report(train::train(&cli.train)),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn report(outcome: anyhow::Result<train::Outputs>) -> anyhow::Result<()> {
+    let out = outcome?;
+    println!("checkpoint: {}", out.checkpoint.display());
+    println!("log:        {}", out.log.display());
+    for p in &out.plots {
+        println!("plot:       {}", p.display());
+    }
+    println!("model:      {}  (play it: piano-ssm render --model {} in.mid out.wav)", out.export.display(), out.export.display());
+    println!("throughput: {:.2} s of audio per second", out.audio_seconds_per_second);
+    Ok(())
+}

@@ -1,0 +1,466 @@
+//! The training loop: crops → forward → spectral losses → Adam, with per-epoch validation,
+//! checkpoints, logs, plots and the exported runtime model.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use ssm_runtime::checkpoint::{import_pth, ImportOptions, MAESTRO_NORM_MEAN, MAESTRO_NORM_STD};
+use ssm_runtime::model::{Activation, Model, ModelInfo};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, LogRow, LoopState};
+use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
+use crate::loss::{Criterion, Losses};
+use crate::model::{PianoSsm, Size};
+use crate::optim::{Adam, Schedule};
+use crate::plots;
+
+/// Epochs of `--finetune`, at lr/5 with the spectral loss only (as in the paper).
+pub const FINETUNE_EPOCHS: u64 = 20;
+/// Held-out clips scored after each epoch with `--valid` / `--test`.
+const HELD_OUT_CLIPS: usize = 4;
+/// Clips measured for the normalisation statistics.
+const NORM_CLIPS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum DatasetKind {
+    Maestro,
+    Maps,
+    Synth,
+}
+
+/// Everything `cargo run -p trainer` accepts. Defaults follow the paper's train.py except
+/// where a short out-of-the-box run needs otherwise (epoch size, batch size).
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+pub struct TrainArgs {
+    #[arg(long, default_value_t = 50)]
+    pub epochs: u64,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Crop length in seconds.
+    #[arg(long, default_value_t = 4.0)]
+    pub sample_length: f64,
+    /// Crops per epoch.
+    #[arg(long, default_value_t = 4)]
+    pub epoch_size: usize,
+    /// Batches per optimizer step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    pub step_size: usize,
+    #[arg(long, value_enum, default_value_t = DatasetKind::Synth)]
+    pub dataset: DatasetKind,
+    /// MAESTRO or MAPS root folder; for `synth`, the SoundFont file.
+    #[arg(long)]
+    pub dataset_path: Option<PathBuf>,
+    /// MAESTRO: all, single or a year; MAPS: ambient, close or all.
+    #[arg(long, default_value = "all")]
+    pub train_year: String,
+    #[arg(long, default_value = "all")]
+    pub test_year: String,
+    #[arg(long, value_enum, default_value_t = Size::S)]
+    pub model: Size,
+    /// One output head per MAESTRO year or MAPS piano.
+    #[arg(long)]
+    pub multi_head: bool,
+    #[arg(long, default_value = "tanh", value_parser = parse_activation)]
+    pub activation: ActivationArg,
+    #[arg(long, default_value_t = 16_000)]
+    pub sample_rate: u32,
+    #[arg(long, default_value_t = 1_000)]
+    pub midi_rate: u32,
+    /// Train on audio normalised to zero mean and unit variance (MAESTRO: the published statistics).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub normalize: bool,
+    /// One or more criteria, summed.
+    #[arg(long, value_enum, num_args = 1.., default_values_t = [Criterion::CombinedSpectral])]
+    pub criterion: Vec<Criterion>,
+    /// Cosine annealing with warm-up and restarts (otherwise a constant rate).
+    #[arg(long)]
+    pub scheduler: bool,
+    /// 20 more epochs at lr/5 with the spectral loss only.
+    #[arg(long)]
+    pub finetune: bool,
+    /// Score the test split after every epoch.
+    #[arg(long)]
+    pub test: bool,
+    /// Score the validation split after every epoch.
+    #[arg(long)]
+    pub valid: bool,
+    /// Start from a runtime model (.safetensors) or a published checkpoint (.pth).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (default: CUDA when available).
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "runs/latest")]
+    pub out: PathBuf,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+    /// Family name written into the exported model.
+    #[arg(long, default_value = "Piano-SSM Custom")]
+    pub family: String,
+    /// Hide progress bars (logs one line per epoch instead).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ActivationArg(#[serde(serialize_with = "ser_activation")] pub Activation);
+
+fn ser_activation<S: serde::Serializer>(a: &Activation, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.name())
+}
+
+fn parse_activation(s: &str) -> Result<ActivationArg, String> {
+    Activation::parse(s).map(ActivationArg).ok_or_else(|| format!("{s:?}: expected tanh, relu, leaky-relu or identity"))
+}
+
+/// Where a finished run put its files.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub checkpoint: PathBuf,
+    pub export: PathBuf,
+    pub log: PathBuf,
+    pub plots: Vec<PathBuf>,
+    pub audio_seconds_per_second: f64,
+}
+
+/// Which data a command reads: shared by `train` and `eval`.
+pub struct DataSelection {
+    pub kind: DatasetKind,
+    pub path: Option<PathBuf>,
+    pub train_year: String,
+    pub test_year: String,
+    pub multi_head: bool,
+    pub seed: u64,
+}
+
+impl DataSelection {
+    pub fn of(args: &TrainArgs) -> DataSelection {
+        DataSelection {
+            kind: args.dataset,
+            path: args.dataset_path.clone(),
+            train_year: args.train_year.clone(),
+            test_year: args.test_year.clone(),
+            multi_head: args.multi_head,
+            seed: args.seed,
+        }
+    }
+
+    pub fn open(&self, rates: Rates) -> Result<Box<dyn Source>> {
+        Ok(match self.kind {
+            DatasetKind::Synth => {
+                let path = self.path.clone().unwrap_or_else(|| PathBuf::from(synth::DEFAULT_SOUNDFONT));
+                Box::new(synth::SynthSource::open(&path, rates, self.seed)?)
+            }
+            DatasetKind::Maestro => {
+                let root = self.path.as_deref().context("--dataset maestro needs --dataset-path <maestro-v3.0.0 folder>")?;
+                let (train, test) = (data::maestro::YearFilter::parse(&self.train_year)?, data::maestro::YearFilter::parse(&self.test_year)?);
+                Box::new(data::maestro::open(root, rates, &train, &test, self.multi_head)?)
+            }
+            DatasetKind::Maps => {
+                let root = self.path.as_deref().context("--dataset maps needs --dataset-path <MAPS folder>")?;
+                Box::new(data::maps::open(root, rates, &self.train_year, self.multi_head)?)
+            }
+        })
+    }
+}
+
+pub fn set_threads() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tch::set_num_threads(cores as i32);
+}
+
+/// Loads `--weights`: a runtime model or a published `.pth` checkpoint.
+pub fn load_weights(path: &Path) -> Result<Model> {
+    if path.extension().is_some_and(|e| e == "pth") {
+        Ok(import_pth(path, &ImportOptions::default())?)
+    } else {
+        Ok(Model::load(path)?)
+    }
+}
+
+struct Run<'a> {
+    args: &'a TrainArgs,
+    rates: Rates,
+    device: Device,
+    source: Box<dyn Source>,
+    net: PianoSsm,
+    params: BTreeMap<String, Tensor>,
+    adam: Adam,
+    losses: Losses,
+    state: LoopState,
+    valid: Vec<Clip>,
+    test: Vec<Clip>,
+}
+
+pub fn train(args: &TrainArgs) -> Result<Outputs> {
+    validate(args)?;
+    set_threads();
+    let device = crate::parse_device(args.device.as_deref())?;
+    let rates = Rates::new(args.sample_rate, args.midi_rate)?;
+    let source = DataSelection::of(args).open(rates)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    let mut run = Run::start(args, rates, device, source)?;
+    run.run()
+}
+
+fn validate(args: &TrainArgs) -> Result<()> {
+    if args.batch_size == 0 || args.epoch_size == 0 || args.step_size == 0 {
+        bail!("--batch-size, --epoch-size and --step-size must be at least 1");
+    }
+    if !(args.sample_length > 0.0 && args.sample_length <= 60.0) {
+        bail!("--sample-length must be in (0, 60] seconds");
+    }
+    if args.criterion.is_empty() {
+        bail!("--criterion needs at least one of combined-spectral, spectral");
+    }
+    Ok(())
+}
+
+/// Identifies a run's settings; resuming with different ones is refused.
+fn fingerprint(args: &TrainArgs) -> String {
+    let mut a = args.clone();
+    // these may change between sessions without changing the run
+    a.resume = false;
+    a.device = None;
+    a.quiet = false;
+    a.epochs = 0;
+    serde_json::to_string(&a).unwrap_or_default()
+}
+
+impl<'a> Run<'a> {
+    fn start(args: &'a TrainArgs, rates: Rates, device: Device, source: Box<dyn Source>) -> Result<Run<'a>> {
+        let heads = source.heads();
+        let net = match &args.weights {
+            Some(path) => {
+                let model = load_weights(path)?;
+                if model.head_count() != heads.len() {
+                    bail!("{} has {} heads; this dataset trains {} ({})", path.display(), model.head_count(), heads.len(), heads.join(", "));
+                }
+                PianoSsm::from_runtime(device, &model)?
+            }
+            None => PianoSsm::new(device, args.model, heads.len(), args.activation.0, args.seed),
+        };
+        let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
+        let mut adam = Adam::new(1e-4);
+        let ckpt = args.out.join("checkpoint.safetensors");
+        let state = if args.resume && ckpt.is_file() {
+            let state = checkpoint::load(&ckpt, &params, &mut adam)?;
+            if state.fingerprint != fingerprint(args) {
+                bail!("{} was written by a run with other options; resume with the same options or choose another --out", ckpt.display());
+            }
+            eprintln!("resuming {} after epoch {}", ckpt.display(), state.epochs_done);
+            state
+        } else {
+            if args.resume {
+                eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
+            }
+            LoopState { epochs_done: 0, adam_step: 0, norm: normalisation(args, &*source, rates)?, fingerprint: fingerprint(args), log: Vec::new(), seconds: 0.0 }
+        };
+        let frames = rates.frames(args.sample_length);
+        let valid = if args.valid { source.held_out(Split::Validation, frames, HELD_OUT_CLIPS)? } else { Vec::new() };
+        let test = if args.test { source.held_out(Split::Test, frames, HELD_OUT_CLIPS)? } else { Vec::new() };
+        Ok(Run { args, rates, device, source, net, params, adam, losses: Losses::new(rates.sample_rate, device), state, valid, test })
+    }
+
+    fn total_epochs(&self) -> u64 {
+        self.args.epochs + if self.args.finetune { FINETUNE_EPOCHS } else { 0 }
+    }
+
+    fn steps_per_epoch(&self) -> u64 {
+        self.batches_per_epoch().div_ceil(self.args.step_size as u64)
+    }
+
+    fn batches_per_epoch(&self) -> u64 {
+        self.args.epoch_size.div_ceil(self.args.batch_size) as u64
+    }
+
+    fn run(&mut self) -> Result<Outputs> {
+        let out = &self.args.out;
+        let ckpt = out.join("checkpoint.safetensors");
+        println!(
+            "training {} on {} ({}), {} Hz / {} Hz frames, device {:?}, {} parameters",
+            self.args.model.label(),
+            self.source.describe(),
+            self.source.heads().join(", "),
+            self.rates.sample_rate,
+            self.rates.midi_rate,
+            self.device,
+            self.params.values().map(|p| p.numel()).sum::<usize>()
+        );
+        while self.state.epochs_done < self.total_epochs() {
+            let epoch = self.state.epochs_done;
+            let started = Instant::now();
+            let (train_loss, lr, audio) = self.epoch(epoch)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let valid_loss = self.held_out_loss(&self.valid)?;
+            let test_loss = self.held_out_loss(&self.test)?;
+            self.state.seconds += seconds;
+            self.state.epochs_done += 1;
+            self.state.adam_step = self.adam.step;
+            let row = LogRow { epoch: epoch + 1, steps: self.adam.step, lr, train_loss, valid_loss, test_loss, audio_seconds_per_second: audio / seconds };
+            let fmt = |v: Option<f64>| v.map_or(String::new(), |x| format!(" valid {x:.4}"));
+            println!("epoch {}/{}: loss {train_loss:.4}{} lr {lr:.2e}, {:.2} s of audio per second", row.epoch, self.total_epochs(), fmt(valid_loss), row.audio_seconds_per_second);
+            self.state.log.push(row);
+            checkpoint::save(&ckpt, &self.params, &self.adam, &self.state)?;
+            self.write_log()?;
+            self.export()?;
+        }
+        let plots = self.plots()?;
+        let log = &self.state.log;
+        let speed = if log.is_empty() { 0.0 } else { log.iter().map(|r| r.audio_seconds_per_second).sum::<f64>() / log.len() as f64 };
+        if self.source.skipped() > 0 {
+            eprintln!("warning: {} file(s) or crops were skipped as missing or corrupt", self.source.skipped());
+        }
+        Ok(Outputs { checkpoint: ckpt, export: out.join("model.safetensors"), log: out.join("log.csv"), plots, audio_seconds_per_second: speed })
+    }
+
+    /// One epoch; returns (mean loss, last learning rate, seconds of audio trained).
+    fn epoch(&mut self, epoch: u64) -> Result<(f64, f64, f64)> {
+        let finetune = epoch >= self.args.epochs;
+        let schedule = if finetune {
+            Schedule::constant(self.args.lr / 5.0)
+        } else if self.args.scheduler {
+            Schedule::paper(self.args.lr, self.args.epochs * self.steps_per_epoch())
+        } else {
+            Schedule::constant(self.args.lr)
+        };
+        let criteria: Vec<Criterion> = if finetune { vec![Criterion::Spectral] } else { self.args.criterion.clone() };
+        let mut rng = ChaCha8Rng::seed_from_u64(synth::clip_seed(self.args.seed, epoch));
+        let frames = self.rates.frames(self.args.sample_length);
+        let bar = self.progress(epoch);
+        let (mut total, mut count, mut lr) = (0.0, 0usize, schedule.lr(self.adam.step as u64));
+        let mut remaining = self.args.epoch_size;
+        for batch_index in 0..self.batches_per_epoch() {
+            let n = remaining.min(self.args.batch_size);
+            remaining -= n;
+            let clips = (0..n).map(|_| self.source.train_clip(&mut rng, frames)).collect::<Result<Vec<_>>>()?;
+            let batch = Batch::new(&clips, self.state.norm, self.device);
+            let pred = self.net.forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
+            let loss = criteria.iter().map(|&c| self.losses.get(c, &pred, &batch.audio)).fold(Tensor::zeros([], (Kind::Float, self.device)), |a, b| a + b);
+            let value = loss.double_value(&[]);
+            if !value.is_finite() {
+                bail!("the loss became {value} at epoch {} batch {batch_index}; lower --lr", epoch + 1);
+            }
+            (loss / self.args.step_size as f64).backward();
+            total += value;
+            count += 1;
+            let last = batch_index + 1 == self.batches_per_epoch();
+            if (batch_index + 1) % self.args.step_size as u64 == 0 || last {
+                lr = schedule.lr(self.adam.step as u64);
+                self.adam.step(&self.params, lr);
+                Adam::zero_grad(&self.params);
+            }
+            bar.set_message(format!("loss {value:.4} lr {lr:.2e}"));
+            bar.inc(n as u64);
+        }
+        bar.finish_and_clear();
+        let audio = self.args.epoch_size as f64 * frames as f64 / self.rates.midi_rate as f64;
+        Ok((total / count.max(1) as f64, lr, audio))
+    }
+
+    fn progress(&self, epoch: u64) -> ProgressBar {
+        if self.args.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(self.args.epoch_size as u64);
+        bar.set_style(ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} crops {msg} [{elapsed_precise}]").unwrap());
+        bar.set_prefix(format!("{}/{}", epoch + 1, self.total_epochs()));
+        bar
+    }
+
+    /// Mean training criterion over held-out clips (normalised units), if any.
+    fn held_out_loss(&self, clips: &[Clip]) -> Result<Option<f64>> {
+        if clips.is_empty() {
+            return Ok(None);
+        }
+        let _guard = tch::no_grad_guard();
+        let mut total = 0.0;
+        for clip in clips {
+            let batch = Batch::new(std::slice::from_ref(clip), self.state.norm, self.device);
+            let pred = self.net.forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
+            total += self.args.criterion.iter().map(|&c| self.losses.get(c, &pred, &batch.audio).double_value(&[])).sum::<f64>();
+        }
+        Ok(Some(total / clips.len() as f64))
+    }
+
+    fn write_log(&self) -> Result<()> {
+        let path = self.args.out.join("log.csv");
+        ssm_runtime::fsutil::write_atomic(&path, checkpoint::csv(&self.state.log).as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        let a = self.args;
+        let heads = self.source.heads();
+        ModelInfo {
+            family: a.family.clone(),
+            size: a.model.label().into(),
+            activation: a.activation.0,
+            train_rate: self.rates.sample_rate,
+            midi_rate: self.rates.midi_rate,
+            norm_mean: self.state.norm.mean,
+            norm_std: self.state.norm.std,
+            head_kind: (heads.len() > 1).then(|| self.source.head_kind()).flatten(),
+            heads,
+            description: format!(
+                "trained by the piano-ssm trainer on {}: {} epochs × {} crops of {} s, lr {}, seed {}, {:.0} s on {:?}",
+                self.source.describe(),
+                self.state.epochs_done,
+                a.epoch_size,
+                a.sample_length,
+                a.lr,
+                a.seed,
+                self.state.seconds,
+                self.device
+            ),
+        }
+    }
+
+    fn export(&self) -> Result<()> {
+        let model = self.net.to_runtime(self.info())?;
+        let path = self.args.out.join("model.safetensors");
+        model.save(&path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn plots(&self) -> Result<Vec<PathBuf>> {
+        let mut written = vec![];
+        let curves = self.args.out.join("loss.png");
+        plots::loss_curves(&curves, &self.state.log)?;
+        written.push(curves);
+        let clip = match self.valid.first() {
+            Some(c) => c.clone(),
+            None => self.source.held_out(Split::Validation, self.rates.frames(self.args.sample_length.min(4.0)), 1)?.remove(0),
+        };
+        let _guard = tch::no_grad_guard();
+        let batch = Batch::new(std::slice::from_ref(&clip), self.state.norm, self.device);
+        let pred = self.net.forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
+        let spec = self.args.out.join("spectrogram.png");
+        plots::spectrograms(&spec, &batch.audio.get(0), &pred.get(0), self.rates.sample_rate)?;
+        written.push(spec);
+        Ok(written)
+    }
+}
+
+/// Normalisation statistics: MAESTRO's published ones, or measured on training crops.
+fn normalisation(args: &TrainArgs, source: &dyn Source, rates: Rates) -> Result<Norm> {
+    if !args.normalize {
+        return Ok(Norm::IDENTITY);
+    }
+    if args.dataset == DatasetKind::Maestro {
+        return Ok(Norm { mean: MAESTRO_NORM_MEAN, std: MAESTRO_NORM_STD });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(synth::clip_seed(args.seed, u64::MAX));
+    let frames = rates.frames(args.sample_length);
+    let clips = (0..NORM_CLIPS).map(|_| source.train_clip(&mut rng, frames)).collect::<Result<Vec<_>>>()?;
+    Ok(Norm::measure(&clips))
+}

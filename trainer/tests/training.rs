@@ -1,0 +1,223 @@
+//! Training end to end on tiny data: MAESTRO- and MAPS-shaped trees built here, the synthetic
+//! set, exact resume, bad datasets, and the exported model in the runtime.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safetensors::SafeTensors;
+use ssm_runtime::{Engine, MidiFile, Model};
+use tch::{Device, Tensor};
+use trainer::data::performance::Performance;
+use trainer::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
+use trainer::data::Rates;
+use trainer::model::{PianoSsm, Size};
+use trainer::train::{train, TrainArgs};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// Options as the command line would give them, with a tiny, fast run.
+fn args(out: &Path, extra: &[&str]) -> TrainArgs {
+    let mut argv = vec!["trainer", "--epochs", "1", "--batch-size", "2", "--epoch-size", "2", "--sample-length", "0.25", "--quiet", "--device", "cpu"];
+    let out = out.to_str().unwrap().to_string();
+    argv.extend(["--out", &out]);
+    argv.extend(extra);
+    Cli::try_parse_from(argv).unwrap().args
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().filter(|(n, _)| n.starts_with("model/")).map(|(n, t)| (n, t.data().to_vec())).collect();
+    v.sort();
+    v
+}
+
+/// A performance rendered by the SoundFont at `rate` into `wav` (stereo 16-bit) and `midi`.
+fn write_pair(dir: &Path, stem: &str, midi_ext: &str, seed: u64, seconds: f64, rate: u32) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let rates = Rates::new(rate, rate / 20).unwrap();
+    let source = SynthSource::open(DEFAULT_SOUNDFONT.as_ref(), rates, 0).unwrap();
+    let frames = rates.frames(seconds);
+    let perf = Performance::generate(&mut ChaCha8Rng::seed_from_u64(seed), frames as u64, rates.midi_rate);
+    let audio = source.render(&perf, frames).unwrap();
+    let midi = dir.join(format!("{stem}.{midi_ext}"));
+    std::fs::write(&midi, perf.to_smf(rates.midi_rate)).unwrap();
+    let wav = dir.join(format!("{stem}.wav"));
+    let spec = hound::WavSpec { channels: 2, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for s in audio {
+        let v = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
+        w.write_sample(v).unwrap();
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+    (midi, wav)
+}
+
+/// MAESTRO layout: year folders, `.midi` + `.wav`, an index as CSV (or column JSON).
+fn maestro_tree(root: &Path, json: bool) {
+    let rows = [("train", "2004", 1u64), ("train", "2018", 2), ("validation", "2009", 3), ("test", "2011", 4)];
+    let mut csv = String::from("canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n");
+    let mut cols: Vec<serde_json::Map<String, serde_json::Value>> = vec![Default::default(); 4];
+    for (i, (split, year, seed)) in rows.iter().enumerate() {
+        let stem = format!("piece-{i}");
+        write_pair(&root.join(year), &stem, "midi", *seed, 1.5, 44_100);
+        let (midi, wav) = (format!("{year}/{stem}.midi"), format!("{year}/{stem}.wav"));
+        csv += &format!("Composer,\"Title, {i}\",{split},{year},{midi},{wav},1.5\n");
+        for (c, v) in cols.iter_mut().zip([split.to_string(), year.to_string(), midi, wav]) {
+            c.insert(i.to_string(), v.into());
+        }
+    }
+    if json {
+        let doc: serde_json::Map<String, serde_json::Value> =
+            ["split", "year", "midi_filename", "audio_filename"].iter().zip(cols).map(|(k, c)| (k.to_string(), c.into())).collect();
+        std::fs::write(root.join("maestro-v3.0.0.json"), serde_json::to_string(&doc).unwrap()).unwrap();
+    } else {
+        std::fs::write(root.join("maestro-v3.0.0.csv"), csv).unwrap();
+    }
+}
+
+fn maps_tree(root: &Path) {
+    for (i, piano) in ["ENSTDkAm", "ENSTDkCl"].iter().enumerate() {
+        for j in 0..2 {
+            write_pair(&root.join(piano).join("MUS"), &format!("MAPS_MUS-piece{j}_{piano}"), "mid", 10 + (i * 2 + j) as u64, 1.5, 44_100);
+        }
+    }
+}
+
+#[test]
+fn maestro_tree_trains_one_step_with_year_heads() {
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("maestro-v3.0.0");
+        maestro_tree(&root, json);
+        let root_s = root.to_str().unwrap().to_string();
+        let out = dir.path().join("run");
+        train(&args(&out, &["--dataset", "maestro", "--dataset-path", &root_s, "--multi-head", "--valid", "--test"])).unwrap();
+        let model = Model::load(&out.join("model.safetensors")).unwrap();
+        assert_eq!(model.info.heads, ssm_runtime::checkpoint::MAESTRO_YEARS.map(String::from).to_vec());
+        assert_eq!(model.info.head_kind.as_deref(), Some("year"));
+        assert_eq!(model.info.norm_std, ssm_runtime::checkpoint::MAESTRO_NORM_STD);
+        let log = std::fs::read_to_string(out.join("log.csv")).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log}");
+        assert!(out.join("loss.png").is_file() && out.join("spectrogram.png").is_file());
+    }
+}
+
+#[test]
+fn maps_tree_trains_one_step_with_piano_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("MAPS");
+    maps_tree(&root);
+    let out = dir.path().join("run");
+    train(&args(&out, &["--dataset", "maps", "--dataset-path", root.to_str().unwrap(), "--multi-head", "--train-year", "all"])).unwrap();
+    let model = Model::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(model.info.heads, vec!["ENSTDkAm", "ENSTDkCl"]);
+}
+
+#[test]
+fn missing_and_corrupt_files_are_skipped_and_empty_datasets_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("maestro");
+    maestro_tree(&root, false);
+    // one training recording is missing, the other corrupt: nothing is left to train on
+    std::fs::remove_file(root.join("2004/piece-0.wav")).unwrap();
+    std::fs::write(root.join("2018/piece-1.wav"), b"RIFF....WAVEfmt garbage").unwrap();
+    let err = train(&args(&dir.path().join("a"), &["--dataset", "maestro", "--dataset-path", root.to_str().unwrap()])).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no usable training files") && msg.contains("2 skipped"), "{msg}");
+    // an absent folder is named
+    let absent = dir.path().join("nowhere");
+    let err = train(&args(&dir.path().join("b"), &["--dataset", "maps", "--dataset-path", absent.to_str().unwrap()])).unwrap_err();
+    assert!(format!("{err:#}").contains(absent.to_str().unwrap()), "{err:#}");
+    // a corrupt MIDI file is skipped at crop time and counted, training goes on
+    let root2 = dir.path().join("maestro2");
+    maestro_tree(&root2, false);
+    std::fs::write(root2.join("2004/piece-0.midi"), b"MThd garbage").unwrap();
+    let mut many = args(&dir.path().join("c"), &["--dataset", "maestro", "--dataset-path", root2.to_str().unwrap()]);
+    (many.epoch_size, many.batch_size) = (6, 6);
+    train(&many).unwrap();
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("straight"), dir.path().join("resumed"));
+    let common = ["--seed", "7", "--scheduler", "--lr", "1e-3"];
+    let mut two = args(&a, &common);
+    two.epochs = 2;
+    train(&two).unwrap();
+    let mut one = args(&b, &common);
+    one.epochs = 1;
+    train(&one).unwrap();
+    let after_one = weights(&b.join("checkpoint.safetensors"));
+    let mut rest = args(&b, &common);
+    rest.epochs = 2;
+    rest.resume = true;
+    train(&rest).unwrap();
+    let (straight, resumed) = (weights(&a.join("checkpoint.safetensors")), weights(&b.join("checkpoint.safetensors")));
+    assert_ne!(after_one, resumed, "the resumed epoch changed nothing");
+    assert_eq!(straight, resumed, "2 epochs straight differ from 1 + resumed 1");
+    let log = std::fs::read_to_string(b.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    // resuming with other options is refused rather than silently mixing runs
+    let mut other = args(&b, &["--seed", "8"]);
+    other.resume = true;
+    other.epochs = 3;
+    assert!(format!("{:#}", train(&other).unwrap_err()).contains("other options"));
+}
+
+/// A trainer export renders in the runtime within 1e-4 of the trainer's own forward.
+#[test]
+fn exported_model_renders_like_the_trainer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    train(&args(&out, &["--lr", "1e-3"])).unwrap();
+    let model = Model::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(model.info.family, "Piano-SSM Custom");
+    assert_eq!((model.info.train_rate, model.info.midi_rate), (16_000, 1_000));
+    assert!(model.info.description.contains("FluidR3_GM"), "{}", model.info.description);
+    let midi = MidiFile::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/midi/pedal.mid")).unwrap();
+    let roll = midi.roll(1_000, 1.0);
+    let mut engine = Engine::new(&model, 16_000).unwrap();
+    let runtime = ssm_runtime::render::render_roll(&mut engine, &roll, |_, _| {});
+    // in float64, so that the comparison measures the export, not float32 FFT rounding
+    let mut net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    net.vs.double();
+    let _guard = tch::no_grad_guard();
+    let roll64 = trainer::roll_tensor(&roll.frames, Device::Cpu).to_kind(tch::Kind::Double);
+    let out = net.forward(&roll64, &Tensor::from_slice(&[0i64]), 16, 1.0).to_kind(tch::Kind::Float);
+    let own: Vec<f32> = Vec::try_from(out.squeeze_dim(0) * model.info.norm_std + model.info.norm_mean).unwrap();
+    assert_eq!(own.len(), runtime.len());
+    let (num, den) = own.iter().zip(&runtime).fold((0.0, 0.0), |(n, d), (&a, &b)| (n + (a as f64 - b as f64).powi(2), d + (a as f64).powi(2)));
+    let err = (num / den).sqrt();
+    assert!(err <= 1e-4, "runtime vs trainer relative L2 {err:.2e}");
+    assert!(den > 0.0);
+}
+
+/// The synthetic set is deterministic per seed, and its audio starts where its roll does.
+#[test]
+fn synth_clips_are_deterministic_and_aligned() {
+    let rates = Rates::new(16_000, 1_000).unwrap();
+    let source = SynthSource::open(DEFAULT_SOUNDFONT.as_ref(), rates, 0).unwrap();
+    let (a, b, c) = (source.clip(5, 1000).unwrap(), source.clip(5, 1000).unwrap(), source.clip(6, 1000).unwrap());
+    assert_eq!(a.audio, b.audio);
+    assert_eq!(a.frames, b.frames);
+    assert_ne!(a.audio, c.audio);
+    let first = a.frames.iter().position(|f| f.iter().any(|&v| v > 0)).expect("the clip plays something");
+    let start = a.audio.iter().position(|&x| x != 0.0).expect("the clip sounds");
+    assert_eq!(start, first * 16, "audio starts at sample {start} but the roll at frame {first}");
+    let onset = a.audio.iter().position(|x| x.abs() > 1e-3).unwrap();
+    assert!(onset - start < 80, "attack takes {} samples", onset - start);
+    // the whole key and velocity range is exercised over a few clips
+    let clips: Vec<_> = (0..12).map(|s| source.clip(s, 4000).unwrap()).collect();
+    let keys_played = (0..88).filter(|&k| clips.iter().any(|c| c.frames.iter().any(|f| f[k] > 0))).count();
+    assert!(keys_played > 70, "only {keys_played} keys played");
+    let _ = Size::S;
+}
