@@ -47,8 +47,9 @@ if ! "$venv/bin/python" -c "import pedalboard, mido, numpy" 2>/dev/null; then
 fi
 host_tmp=$(mktemp -d)
 trap 'rm -rf "$host_tmp"' EXIT
-# a user model folder holding only the imported XL checkpoint: the plugin's default size (L)
-# falls back to the nearest size the family has, and its default head is 2009
+# a user model folder holding only the imported XL checkpoint (family 1, after the built-in
+# family 0): the plugin's default size (L) falls back to the nearest size the family has, and
+# its default head is 2009
 models="$host_tmp/data/piano-ssm/models"
 mkdir -p "$models"
 xl=../shared/reference/weights/PianoSSM_XL_MH_maestro_all_44100_model.pth
@@ -61,7 +62,7 @@ for rate_block in 48000:64 48000:1000; do
         --model "$models/xl.safetensors" --year 2009 --sample-rate "$rate"
     XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.py \
         "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/pedal.mid "$ref" "$rate" "$block" \
-        $(( (rate + 999) / 1000 ))
+        $(( (rate + 999) / 1000 )) 1e-4 1
 done
 
 step "the panel under Xvfb (screenshot kept as target/artefacts/panel.png)"

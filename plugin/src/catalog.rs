@@ -1,5 +1,5 @@
-//! The models the plugin can play: every runtime `.safetensors` model in the user model
-//! folder, grouped by family and size.
+//! The models the plugin can play: the built-in Piano-SSM Grand family first, then every
+//! runtime `.safetensors` model in the user model folder, grouped by family and size.
 
 use std::path::{Path, PathBuf};
 
@@ -8,10 +8,27 @@ use ssm_runtime::Model;
 /// Sizes in selector order.
 pub const SIZES: [&str; 3] = ["S", "L", "XL"];
 
-/// One playable model file and what the panel shows about it.
+/// Where a model's bytes come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// Compiled into the plugin.
+    Builtin(&'static [u8]),
+    File(PathBuf),
+}
+
+impl ModelSource {
+    pub fn load(&self) -> Result<Model, String> {
+        match self {
+            ModelSource::Builtin(bytes) => Model::from_bytes(bytes).map_err(|e| format!("built-in model: {e}")),
+            ModelSource::File(path) => Model::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// One playable model and what the panel shows about it.
 #[derive(Debug, Clone)]
 pub struct ModelEntry {
-    pub path: PathBuf,
+    pub source: ModelSource,
     pub size: String,
     pub heads: Vec<String>,
     pub head_kind: Option<String>,
@@ -45,8 +62,24 @@ pub fn user_model_dir() -> Option<PathBuf> {
 }
 
 impl Catalog {
-    /// Reads every model in `folder` (a missing folder is an empty catalog, not an error).
+    /// The built-in models, then every model in `folder` (a missing folder adds nothing).
     pub fn scan(folder: Option<&Path>) -> Catalog {
+        let mut catalog = Catalog::user_models(folder);
+        let mut builtin = Catalog::default();
+        for m in ssm_runtime::builtin::MODELS {
+            match Model::from_bytes(m.bytes) {
+                Ok(model) => builtin.add(ModelSource::Builtin(m.bytes), &model),
+                Err(e) => catalog.problems.push(format!("built-in {} model: {e}", m.size)),
+            }
+        }
+        // the built-in family comes first: it is family 0, the default
+        builtin.families.append(&mut catalog.families);
+        catalog.families = builtin.families;
+        catalog
+    }
+
+    /// Only the models in `folder`, without the built-in ones.
+    pub fn user_models(folder: Option<&Path>) -> Catalog {
         let mut catalog = Catalog { folder: folder.map(Path::to_path_buf), ..Catalog::default() };
         let Some(folder) = folder else { return catalog };
         let Ok(dir) = std::fs::read_dir(folder) else { return catalog };
@@ -57,7 +90,7 @@ impl Catalog {
         paths.sort();
         for path in paths {
             match Model::load(&path) {
-                Ok(model) => catalog.add(path, &model),
+                Ok(model) => catalog.add(ModelSource::File(path), &model),
                 Err(e) => catalog.problems.push(format!("{}: {e}", path.display())),
             }
         }
@@ -65,9 +98,9 @@ impl Catalog {
         catalog
     }
 
-    fn add(&mut self, path: PathBuf, model: &Model) {
+    fn add(&mut self, source: ModelSource, model: &Model) {
         let entry = ModelEntry {
-            path,
+            source,
             size: model.info.size.clone(),
             heads: model.info.heads.clone(),
             head_kind: model.info.head_kind.clone(),

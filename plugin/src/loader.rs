@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use parking_lot::RwLock;
-use ssm_runtime::{Engine, Model};
+use ssm_runtime::Engine;
 
 use crate::catalog::Catalog;
 use crate::shared::Shared;
@@ -37,7 +37,7 @@ pub struct LoaderHandle {
 /// Builds the engine for `key` (on the calling thread).
 pub fn build_engine(catalog: &Catalog, key: ModelKey) -> Result<Box<Engine>, String> {
     let entry = catalog.find(key.family, key.size).ok_or("no model for this family and size")?;
-    let model = Model::load(&entry.path).map_err(|e| format!("{}: {e}", entry.path.display()))?;
+    let model = entry.source.load()?;
     Engine::new(&model, key.sample_rate).map(Box::new).map_err(|e| e.to_string())
 }
 

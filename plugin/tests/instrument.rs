@@ -34,8 +34,9 @@ fn model_folder() -> tempfile::TempDir {
     dir
 }
 
+/// The user folder's models only: these tests compare against the published checkpoints.
 fn catalog(dir: &Path) -> Arc<RwLock<Catalog>> {
-    Arc::new(RwLock::new(Catalog::scan(Some(dir))))
+    Arc::new(RwLock::new(Catalog::user_models(Some(dir))))
 }
 
 const S: Settings = Settings { family: 0, size: 0, head: 3, gain: 1.0 };
@@ -162,4 +163,43 @@ fn without_models_it_is_silent_and_says_why() {
     let status = shared.status();
     assert!(status.is_error && status.message.contains("no models found"), "{status:?}");
     assert!(shared.held_keys()[39], "keys are still followed");
+}
+
+/// With an empty user folder the built-in family is there, first, and plays what
+/// `piano-ssm render` plays with its built-in default.
+#[test]
+fn the_built_in_model_plays_without_any_file() {
+    let empty = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(RwLock::new(Catalog::scan(Some(empty.path()))));
+    assert_eq!(catalog.read().family_name(0), Some(ssm_runtime::builtin::FAMILY));
+    let shared = Arc::new(Shared::default());
+    let rate = 44_100;
+    let settings = Settings { family: 0, size: 1, head: 3, gain: 1.0 };
+    let mut inst = Instrument::new(catalog, shared.clone(), rate, 256, &settings);
+    let midi = MidiFile::load(&reference().join("midi/scale.mid")).unwrap();
+    let roll = midi.roll(1000, 0.5);
+    let model = ssm_runtime::builtin::load(ssm_runtime::builtin::DEFAULT_SIZE).unwrap().unwrap();
+    let mut engine = Engine::new(&model, rate).unwrap();
+    let expected = render_roll(&mut engine, &roll, |_, _| {});
+    // 44.1 samples per frame: each event goes to the first sample whose time lies in the event's
+    // frame (floor(k · 44.1) can lie just before the frame begins, in the previous one)
+    let first_sample_in = |k: u64| (k * rate as u64).div_ceil(1000);
+    let events: Vec<(u64, KeyEvent)> = midi.events.iter().map(|e| (first_sample_in((e.seconds * 1000.0).floor() as u64), e.event)).collect();
+    let latency = inst.latency() as usize;
+    let mut out = vec![0.0f32; expected.len() + latency];
+    let mut next = 0;
+    for (b, block) in out.chunks_mut(256).enumerate() {
+        let start = (b * 256) as u64;
+        while next < events.len() && events[next].0 < start + block.len() as u64 {
+            inst.push_event((events[next].0 - start) as u32, events[next].1);
+            next += 1;
+        }
+        inst.process(&settings, block);
+    }
+    let got = &out[latency..];
+    let num: f64 = got.iter().zip(&expected).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let den: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
+    assert!(den > 0.0, "the built-in model is silent");
+    assert!((num / den).sqrt() < 1e-4, "relative L2 {:.2e}", (num / den).sqrt());
+    assert!(!shared.status().is_error, "{:?}", shared.status());
 }

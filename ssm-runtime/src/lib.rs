@@ -1,6 +1,7 @@
 //! Piano-SSM inference runtime.
 //!
 //! * [`model`] — the model file format (safetensors + JSON metadata), loading and validation.
+//! * [`builtin`] — the models compiled into the binaries (the Piano-SSM Grand family).
 //! * [`checkpoint`] — import of the published PyTorch checkpoints, in pure Rust.
 //! * [`roll`] — the MIDI-to-piano-roll encoder shared by the plugin, renderer and trainer.
 //! * [`midi_file`] — standard MIDI files to timed events and rolls.
@@ -8,6 +9,7 @@
 //! * [`player`] — encoder + engine for live MIDI with sample offsets.
 //! * [`render`] — whole-file rendering and WAV output, as used by the `piano-ssm` command.
 
+pub mod builtin;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;

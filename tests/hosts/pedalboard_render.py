@@ -38,10 +38,16 @@ def messages(path):
 def main():
     plugin_path, midi_path, ref_path, rate, block, latency = sys.argv[1:7]
     limit = float(sys.argv[7]) if len(sys.argv) > 7 else 1e-4
+    family = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     rate, block, latency = int(rate), int(block), int(latency)
     reference = read_float_wav(ref_path)
     plugin = pedalboard.load_plugin(plugin_path)
     assert plugin.is_instrument, "the bundle loads as an instrument"
+    if family:
+        # an integer parameter: set its normalised value (index / (steps - 1))
+        param = plugin.parameters["model_family"]
+        param.raw_value = family / (param.num_steps - 1)
+        print(f"model family {family}: {param.string_value}")
     audio = plugin(messages(midi_path), duration=(len(reference) + latency) / rate, sample_rate=rate,
                    num_channels=2, buffer_size=block, reset=True)
     lead = audio[:, :latency]

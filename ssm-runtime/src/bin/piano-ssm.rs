@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use ssm_runtime::builtin;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::render::{render_roll, write_wav, WavFormat};
 use ssm_runtime::{Engine, MidiFile, Model};
@@ -55,9 +56,10 @@ enum Command {
         /// WAV file to write
         output: PathBuf,
         /// Model file: a runtime .safetensors model or a published .pth checkpoint
+        /// (default: the built-in Piano-SSM Grand model)
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Model size; with --model, checked against the model
+        /// Model size: picks the built-in model; with --model, checked against the model
         #[arg(long, value_enum, ignore_case = true)]
         size: Option<Size>,
         /// Output head by label, e.g. a MAESTRO year
@@ -136,9 +138,12 @@ fn load_model(path: &Path, import: &ImportOptions) -> Result<Model, String> {
 
 fn resolve_model(path: Option<&Path>, size: Option<Size>) -> Result<Model, String> {
     let Some(path) = path else {
-        return Err("no model given: pass --model FILE (a .safetensors model or a published .pth checkpoint); \
-                    this build ships no built-in models yet"
-            .into());
+        // no file: the built-in family
+        let label = size.map_or(builtin::DEFAULT_SIZE, |s| s.label());
+        return match builtin::load(label) {
+            Some(model) => model.map_err(|e| format!("built-in model {label}: {e}")),
+            None => Err(format!("no built-in {label} model: this build has {}; pass --model FILE for others", builtin::sizes().join(", "))),
+        };
     };
     let model = load_model(path, &ImportOptions::default())?;
     if let Some(size) = size {

@@ -1,0 +1,31 @@
+//! The models compiled into the binaries: the "Piano-SSM Grand" family, trained by our own
+//! trainer on synthetic SoundFont-piano data (see `assets/README.md` for their provenance).
+//! The published checkpoints cannot be redistributed; these can, so every build plays out
+//! of the box.
+
+use crate::{Model, ModelError};
+
+/// Family name of the built-in models (also written in their metadata).
+pub const FAMILY: &str = "Piano-SSM Grand";
+
+/// One embedded model file.
+pub struct Builtin {
+    pub size: &'static str,
+    pub bytes: &'static [u8],
+}
+
+/// The embedded models, smallest first.
+pub const MODELS: &[Builtin] = &[Builtin { size: "S", bytes: include_bytes!("../../assets/models/grand-S.safetensors") }];
+
+/// The size `piano-ssm render` uses without `--model`/`--size`: the best-trained one.
+pub const DEFAULT_SIZE: &str = "S";
+
+/// The built-in model of `size` (S, L, XL).
+pub fn load(size: &str) -> Option<Result<Model, ModelError>> {
+    MODELS.iter().find(|m| m.size.eq_ignore_ascii_case(size)).map(|m| Model::from_bytes(m.bytes))
+}
+
+/// The sizes that are built in, e.g. "S".
+pub fn sizes() -> Vec<&'static str> {
+    MODELS.iter().map(|m| m.size).collect()
+}
