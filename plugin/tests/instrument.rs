@@ -14,7 +14,6 @@ use plugin::instrument::{Instrument, Settings};
 use plugin::shared::Shared;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::render::render_roll;
-use ssm_runtime::roll::frame_start;
 use ssm_runtime::{Engine, KeyEvent, MidiFile};
 
 #[global_allocator]
@@ -41,6 +40,25 @@ fn catalog(dir: &Path) -> Arc<RwLock<Catalog>> {
 
 const S: Settings = Settings { family: 0, size: 0, head: 3, gain: 1.0 };
 
+/// Plays a MIDI file through the instrument in blocks of `block`, as a sample-accurate host:
+/// each event at the first sample whose time lies in the event's roll frame (at 44.1 kHz,
+/// floor(k · 44.1) can lie just before frame k begins).
+fn play(inst: &mut Instrument, settings: &Settings, midi: &MidiFile, rate: u32, len: usize, block: usize) -> Vec<f32> {
+    let first_sample_in = |k: u64| (k * rate as u64).div_ceil(1000);
+    let events: Vec<(u64, KeyEvent)> = midi.events.iter().map(|e| (first_sample_in((e.seconds * 1000.0).floor() as u64), e.event)).collect();
+    let mut out = vec![0.0f32; len];
+    let mut next = 0;
+    for (b, chunk) in out.chunks_mut(block).enumerate() {
+        let start = (b * block) as u64;
+        while next < events.len() && events[next].0 < start + chunk.len() as u64 {
+            inst.push_event((events[next].0 - start) as u32, events[next].1);
+            next += 1;
+        }
+        inst.process(settings, chunk);
+    }
+    out
+}
+
 #[test]
 fn plays_what_the_file_renderer_plays() {
     let dir = model_folder();
@@ -52,20 +70,9 @@ fn plays_what_the_file_renderer_plays() {
     let mut engine = Engine::new(&model, rate).unwrap();
     engine.set_head(3).unwrap();
     let expected = render_roll(&mut engine, &roll, |_, _| {});
-    let events: Vec<(u64, KeyEvent)> =
-        midi.events.iter().map(|e| (frame_start((e.seconds * 1000.0).floor() as u64, rate, 1000), e.event)).collect();
     let latency = inst.latency() as usize;
     assert_eq!(latency, 48, "one 1 ms frame at 48 kHz");
-    let mut out = vec![0.0f32; expected.len() + latency];
-    let mut next = 0;
-    for (b, block) in out.chunks_mut(512).enumerate() {
-        let start = (b * 512) as u64;
-        while next < events.len() && events[next].0 < start + block.len() as u64 {
-            inst.push_event((events[next].0 - start) as u32, events[next].1);
-            next += 1;
-        }
-        inst.process(&S, block);
-    }
+    let out = play(&mut inst, &S, &midi, rate, expected.len() + latency, 512);
     assert!(out[..latency].iter().all(|&v| v == 0.0));
     let worst = out[latency..].iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst <= 1e-6, "max difference {worst}");
@@ -181,21 +188,8 @@ fn the_built_in_model_plays_without_any_file() {
     let model = ssm_runtime::builtin::load(ssm_runtime::builtin::DEFAULT_SIZE).unwrap().unwrap();
     let mut engine = Engine::new(&model, rate).unwrap();
     let expected = render_roll(&mut engine, &roll, |_, _| {});
-    // 44.1 samples per frame: each event goes to the first sample whose time lies in the event's
-    // frame (floor(k · 44.1) can lie just before the frame begins, in the previous one)
-    let first_sample_in = |k: u64| (k * rate as u64).div_ceil(1000);
-    let events: Vec<(u64, KeyEvent)> = midi.events.iter().map(|e| (first_sample_in((e.seconds * 1000.0).floor() as u64), e.event)).collect();
     let latency = inst.latency() as usize;
-    let mut out = vec![0.0f32; expected.len() + latency];
-    let mut next = 0;
-    for (b, block) in out.chunks_mut(256).enumerate() {
-        let start = (b * 256) as u64;
-        while next < events.len() && events[next].0 < start + block.len() as u64 {
-            inst.push_event((events[next].0 - start) as u32, events[next].1);
-            next += 1;
-        }
-        inst.process(&settings, block);
-    }
+    let out = play(&mut inst, &settings, &midi, rate, expected.len() + latency, 256);
     let got = &out[latency..];
     let num: f64 = got.iter().zip(&expected).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
     let den: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();

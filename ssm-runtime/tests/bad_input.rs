@@ -111,7 +111,11 @@ fn command_reports_bad_input_clearly() {
     small().save(&model_path).unwrap();
     let out = d.join("out.wav");
 
-    assert_fails(&piano_ssm(&[&"render", &midi, &out]), "no model given");
+    // without --model the built-in model plays; a size that is not built in is named
+    let builtin_out = d.join("builtin.wav");
+    let r = piano_ssm(&[&"render", &midi, &builtin_out]);
+    assert!(r.status.success() && builtin_out.is_file(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_fails(&piano_ssm(&[&"render", &midi, &out, &"--size", &"XL"]), "no built-in XL model");
     std::fs::write(d.join("broken.safetensors"), b"not a model").unwrap();
     assert_fails(&piano_ssm(&[&"render", &midi, &out, &"--model", &d.join("broken.safetensors")]), "broken.safetensors");
     assert_fails(&piano_ssm(&[&"render", &midi, &out, &"--model", &d.join("absent.safetensors")]), "absent.safetensors");
