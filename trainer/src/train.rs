@@ -74,8 +74,9 @@ pub struct TrainArgs {
     pub sample_rate: u32,
     #[arg(long, default_value_t = 1_000)]
     pub midi_rate: u32,
-    /// Train on audio normalised to zero mean and unit variance (MAESTRO: the published statistics).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Train on audio normalised to zero mean and unit variance (MAESTRO: the published
+    /// statistics); on by default, `--normalize false` to train on raw levels.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub normalize: bool,
     /// One or more criteria, summed.
     #[arg(long, value_enum, num_args = 1.., default_values_t = [Criterion::CombinedSpectral])]
