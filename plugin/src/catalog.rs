@@ -64,17 +64,18 @@ pub fn user_model_dir() -> Option<PathBuf> {
 impl Catalog {
     /// The built-in models, then every model in `folder` (a missing folder adds nothing).
     pub fn scan(folder: Option<&Path>) -> Catalog {
-        let mut catalog = Catalog::user_models(folder);
-        let mut builtin = Catalog::default();
+        // the built-in family goes in first: it is family 0, the default
+        let mut catalog = Catalog::default();
         for m in ssm_runtime::builtin::MODELS {
             match Model::from_bytes(m.bytes) {
-                Ok(model) => builtin.add(ModelSource::Builtin(m.bytes), &model),
+                Ok(model) => catalog.add(ModelSource::Builtin(m.bytes), &model),
                 Err(e) => catalog.problems.push(format!("built-in {} model: {e}", m.size)),
             }
         }
-        // the built-in family comes first: it is family 0, the default
-        builtin.families.append(&mut catalog.families);
-        catalog.families = builtin.families;
+        let user = Catalog::user_models(folder);
+        catalog.folder = user.folder;
+        catalog.families.extend(user.families);
+        catalog.problems.extend(user.problems);
         catalog
     }
 

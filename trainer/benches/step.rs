@@ -19,11 +19,7 @@ fn main() {
     trainer::train::set_threads();
     let batch: usize = env("PIANO_SSM_BENCH_BATCH", 8);
     let rate: u32 = env("PIANO_SSM_BENCH_RATE", 16_000);
-    let size = match env("PIANO_SSM_BENCH_SIZE", "S".to_string()).as_str() {
-        "L" => Size::L,
-        "XL" => Size::XL,
-        _ => Size::S,
-    };
+    let size = <Size as clap::ValueEnum>::from_str(&env("PIANO_SSM_BENCH_SIZE", "S".to_string()), true).expect("PIANO_SSM_BENCH_SIZE: S, L or XL");
     let rates = Rates::new(rate, rate / 16).unwrap();
     let source = SynthSource::open(trainer::data::synth::DEFAULT_SOUNDFONT.as_ref(), rates, 0).expect("FluidR3_GM.sf2");
     let net = PianoSsm::new(Device::Cpu, size, 1, Activation::Tanh, 0);

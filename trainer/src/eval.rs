@@ -88,12 +88,8 @@ fn score_baseline(name: &str, args: &EvalArgs, reference: &Model, rates: Rates, 
     match name {
         "silence" => score("silence", clips, losses, device, |b| b.audio.zeros_like()),
         "untrained" => {
-            let size = match reference.info.size.as_str() {
-                "S" => Size::S,
-                "L" => Size::L,
-                "XL" => Size::XL,
-                other => bail!("untrained baseline: unknown size {other:?}"),
-            };
+            let size = <Size as clap::ValueEnum>::from_str(&reference.info.size, false)
+                .map_err(|_| anyhow::anyhow!("untrained baseline: unknown size {:?}", reference.info.size))?;
             let net = PianoSsm::new(device, size, reference.head_count(), reference.info.activation, args.seed);
             let norm = Norm { mean: reference.info.norm_mean, std: reference.info.norm_std };
             score(&format!("untrained {size:?}"), clips, losses, device, |b| net.forward(&b.roll, &b.heads, rates.hold() as i64, 1.0) * norm.std + norm.mean)

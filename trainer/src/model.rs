@@ -130,10 +130,6 @@ impl PianoSsm {
         self.head_weight.size()[0]
     }
 
-    pub fn state_size(&self) -> usize {
-        self.layers[0].state as usize
-    }
-
     /// Renders a batch. `roll`: (B, 88, frames) velocities / 127; `heads`: (B) int64;
     /// each frame is held for `hold` samples; `step` is train_rate / sample_rate.
     /// Returns (B, frames * hold) in normalised units.

@@ -12,7 +12,7 @@ use tch::{Device, Tensor};
 use trainer::data::performance::Performance;
 use trainer::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
 use trainer::data::Rates;
-use trainer::model::{PianoSsm, Size};
+use trainer::model::PianoSsm;
 use trainer::train::{train, TrainArgs};
 
 #[derive(Parser)]
@@ -219,5 +219,4 @@ fn synth_clips_are_deterministic_and_aligned() {
     let clips: Vec<_> = (0..12).map(|s| source.clip(s, 4000).unwrap()).collect();
     let keys_played = (0..88).filter(|&k| clips.iter().any(|c| c.frames.iter().any(|f| f[k] > 0))).count();
     assert!(keys_played > 70, "only {keys_played} keys played");
-    let _ = Size::S;
 }

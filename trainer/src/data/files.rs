@@ -24,6 +24,8 @@ pub struct Pair {
 #[derive(Debug, Clone)]
 struct Entry {
     pair: Pair,
+    /// the recording's sample rate, read once from its header
+    rate: u32,
     seconds: f64,
 }
 
@@ -82,15 +84,7 @@ impl PairedFiles {
         if rate == 0 || frames == 0 {
             bail!("empty audio");
         }
-        Ok(Entry { pair: pair.clone(), seconds: frames as f64 / rate as f64 })
-    }
-
-    pub fn train_files(&self) -> usize {
-        self.train.len()
-    }
-
-    pub fn test_files(&self) -> usize {
-        self.test.len()
+        Ok(Entry { pair: pair.clone(), rate, seconds: frames as f64 / rate as f64 })
     }
 
     /// `frames` roll frames and the matching audio, starting at roll frame `start`.
@@ -105,11 +99,13 @@ impl PairedFiles {
 
     /// `samples` samples at the model rate from `seconds` into the recording.
     fn audio(&self, entry: &Entry, seconds: f64, samples: usize) -> Result<Vec<f32>> {
-        let (source_rate, _) = wav_info(&entry.pair.wav)?;
-        let from = (seconds * source_rate as f64).round() as u64;
-        let count = (samples as u64 * source_rate as u64).div_ceil(self.rates.sample_rate as u64) as usize + 1;
-        let (mono, _) = read_mono(&entry.pair.wav, from, count)?;
-        let mut out = resample(&mono, source_rate, self.rates.sample_rate)?;
+        let from = (seconds * entry.rate as f64).round() as u64;
+        let count = (samples as u64 * entry.rate as u64).div_ceil(self.rates.sample_rate as u64) as usize + 1;
+        let (mono, rate) = read_mono(&entry.pair.wav, from, count)?;
+        if rate != entry.rate {
+            bail!("its sample rate changed from {} to {rate} Hz while training", entry.rate);
+        }
+        let mut out = resample(&mono, entry.rate, self.rates.sample_rate)?;
         out.resize(samples, 0.0);
         Ok(out)
     }

@@ -15,7 +15,7 @@ pub mod synth;
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
 use ssm_runtime::{KeyFrame, KEYS};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// One training or test example: `frames` roll frames and `frames * hold` samples of audio.
 #[derive(Debug, Clone)]
@@ -104,14 +104,8 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(clips: &[Clip], norm: Norm, device: Device) -> Batch {
-        let frames = clips[0].frames.len() as i64;
-        let roll: Vec<u8> = clips.iter().flat_map(|c| c.frames.iter().flatten().copied()).collect();
-        let roll = Tensor::from_slice(&roll)
-            .reshape([clips.len() as i64, frames, KEYS as i64])
-            .transpose(1, 2)
-            .to_kind(Kind::Float)
-            .to_device(device)
-            / 127.0;
+        let rolls: Vec<Tensor> = clips.iter().map(|c| crate::roll_tensor(&c.frames, device)).collect();
+        let roll = Tensor::cat(&rolls, 0);
         let audio: Vec<f32> = clips.iter().flat_map(|c| c.audio.iter().map(|&x| ((x as f64 - norm.mean) / norm.std) as f32)).collect();
         let audio = Tensor::from_slice(&audio).reshape([clips.len() as i64, -1]).to_device(device);
         let heads: Vec<i64> = clips.iter().map(|c| c.head as i64).collect();

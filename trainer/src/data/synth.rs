@@ -28,8 +28,6 @@ pub struct SynthSource {
     path: PathBuf,
     rates: Rates,
     seed: u64,
-    /// Rendering gain: rustysynth renders about 7.5 dB below FluidSynth.
-    gain: f32,
 }
 
 impl SynthSource {
@@ -41,12 +39,7 @@ impl SynthSource {
         if rates.hold() < 8 || rates.hold() > 1024 {
             bail!("the synth dataset applies events at frame starts and needs 8..=1024 samples per MIDI frame, not {}", rates.hold());
         }
-        Ok(SynthSource { font: Arc::new(font), path: path.to_path_buf(), rates, seed, gain: 1.0 })
-    }
-
-    pub fn with_gain(mut self, gain: f32) -> Self {
-        self.gain = gain;
-        self
+        Ok(SynthSource { font: Arc::new(font), path: path.to_path_buf(), rates, seed })
     }
 
     /// The clip for one seed: a performance of `frames` frames and its rendering.
@@ -90,7 +83,7 @@ impl SynthSource {
             apply(&mut synth, event);
         }
         synth.render(&mut left[done..], &mut right[done..]);
-        Ok(left.iter().zip(&right).map(|(l, r)| (l + r) * 0.5 * self.gain).collect())
+        Ok(left.iter().zip(&right).map(|(l, r)| (l + r) * 0.5).collect())
     }
 }
 
