@@ -55,7 +55,7 @@ mkdir -p "$models"
 xl=../shared/reference/weights/PianoSSM_XL_MH_maestro_all_44100_model.pth
 cargo build --release --locked --bin piano-ssm
 target/release/piano-ssm import "$xl" "$models/xl.safetensors"
-for rate_block in 48000:64 48000:1000; do
+for rate_block in 44100:512 48000:64 48000:1000; do
     rate=${rate_block%%:*}; block=${rate_block##*:}
     ref="$host_tmp/ref-$rate.wav"
     [ -f "$ref" ] || target/release/piano-ssm render ../shared/reference/midi/pedal.mid "$ref" \
@@ -64,6 +64,10 @@ for rate_block in 48000:64 48000:1000; do
         "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/pedal.mid "$ref" "$rate" "$block" \
         $(( (rate + 999) / 1000 )) 1e-4 1
 done
+# and against the float64 reference render of the published XL at its own 44.1 kHz
+XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.py \
+    "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/scale.mid \
+    ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 45 1e-3 1
 
 step "the panel under Xvfb (screenshot kept as target/artefacts/panel.png)"
 cargo build --release --locked -p plugin --bin piano-ssm-standalone

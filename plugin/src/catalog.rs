@@ -19,8 +19,12 @@ pub enum ModelSource {
 impl ModelSource {
     pub fn load(&self) -> Result<Model, String> {
         match self {
-            ModelSource::Builtin(bytes) => Model::from_bytes(bytes).map_err(|e| format!("built-in model: {e}")),
-            ModelSource::File(path) => Model::load(path).map_err(|e| format!("{}: {e}", path.display())),
+            ModelSource::Builtin(bytes) => {
+                Model::from_bytes(bytes).map_err(|e| format!("built-in model: {e}"))
+            }
+            ModelSource::File(path) => {
+                Model::load(path).map_err(|e| format!("{}: {e}", path.display()))
+            }
         }
     }
 }
@@ -69,7 +73,9 @@ impl Catalog {
         for m in ssm_runtime::builtin::MODELS {
             match Model::from_bytes(m.bytes) {
                 Ok(model) => catalog.add(ModelSource::Builtin(m.bytes), &model),
-                Err(e) => catalog.problems.push(format!("built-in {} model: {e}", m.size)),
+                Err(e) => catalog
+                    .problems
+                    .push(format!("built-in {} model: {e}", m.size)),
             }
         }
         let user = Catalog::user_models(folder);
@@ -81,9 +87,14 @@ impl Catalog {
 
     /// Only the models in `folder`, without the built-in ones.
     pub fn user_models(folder: Option<&Path>) -> Catalog {
-        let mut catalog = Catalog { folder: folder.map(Path::to_path_buf), ..Catalog::default() };
+        let mut catalog = Catalog {
+            folder: folder.map(Path::to_path_buf),
+            ..Catalog::default()
+        };
         let Some(folder) = folder else { return catalog };
-        let Ok(dir) = std::fs::read_dir(folder) else { return catalog };
+        let Ok(dir) = std::fs::read_dir(folder) else {
+            return catalog;
+        };
         let mut paths: Vec<PathBuf> = dir
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
@@ -109,9 +120,16 @@ impl Catalog {
             midi_rate: model.info.midi_rate,
             parameter_count: model.parameter_count(),
         };
-        match self.families.iter_mut().find(|f| f.name == model.info.family) {
+        match self
+            .families
+            .iter_mut()
+            .find(|f| f.name == model.info.family)
+        {
             Some(f) => f.models.push(entry),
-            None => self.families.push(Family { name: model.info.family.clone(), models: vec![entry] }),
+            None => self.families.push(Family {
+                name: model.info.family.clone(),
+                models: vec![entry],
+            }),
         }
     }
 
@@ -126,7 +144,13 @@ impl Catalog {
     /// The slowest MIDI rate of any model (1000 Hz without models): it sets the latency
     /// that makes every model's frames exact.
     pub fn min_midi_rate(&self) -> u32 {
-        self.families.iter().flat_map(|f| &f.models).map(|m| m.midi_rate).min().unwrap_or(1000).min(1000)
+        self.families
+            .iter()
+            .flat_map(|f| &f.models)
+            .map(|m| m.midi_rate)
+            .min()
+            .unwrap_or(1000)
+            .min(1000)
     }
 
     pub fn family_name(&self, family: usize) -> Option<&str> {

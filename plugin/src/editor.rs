@@ -7,7 +7,10 @@ use std::sync::Arc;
 use egui::{Color32, RichText, Sense, Stroke, Vec2};
 use nice_plug::prelude::*;
 use nice_plug_core_reexport::GuiContext;
-use nice_plug_egui::{create_egui_editor, widgets, EguiEditor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp, RepaintNotifier};
+use nice_plug_egui::{
+    create_egui_editor, widgets, EguiEditor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp,
+    RepaintNotifier,
+};
 use parking_lot::RwLock;
 use ssm_runtime::KEYS;
 
@@ -26,9 +29,27 @@ pub fn default_state() -> Arc<EguiEditorState> {
     EguiEditorState::from_size(nice_plug::editor::dpi::LogicalSize::new(WIDTH, HEIGHT), 1.0)
 }
 
-pub fn create(state: Arc<EguiEditorState>, params: Arc<PianoParams>, shared: Arc<Shared>, catalog: Arc<RwLock<Catalog>>) -> Option<EguiEditor<Panel>> {
-    let settings = EguiNiceSettings { title: "Piano-SSM".into(), ..EguiNiceSettings::default() };
-    create_egui_editor(state, RepaintNotifier::new(), settings, Panel { params, shared, catalog, gui: None })
+pub fn create(
+    state: Arc<EguiEditorState>,
+    params: Arc<PianoParams>,
+    shared: Arc<Shared>,
+    catalog: Arc<RwLock<Catalog>>,
+) -> Option<EguiEditor<Panel>> {
+    let settings = EguiNiceSettings {
+        title: "Piano-SSM".into(),
+        ..EguiNiceSettings::default()
+    };
+    create_egui_editor(
+        state,
+        RepaintNotifier::new(),
+        settings,
+        Panel {
+            params,
+            shared,
+            catalog,
+            gui: None,
+        },
+    )
 }
 
 pub struct Panel {
@@ -39,7 +60,12 @@ pub struct Panel {
 }
 
 impl NiceEguiApp for Panel {
-    fn build(&mut self, _egui_ctx: egui::Context, gui: GuiContext, _frame: &mut Frame) -> Result<(), nice_plug_egui::baseview::HandlerError> {
+    fn build(
+        &mut self,
+        _egui_ctx: egui::Context,
+        gui: GuiContext,
+        _frame: &mut Frame,
+    ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
         self.gui = Some(gui);
         Ok(())
     }
@@ -60,7 +86,11 @@ impl NiceEguiApp for Panel {
             self.meters(ui);
             ui.add_space(6.0);
             keyboard(ui, &self.shared.held_keys(), &self.shared.sounding_keys());
-            ui.label(if self.shared.pedal.load(Ordering::Relaxed) { "sustain pedal: down" } else { "sustain pedal: up" });
+            ui.label(if self.shared.pedal.load(Ordering::Relaxed) {
+                "sustain pedal: down"
+            } else {
+                "sustain pedal: up"
+            });
             ui.add_space(6.0);
             self.model_info(ui);
             self.status(ui);
@@ -74,19 +104,31 @@ impl Panel {
         let family = self.params.family.value() as usize;
         ui.horizontal(|ui| {
             ui.label("Family");
-            let name = catalog.family_name(family).unwrap_or("(no model)").to_string();
-            egui::ComboBox::from_id_salt("family").selected_text(name).width(220.0).show_ui(ui, |ui| {
-                for (i, f) in catalog.families.iter().enumerate() {
-                    if ui.selectable_label(i == family, &f.name).clicked() {
-                        setter.begin_set_parameter(&self.params.family);
-                        setter.set_parameter(&self.params.family, i as i32);
-                        setter.end_set_parameter(&self.params.family);
+            let name = catalog
+                .family_name(family)
+                .unwrap_or("(no model)")
+                .to_string();
+            egui::ComboBox::from_id_salt("family")
+                .selected_text(name)
+                .width(220.0)
+                .show_ui(ui, |ui| {
+                    for (i, f) in catalog.families.iter().enumerate() {
+                        if ui.selectable_label(i == family, &f.name).clicked() {
+                            setter.begin_set_parameter(&self.params.family);
+                            setter.set_parameter(&self.params.family, i as i32);
+                            setter.end_set_parameter(&self.params.family);
+                        }
                     }
-                }
-            });
+                });
             ui.label("Size");
-            for (i, size) in [ModelSize::S, ModelSize::L, ModelSize::Xl].into_iter().enumerate() {
-                if ui.selectable_label(self.params.size.value() == size, SIZES[i]).clicked() {
+            for (i, size) in [ModelSize::S, ModelSize::L, ModelSize::Xl]
+                .into_iter()
+                .enumerate()
+            {
+                if ui
+                    .selectable_label(self.params.size.value() == size, SIZES[i])
+                    .clicked()
+                {
                     setter.begin_set_parameter(&self.params.size);
                     setter.set_parameter(&self.params.size, size);
                     setter.end_set_parameter(&self.params.size);
@@ -95,20 +137,31 @@ impl Panel {
         });
         let entry = catalog.find(family, self.params.size.value().index());
         let heads = entry.map(|e| e.heads.clone()).unwrap_or_default();
-        let kind = entry.and_then(|e| e.head_kind.clone()).unwrap_or_else(|| "head".into());
+        let kind = entry
+            .and_then(|e| e.head_kind.clone())
+            .unwrap_or_else(|| "head".into());
         ui.horizontal(|ui| {
-            ui.label(if kind == "year" { "MAESTRO year" } else { "Head" });
-            let head = self.params.head.value() as usize;
-            let current = heads.get(head.min(heads.len().saturating_sub(1))).cloned().unwrap_or_else(|| "-".into());
-            egui::ComboBox::from_id_salt("head").selected_text(current).show_ui(ui, |ui| {
-                for (i, label) in heads.iter().enumerate() {
-                    if ui.selectable_label(i == head, label).clicked() {
-                        setter.begin_set_parameter(&self.params.head);
-                        setter.set_parameter(&self.params.head, i as i32);
-                        setter.end_set_parameter(&self.params.head);
-                    }
-                }
+            ui.label(if kind == "year" {
+                "MAESTRO year"
+            } else {
+                "Head"
             });
+            let head = self.params.head.value() as usize;
+            let current = heads
+                .get(head.min(heads.len().saturating_sub(1)))
+                .cloned()
+                .unwrap_or_else(|| "-".into());
+            egui::ComboBox::from_id_salt("head")
+                .selected_text(current)
+                .show_ui(ui, |ui| {
+                    for (i, label) in heads.iter().enumerate() {
+                        if ui.selectable_label(i == head, label).clicked() {
+                            setter.begin_set_parameter(&self.params.head);
+                            setter.set_parameter(&self.params.head, i as i32);
+                            setter.end_set_parameter(&self.params.head);
+                        }
+                    }
+                });
         });
     }
 
@@ -117,8 +170,16 @@ impl Panel {
         let load = self.shared.cpu_load();
         ui.horizontal(|ui| {
             ui.label("Level");
-            let text = if peak_db > -90.0 { format!("{peak_db:.1} dBFS") } else { "-inf dBFS".into() };
-            ui.add(egui::ProgressBar::new(((peak_db + 60.0) / 60.0).clamp(0.0, 1.0)).desired_width(200.0).text(text));
+            let text = if peak_db > -90.0 {
+                format!("{peak_db:.1} dBFS")
+            } else {
+                "-inf dBFS".into()
+            };
+            ui.add(
+                egui::ProgressBar::new(((peak_db + 60.0) / 60.0).clamp(0.0, 1.0))
+                    .desired_width(200.0)
+                    .text(text),
+            );
             ui.label(format!("CPU {:.1} % of the block", load * 100.0));
         });
     }
@@ -127,7 +188,10 @@ impl Panel {
         let catalog = self.catalog.read();
         let family = self.shared.playing_family.load(Ordering::Relaxed);
         let size = self.shared.playing_size.load(Ordering::Relaxed) as usize;
-        let text = match family.checked_sub(1).and_then(|f| catalog.find(f as usize, size).map(|e| (f, e))) {
+        let text = match family
+            .checked_sub(1)
+            .and_then(|f| catalog.find(f as usize, size).map(|e| (f, e)))
+        {
             Some((f, e)) => format!(
                 "Playing {} {}: {} parameters, trained at {} Hz, {} heads",
                 catalog.family_name(f as usize).unwrap_or("?"),
@@ -144,12 +208,21 @@ impl Panel {
     fn status(&self, ui: &mut egui::Ui) {
         let status = self.shared.status();
         if !status.message.is_empty() {
-            let color = if status.is_error { Color32::from_rgb(220, 80, 60) } else { Color32::GRAY };
+            let color = if status.is_error {
+                Color32::from_rgb(220, 80, 60)
+            } else {
+                Color32::GRAY
+            };
             ui.label(RichText::new(status.message).color(color));
         }
         let bad = self.shared.non_finite_blocks.load(Ordering::Relaxed);
         if bad > 0 {
-            ui.label(RichText::new(format!("{bad} blocks silenced: the model produced NaN or infinity and was reset")).color(Color32::from_rgb(220, 80, 60)));
+            ui.label(
+                RichText::new(format!(
+                    "{bad} blocks silenced: the model produced NaN or infinity and was reset"
+                ))
+                .color(Color32::from_rgb(220, 80, 60)),
+            );
         }
     }
 }
@@ -174,9 +247,17 @@ fn keyboard(ui: &mut egui::Ui, held: &[bool; KEYS], sounding: &[bool; KEYS]) {
     let mut white_x = [0.0f32; KEYS];
     for k in 0..KEYS {
         if !is_black(k) {
-            let r = egui::Rect::from_min_size(egui::pos2(x, rect.top()), Vec2::new(white_w, rect.height()));
+            let r = egui::Rect::from_min_size(
+                egui::pos2(x, rect.top()),
+                Vec2::new(white_w, rect.height()),
+            );
             painter.rect_filled(r, 1.0, color(k, Color32::WHITE));
-            painter.rect_stroke(r, 1.0, Stroke::new(1.0, Color32::DARK_GRAY), egui::StrokeKind::Inside);
+            painter.rect_stroke(
+                r,
+                1.0,
+                Stroke::new(1.0, Color32::DARK_GRAY),
+                egui::StrokeKind::Inside,
+            );
             white_x[k] = x;
             x += white_w;
         }
@@ -184,7 +265,10 @@ fn keyboard(ui: &mut egui::Ui, held: &[bool; KEYS], sounding: &[bool; KEYS]) {
     for k in 0..KEYS {
         if is_black(k) {
             let left = white_x[k - 1] + white_w * 0.65;
-            let r = egui::Rect::from_min_size(egui::pos2(left, rect.top()), Vec2::new(white_w * 0.7, rect.height() * 0.6));
+            let r = egui::Rect::from_min_size(
+                egui::pos2(left, rect.top()),
+                Vec2::new(white_w * 0.7, rect.height() * 0.6),
+            );
             painter.rect_filled(r, 1.0, color(k, Color32::BLACK));
         }
     }

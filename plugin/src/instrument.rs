@@ -47,8 +47,18 @@ pub struct Instrument {
 impl Instrument {
     /// Prepares for `sample_rate` and blocks of up to `max_block` samples. Loads the model
     /// the settings ask for right here (this is not the audio thread).
-    pub fn new(catalog: Arc<RwLock<Catalog>>, shared: Arc<Shared>, sample_rate: u32, max_block: usize, settings: &Settings) -> Instrument {
-        let key = ModelKey { family: settings.family, size: settings.size, sample_rate };
+    pub fn new(
+        catalog: Arc<RwLock<Catalog>>,
+        shared: Arc<Shared>,
+        sample_rate: u32,
+        max_block: usize,
+        settings: &Settings,
+    ) -> Instrument {
+        let key = ModelKey {
+            family: settings.family,
+            size: settings.size,
+            sample_rate,
+        };
         let engine = match build_engine(&catalog.read(), key) {
             Ok(engine) => Some(engine),
             Err(e) => {
@@ -66,7 +76,10 @@ impl Instrument {
         };
         let mut player = Player::silent();
         // one frame of latency puts every key change exactly on its frame (see Player)
-        player.set_latency(ssm_runtime::player::frame_latency(sample_rate, catalog.read().min_midi_rate()));
+        player.set_latency(ssm_runtime::player::frame_latency(
+            sample_rate,
+            catalog.read().min_midi_rate(),
+        ));
         let mut slot = engine;
         let playing = slot.as_ref().map(|_| key);
         player.swap_engine(&mut slot);
@@ -123,22 +136,35 @@ impl Instrument {
         for (i, part) in out.chunks_mut(chunk).enumerate() {
             let (from, to) = ((i * chunk) as u32, (i * chunk + part.len()) as u32);
             let last = to as usize == total;
-            let events = self.events.iter().filter(|(at, _)| *at >= from && (*at < to || last));
-            self.player.process(events.map(|&(at, e)| (at - from, e)), part);
+            let events = self
+                .events
+                .iter()
+                .filter(|(at, _)| *at >= from && (*at < to || last));
+            self.player
+                .process(events.map(|&(at, e)| (at - from, e)), part);
             self.fade(part);
         }
         self.events.clear();
         self.guard_and_gain(settings.gain, out);
         let seconds = out.len() as f32 / self.sample_rate as f32;
-        let load = if seconds > 0.0 { started.elapsed().as_secs_f32() / seconds } else { 0.0 };
+        let load = if seconds > 0.0 {
+            started.elapsed().as_secs_f32() / seconds
+        } else {
+            0.0
+        };
         let peak = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let enc = self.player.encoder();
-        self.shared.publish_block(peak, load, enc.held(), &enc.roll(), enc.pedal_down());
+        self.shared
+            .publish_block(peak, load, enc.held(), &enc.roll(), enc.pedal_down());
     }
 
     /// Asks for the model the settings name, installs one that has arrived, sets the head.
     fn follow_settings(&mut self, settings: &Settings) {
-        let key = ModelKey { family: settings.family, size: settings.size, sample_rate: self.sample_rate };
+        let key = ModelKey {
+            family: settings.family,
+            size: settings.size,
+            sample_rate: self.sample_rate,
+        };
         if self.requested != Some(key) && self.loader.request(key) {
             self.requested = Some(key);
         }
@@ -206,7 +232,9 @@ impl Instrument {
         if let Some(e) = self.player.engine_mut() {
             e.reset();
         }
-        self.shared.non_finite_blocks.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .non_finite_blocks
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn publish_playing(&self) {

@@ -36,9 +36,13 @@ pub struct LoaderHandle {
 
 /// Builds the engine for `key` (on the calling thread).
 pub fn build_engine(catalog: &Catalog, key: ModelKey) -> Result<Box<Engine>, String> {
-    let entry = catalog.find(key.family, key.size).ok_or("no model for this family and size")?;
+    let entry = catalog
+        .find(key.family, key.size)
+        .ok_or("no model for this family and size")?;
     let model = entry.source.load()?;
-    Engine::new(&model, key.sample_rate).map(Box::new).map_err(|e| e.to_string())
+    Engine::new(&model, key.sample_rate)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 impl LoaderHandle {
@@ -53,7 +57,8 @@ impl LoaderHandle {
                     match job {
                         Job::Drop(engine) => drop(engine),
                         Job::Load(key) => {
-                            shared.set_status(format!("loading {}…", describe(&catalog.read(), key)));
+                            shared
+                                .set_status(format!("loading {}…", describe(&catalog.read(), key)));
                             let built = build_engine(&catalog.read(), key);
                             match built {
                                 Ok(engine) => {
@@ -61,16 +66,20 @@ impl LoaderHandle {
                                     // the audio thread takes it at its next block
                                     let _ = ready_tx.send((key, engine));
                                 }
-                                Err(e) => shared.set_error(format!("cannot load the model: {e}; the previous model keeps playing")),
+                                Err(e) => shared.set_error(format!(
+                                    "cannot load the model: {e}; the previous model keeps playing"
+                                )),
                             }
                         }
                     }
                 }
             })
             .expect("spawn loader thread");
-        LoaderHandle { jobs: jobs_tx, ready: ready_rx }
+        LoaderHandle {
+            jobs: jobs_tx,
+            ready: ready_rx,
+        }
     }
-
 
     /// Asks for a model; false when the queue is full (ask again next block). Never blocks.
     pub fn request(&self, key: ModelKey) -> bool {
@@ -80,10 +89,12 @@ impl LoaderHandle {
     /// Hands an engine back to be freed off the audio thread; gives it back when the queue
     /// is full so the caller can retry instead of freeing it here.
     pub fn dispose(&self, engine: Box<Engine>) -> Result<(), Box<Engine>> {
-        self.jobs.try_send(Job::Drop(engine)).map_err(|e| match e.into_inner() {
-            Job::Drop(engine) => engine,
-            Job::Load(_) => unreachable!("sent a drop job"),
-        })
+        self.jobs
+            .try_send(Job::Drop(engine))
+            .map_err(|e| match e.into_inner() {
+                Job::Drop(engine) => engine,
+                Job::Load(_) => unreachable!("sent a drop job"),
+            })
     }
 
     /// A finished engine, if one is waiting. Never blocks.

@@ -48,19 +48,39 @@ impl PianoParams {
         let families = catalog.clone();
         let heads = catalog;
         PianoParams {
-            family: IntParam::new("Model family", 0, IntRange::Linear { min: 0, max: MAX_FAMILIES - 1 })
-                .with_value_to_string(Arc::new(move |v| {
-                    families.read().family_name(v as usize).map_or_else(|| format!("{v} (none)"), str::to_string)
-                })),
-            size: EnumParam::new("Model size", ModelSize::L),
-            head: IntParam::new("Head", 3, IntRange::Linear { min: 0, max: MAX_HEADS - 1 }).with_value_to_string(Arc::new(
-                move |v| {
-                    // the label of the first model that has this head (MAESTRO years)
-                    let c = heads.read();
-                    let label = c.families.iter().flat_map(|f| &f.models).find_map(|m| m.heads.get(v as usize).cloned());
-                    label.unwrap_or_else(|| v.to_string())
+            family: IntParam::new(
+                "Model family",
+                0,
+                IntRange::Linear {
+                    min: 0,
+                    max: MAX_FAMILIES - 1,
                 },
-            )),
+            )
+            .with_value_to_string(Arc::new(move |v| {
+                families
+                    .read()
+                    .family_name(v as usize)
+                    .map_or_else(|| format!("{v} (none)"), str::to_string)
+            })),
+            size: EnumParam::new("Model size", ModelSize::L),
+            head: IntParam::new(
+                "Head",
+                3,
+                IntRange::Linear {
+                    min: 0,
+                    max: MAX_HEADS - 1,
+                },
+            )
+            .with_value_to_string(Arc::new(move |v| {
+                // the label of the first model that has this head (MAESTRO years)
+                let c = heads.read();
+                let label = c
+                    .families
+                    .iter()
+                    .flat_map(|f| &f.models)
+                    .find_map(|m| m.heads.get(v as usize).cloned());
+                label.unwrap_or_else(|| v.to_string())
+            })),
             gain: FloatParam::new(
                 "Gain",
                 util::db_to_gain(0.0),

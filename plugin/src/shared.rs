@@ -52,12 +52,22 @@ fn pack(keys: &[u8; KEYS], bits: &[AtomicU64; 2]) {
 }
 
 fn unpack(bits: &[AtomicU64; 2]) -> [bool; KEYS] {
-    let words = [bits[0].load(Ordering::Relaxed), bits[1].load(Ordering::Relaxed)];
+    let words = [
+        bits[0].load(Ordering::Relaxed),
+        bits[1].load(Ordering::Relaxed),
+    ];
     std::array::from_fn(|k| words[k / 64] & (1 << (k % 64)) != 0)
 }
 
 impl Shared {
-    pub fn publish_block(&self, peak: f32, cpu_load: f32, held: &[u8; KEYS], sounding: &[u8; KEYS], pedal: bool) {
+    pub fn publish_block(
+        &self,
+        peak: f32,
+        cpu_load: f32,
+        held: &[u8; KEYS],
+        sounding: &[u8; KEYS],
+        pedal: bool,
+    ) {
         store_f32(&self.peak, peak);
         store_f32(&self.cpu_load, cpu_load);
         pack(held, &self.held);
@@ -83,12 +93,18 @@ impl Shared {
 
     /// Never called from the audio thread.
     pub fn set_status(&self, message: String) {
-        *self.status.lock() = Status { message, is_error: false };
+        *self.status.lock() = Status {
+            message,
+            is_error: false,
+        };
     }
 
     /// Never called from the audio thread.
     pub fn set_error(&self, message: String) {
-        *self.status.lock() = Status { message, is_error: true };
+        *self.status.lock() = Status {
+            message,
+            is_error: true,
+        };
     }
 
     pub fn status(&self) -> Status {

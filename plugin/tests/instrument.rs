@@ -14,6 +14,7 @@ use plugin::instrument::{Instrument, Settings};
 use plugin::shared::Shared;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::render::render_roll;
+use ssm_runtime::roll::frame_start;
 use ssm_runtime::{Engine, KeyEvent, MidiFile};
 
 #[global_allocator]
@@ -27,8 +28,13 @@ fn reference() -> PathBuf {
 fn model_folder() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for size in ["S", "L"] {
-        let pth = reference().join(format!("weights/PianoSSM_{size}_MH_maestro_all_16000_model.pth"));
-        import_pth(&pth, &ImportOptions::default()).unwrap().save(&dir.path().join(format!("{size}.safetensors"))).unwrap();
+        let pth = reference().join(format!(
+            "weights/PianoSSM_{size}_MH_maestro_all_16000_model.pth"
+        ));
+        import_pth(&pth, &ImportOptions::default())
+            .unwrap()
+            .save(&dir.path().join(format!("{size}.safetensors")))
+            .unwrap();
     }
     dir
 }
@@ -38,14 +44,31 @@ fn catalog(dir: &Path) -> Arc<RwLock<Catalog>> {
     Arc::new(RwLock::new(Catalog::user_models(Some(dir))))
 }
 
-const S: Settings = Settings { family: 0, size: 0, head: 3, gain: 1.0 };
+const S: Settings = Settings {
+    family: 0,
+    size: 0,
+    head: 3,
+    gain: 1.0,
+};
 
-/// Plays a MIDI file through the instrument in blocks of `block`, as a sample-accurate host:
-/// each event at the first sample whose time lies in the event's roll frame (at 44.1 kHz,
-/// floor(k · 44.1) can lie just before frame k begins).
-fn play(inst: &mut Instrument, settings: &Settings, midi: &MidiFile, rate: u32, len: usize, block: usize) -> Vec<f32> {
-    let first_sample_in = |k: u64| (k * rate as u64).div_ceil(1000);
-    let events: Vec<(u64, KeyEvent)> = midi.events.iter().map(|e| (first_sample_in((e.seconds * 1000.0).floor() as u64), e.event)).collect();
+/// Plays a MIDI file through the instrument in blocks of `block`, as a sample-accurate host
+/// does: each event on the first sample of its roll frame, floor(k · rate / 1000), which at
+/// 44.1 kHz lies a fraction of a sample before the frame's time (the frame is taken as the
+/// file renderer takes it, from the event's time in seconds).
+fn play(
+    inst: &mut Instrument,
+    settings: &Settings,
+    midi: &MidiFile,
+    rate: u32,
+    len: usize,
+    block: usize,
+) -> Vec<f32> {
+    let frame = |seconds: f64| (seconds * 1000.0).floor() as u64;
+    let events: Vec<(u64, KeyEvent)> = midi
+        .events
+        .iter()
+        .map(|e| (frame_start(frame(e.seconds), rate, 1000), e.event))
+        .collect();
     let mut out = vec![0.0f32; len];
     let mut next = 0;
     for (b, chunk) in out.chunks_mut(block).enumerate() {
@@ -63,7 +86,13 @@ fn play(inst: &mut Instrument, settings: &Settings, midi: &MidiFile, rate: u32, 
 fn plays_what_the_file_renderer_plays() {
     let dir = model_folder();
     let rate = 48_000;
-    let mut inst = Instrument::new(catalog(dir.path()), Arc::new(Shared::default()), rate, 512, &S);
+    let mut inst = Instrument::new(
+        catalog(dir.path()),
+        Arc::new(Shared::default()),
+        rate,
+        512,
+        &S,
+    );
     let midi = MidiFile::load(&reference().join("midi/pedal.mid")).unwrap();
     let roll = midi.roll(1000, 1.5);
     let model = ssm_runtime::Model::load(&dir.path().join("S.safetensors")).unwrap();
@@ -74,7 +103,11 @@ fn plays_what_the_file_renderer_plays() {
     assert_eq!(latency, 48, "one 1 ms frame at 48 kHz");
     let out = play(&mut inst, &S, &midi, rate, expected.len() + latency, 512);
     assert!(out[..latency].iter().all(|&v| v == 0.0));
-    let worst = out[latency..].iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let worst = out[latency..]
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(worst <= 1e-6, "max difference {worst}");
 }
 
@@ -86,7 +119,13 @@ fn model_switch_heads_notes_and_reset_never_allocate() {
     let mut block = vec![0.0f32; 256];
     let large = Settings { size: 1, ..S };
     let ((), count) = watched(|| {
-        inst.push_event(0, KeyEvent::NoteOn { note: 60, velocity: 100 });
+        inst.push_event(
+            0,
+            KeyEvent::NoteOn {
+                note: 60,
+                velocity: 100,
+            },
+        );
         inst.push_event(10, KeyEvent::Sustain { value: 127 });
         inst.process(&S, &mut block);
         inst.push_event(3, KeyEvent::NoteOff { note: 60 });
@@ -107,7 +146,11 @@ fn model_switch_heads_notes_and_reset_never_allocate() {
         inst.reset();
         inst.process(&large, &mut block);
     });
-    assert_eq!(shared.playing_size.load(Ordering::Relaxed), 1, "switched to L");
+    assert_eq!(
+        shared.playing_size.load(Ordering::Relaxed),
+        1,
+        "switched to L"
+    );
     assert_eq!(count, 0, "the audio path allocated or freed {count} times");
 }
 
@@ -118,9 +161,19 @@ fn held_keys_sound_through_a_switch_without_a_click() {
     let mut inst = Instrument::new(catalog(dir.path()), shared.clone(), 16_000, 64, &S);
     let mut out = Vec::new();
     let mut block = [0.0f32; 64];
-    inst.push_event(0, KeyEvent::NoteOn { note: 48, velocity: 90 });
+    inst.push_event(
+        0,
+        KeyEvent::NoteOn {
+            note: 48,
+            velocity: 90,
+        },
+    );
     for i in 0..600 {
-        let settings = if i < 100 { S } else { Settings { size: 1, ..S } };
+        let settings = if i < 100 {
+            S
+        } else {
+            Settings { size: 1, ..S }
+        };
         inst.process(&settings, &mut block);
         out.extend_from_slice(&block);
         if i >= 100 && shared.playing_size.load(Ordering::Relaxed) != 1 {
@@ -130,11 +183,21 @@ fn held_keys_sound_through_a_switch_without_a_click() {
     assert_eq!(shared.playing_size.load(Ordering::Relaxed), 1);
     let tail = &out[out.len() - 3200..];
     let rms = (tail.iter().map(|v| v * v).sum::<f32>() / tail.len() as f32).sqrt();
-    assert!(rms > 1e-3, "the held note still sounds after the switch (rms {rms})");
+    assert!(
+        rms > 1e-3,
+        "the held note still sounds after the switch (rms {rms})"
+    );
     // no sample-to-sample jump bigger than the note itself makes anywhere
-    let steps = |s: &[f32]| s.windows(2).map(|w| (w[1] - w[0]).abs()).fold(0.0f32, f32::max);
+    let steps = |s: &[f32]| {
+        s.windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0f32, f32::max)
+    };
     let before = steps(&out[3200..6400]);
-    assert!(steps(&out[6400..]) <= 2.0 * before + 1e-3, "switch produced a jump");
+    assert!(
+        steps(&out[6400..]) <= 2.0 * before + 1e-3,
+        "switch produced a jump"
+    );
 }
 
 #[test]
@@ -147,15 +210,28 @@ fn broken_model_keeps_the_previous_one_playing() {
     // the catalog only lists S now; ask for a family that does not exist
     let mut inst = Instrument::new(cat, shared.clone(), 16_000, 64, &S);
     let mut block = [0.0f32; 64];
-    inst.push_event(0, KeyEvent::NoteOn { note: 60, velocity: 90 });
+    inst.push_event(
+        0,
+        KeyEvent::NoteOn {
+            note: 60,
+            velocity: 90,
+        },
+    );
     for _ in 0..50 {
         inst.process(&Settings { family: 5, ..S }, &mut block);
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(shared.playing_family.load(Ordering::Relaxed), 1, "family 0 still plays");
+    assert_eq!(
+        shared.playing_family.load(Ordering::Relaxed),
+        1,
+        "family 0 still plays"
+    );
     assert!(block.iter().any(|v| v.abs() > 1e-4), "and makes sound");
     let status = shared.status();
-    assert!(status.is_error && status.message.contains("cannot load"), "{status:?}");
+    assert!(
+        status.is_error && status.message.contains("cannot load"),
+        "{status:?}"
+    );
 }
 
 #[test]
@@ -164,11 +240,20 @@ fn without_models_it_is_silent_and_says_why() {
     let shared = Arc::new(Shared::default());
     let mut inst = Instrument::new(catalog(empty.path()), shared.clone(), 48_000, 128, &S);
     let mut block = [1.0f32; 128];
-    inst.push_event(0, KeyEvent::NoteOn { note: 60, velocity: 90 });
+    inst.push_event(
+        0,
+        KeyEvent::NoteOn {
+            note: 60,
+            velocity: 90,
+        },
+    );
     inst.process(&S, &mut block);
     assert!(block.iter().all(|&v| v == 0.0));
     let status = shared.status();
-    assert!(status.is_error && status.message.contains("no models found"), "{status:?}");
+    assert!(
+        status.is_error && status.message.contains("no models found"),
+        "{status:?}"
+    );
     assert!(shared.held_keys()[39], "keys are still followed");
 }
 
@@ -178,22 +263,47 @@ fn without_models_it_is_silent_and_says_why() {
 fn the_built_in_model_plays_without_any_file() {
     let empty = tempfile::tempdir().unwrap();
     let catalog = Arc::new(RwLock::new(Catalog::scan(Some(empty.path()))));
-    assert_eq!(catalog.read().family_name(0), Some(ssm_runtime::builtin::FAMILY));
+    assert_eq!(
+        catalog.read().family_name(0),
+        Some(ssm_runtime::builtin::FAMILY)
+    );
     let shared = Arc::new(Shared::default());
     let rate = 44_100;
-    let settings = Settings { family: 0, size: 1, head: 3, gain: 1.0 };
+    let settings = Settings {
+        family: 0,
+        size: 1,
+        head: 3,
+        gain: 1.0,
+    };
     let mut inst = Instrument::new(catalog, shared.clone(), rate, 256, &settings);
     let midi = MidiFile::load(&reference().join("midi/scale.mid")).unwrap();
     let roll = midi.roll(1000, 0.5);
-    let model = ssm_runtime::builtin::load(ssm_runtime::builtin::DEFAULT_SIZE).unwrap().unwrap();
+    let model = ssm_runtime::builtin::load(ssm_runtime::builtin::DEFAULT_SIZE)
+        .unwrap()
+        .unwrap();
     let mut engine = Engine::new(&model, rate).unwrap();
     let expected = render_roll(&mut engine, &roll, |_, _| {});
     let latency = inst.latency() as usize;
-    let out = play(&mut inst, &settings, &midi, rate, expected.len() + latency, 256);
+    let out = play(
+        &mut inst,
+        &settings,
+        &midi,
+        rate,
+        expected.len() + latency,
+        256,
+    );
     let got = &out[latency..];
-    let num: f64 = got.iter().zip(&expected).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
     let den: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
     assert!(den > 0.0, "the built-in model is silent");
-    assert!((num / den).sqrt() < 1e-4, "relative L2 {:.2e}", (num / den).sqrt());
+    assert!(
+        (num / den).sqrt() < 1e-4,
+        "relative L2 {:.2e}",
+        (num / den).sqrt()
+    );
     assert!(!shared.status().is_error, "{:?}", shared.status());
 }

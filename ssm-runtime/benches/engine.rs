@@ -36,14 +36,26 @@ fn performance(seconds: f64, sample_rate: u32) -> Vec<(u64, KeyEvent)> {
             let chord = chords[((bar * 2 + half) % 4) as usize];
             let t = b + half as f64 * 2.0;
             for &n in &chord {
-                ev.push((at(t), KeyEvent::NoteOn { note: n, velocity: 50 + rand(30) as u8 }));
+                ev.push((
+                    at(t),
+                    KeyEvent::NoteOn {
+                        note: n,
+                        velocity: 50 + rand(30) as u8,
+                    },
+                ));
                 ev.push((at(t + 1.9), KeyEvent::NoteOff { note: n }));
             }
         }
         for eighth in 0..8 {
             let t = b + eighth as f64 * 0.5;
             let note = 64 + [0u8, 2, 4, 5, 7, 9, 11, 12][rand(8) as usize];
-            ev.push((at(t), KeyEvent::NoteOn { note, velocity: 60 + rand(60) as u8 }));
+            ev.push((
+                at(t),
+                KeyEvent::NoteOn {
+                    note,
+                    velocity: 60 + rand(60) as u8,
+                },
+            ));
             ev.push((at(t + 0.45), KeyEvent::NoteOff { note }));
         }
     }
@@ -83,7 +95,13 @@ fn run(model: &Model, sample_rate: u32, isa: Isa, seconds: f64) -> Stats {
     }
     let music = start_all.elapsed().as_secs_f64();
     // 30 s of silence after the music: every key and the pedal up
-    player.process([(0, KeyEvent::AllNotesOff), (0, KeyEvent::Sustain { value: 0 })], &mut out);
+    player.process(
+        [
+            (0, KeyEvent::AllNotesOff),
+            (0, KeyEvent::Sustain { value: 0 }),
+        ],
+        &mut out,
+    );
     let silence_samples = 30 * sample_rate as u64;
     let t = Instant::now();
     let mut done = 0;
@@ -106,7 +124,10 @@ fn run(model: &Model, sample_rate: u32, isa: Isa, seconds: f64) -> Stats {
 
 fn main() {
     let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/weights");
-    let seconds: f64 = std::env::var("PIANO_SSM_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60.0);
+    let seconds: f64 = std::env::var("PIANO_SSM_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60.0);
     let isas = Isa::available();
     println!("Piano-SSM engine, {BLOCK}-sample blocks, {seconds} s of music then 30 s of silence, ISA {}", isas[0].name());
     println!("| model | rate | ISA | RTF | p99.9 block | worst block | RTF in silence |");
@@ -114,10 +135,15 @@ fn main() {
     let sizes = std::env::var("PIANO_SSM_BENCH_SIZES").unwrap_or_else(|_| "S,L,XL".into());
     for size in sizes.split(',') {
         let path = weights.join(format!("PianoSSM_{size}_MH_maestro_all_44100_model.pth"));
-        let model = import_pth(&path, &ImportOptions::default()).expect("published checkpoint in ../shared/reference");
+        let model = import_pth(&path, &ImportOptions::default())
+            .expect("published checkpoint in ../shared/reference");
         for rate in [44_100, 48_000] {
             // the fastest ISA for every model; the others for XL at 48 kHz, to compare in one run
-            let variants: &[Isa] = if size == "XL" && rate == 48_000 { &isas } else { &isas[..1] };
+            let variants: &[Isa] = if size == "XL" && rate == 48_000 {
+                &isas
+            } else {
+                &isas[..1]
+            };
             for &isa in variants {
                 let s = run(&model, rate, isa, seconds);
                 println!(

@@ -15,14 +15,20 @@ pub struct Builtin {
 }
 
 /// The embedded models, smallest first.
-pub const MODELS: &[Builtin] = &[Builtin { size: "S", bytes: include_bytes!("../../assets/models/grand-S.safetensors") }];
+pub const MODELS: &[Builtin] = &[Builtin {
+    size: "S",
+    bytes: include_bytes!("../../assets/models/grand-S.safetensors"),
+}];
 
 /// The size `piano-ssm render` uses without `--model`/`--size`: the best-trained one.
 pub const DEFAULT_SIZE: &str = "S";
 
 /// The built-in model of `size` (S, L, XL).
 pub fn load(size: &str) -> Option<Result<Model, ModelError>> {
-    MODELS.iter().find(|m| m.size.eq_ignore_ascii_case(size)).map(|m| Model::from_bytes(m.bytes))
+    MODELS
+        .iter()
+        .find(|m| m.size.eq_ignore_ascii_case(size))
+        .map(|m| Model::from_bytes(m.bytes))
 }
 
 /// The sizes that are built in, e.g. "S".

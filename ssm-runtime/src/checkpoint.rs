@@ -10,8 +10,9 @@ use crate::model::{Activation, Model, ModelInfo, SsmLayer, KEYS};
 use crate::pickle::{self, StorageKind, TensorRef};
 
 /// The MAESTRO years of the published multi-head checkpoints, in head order.
-pub const MAESTRO_YEARS: [&str; 10] =
-    ["2004", "2006", "2008", "2009", "2011", "2013", "2014", "2015", "2017", "2018"];
+pub const MAESTRO_YEARS: [&str; 10] = [
+    "2004", "2006", "2008", "2009", "2011", "2013", "2014", "2015", "2017", "2018",
+];
 /// Audio normalisation the published checkpoints were trained with (MAESTRO statistics).
 pub const MAESTRO_NORM_MEAN: f64 = -2.1367119188653305e-05;
 pub const MAESTRO_NORM_STD: f64 = 0.060498714447021484;
@@ -48,16 +49,27 @@ pub struct ImportOptions {
 
 /// Loads a published `.pth` checkpoint as a runtime model.
 pub fn import_pth(path: &Path, options: &ImportOptions) -> Result<Model, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-    let train_rate = options.train_rate.or_else(|| train_rate_from_name(path)).ok_or_else(|| {
-        ModelError::Checkpoint(format!(
-            "cannot tell the training rate from the name {:?}; pass --train-rate",
-            path.file_name().unwrap_or_default()
-        ))
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
     })?;
-    let midi_rate = options.midi_rate.or_else(|| published_midi_rate(train_rate)).ok_or_else(|| {
-        ModelError::Checkpoint(format!("no published MIDI rate for {train_rate} Hz; pass --midi-rate"))
-    })?;
+    let train_rate = options
+        .train_rate
+        .or_else(|| train_rate_from_name(path))
+        .ok_or_else(|| {
+            ModelError::Checkpoint(format!(
+                "cannot tell the training rate from the name {:?}; pass --train-rate",
+                path.file_name().unwrap_or_default()
+            ))
+        })?;
+    let midi_rate = options
+        .midi_rate
+        .or_else(|| published_midi_rate(train_rate))
+        .ok_or_else(|| {
+            ModelError::Checkpoint(format!(
+                "no published MIDI rate for {train_rate} Hz; pass --midi-rate"
+            ))
+        })?;
     let mut model = import_pth_bytes(&bytes, train_rate, midi_rate)?;
     model.info.description = format!(
         "Published Piano-SSM checkpoint {} (Piano-SSM authors, CC BY-NC-SA 4.0), imported by piano-ssm",
@@ -68,7 +80,11 @@ pub fn import_pth(path: &Path, options: &ImportOptions) -> Result<Model, ModelEr
 }
 
 /// Loads a checkpoint from its bytes, with the rates given.
-pub fn import_pth_bytes(bytes: &[u8], train_rate: u32, midi_rate: u32) -> Result<Model, ModelError> {
+pub fn import_pth_bytes(
+    bytes: &[u8],
+    train_rate: u32,
+    midi_rate: u32,
+) -> Result<Model, ModelError> {
     let tensors = read_archive(bytes)?;
     let model = assemble(&tensors, train_rate, midi_rate)?;
     model.validate()?;
@@ -94,10 +110,14 @@ fn read_archive(bytes: &[u8]) -> Result<HashMap<String, Loaded>, ModelError> {
         .find(|n| n.ends_with("/data.pkl") || *n == "data.pkl")
         .map(str::to_string)
         .ok_or_else(|| ck("archive has no data.pkl"))?;
-    let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or_default().to_string();
+    let prefix = pkl_name
+        .strip_suffix("data.pkl")
+        .unwrap_or_default()
+        .to_string();
     if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
         let mut order = String::new();
-        f.read_to_string(&mut order).map_err(|e| ck(e.to_string()))?;
+        f.read_to_string(&mut order)
+            .map_err(|e| ck(e.to_string()))?;
         if order.trim() != "little" {
             return Err(ck(format!("byte order {order:?} is not supported")));
         }
@@ -112,15 +132,28 @@ fn read_archive(bytes: &[u8]) -> Result<HashMap<String, Loaded>, ModelError> {
             storages.insert(r.storage.clone(), data);
         }
         let values = gather(&name, &r, &storages[&r.storage])?;
-        out.insert(name, Loaded { shape: r.shape.clone(), kind: r.kind, values });
+        out.insert(
+            name,
+            Loaded {
+                shape: r.shape.clone(),
+                kind: r.kind,
+                values,
+            },
+        );
     }
     Ok(out)
 }
 
-fn read_entry(zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, ModelError> {
-    let mut f = zip.by_name(name).map_err(|e| ck(format!("archive entry {name}: {e}")))?;
+fn read_entry(
+    zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+    name: &str,
+) -> Result<Vec<u8>, ModelError> {
+    let mut f = zip
+        .by_name(name)
+        .map_err(|e| ck(format!("archive entry {name}: {e}")))?;
     let mut data = Vec::new();
-    f.read_to_end(&mut data).map_err(|e| ck(format!("archive entry {name}: {e}")))?;
+    f.read_to_end(&mut data)
+        .map_err(|e| ck(format!("archive entry {name}: {e}")))?;
     Ok(data)
 }
 
@@ -135,24 +168,47 @@ fn gather(name: &str, r: &TensorRef, storage: &[u8]) -> Result<Vec<f32>, ModelEr
     }
     let elem = r.kind.element_bytes();
     let start = r.offset.checked_mul(elem);
-    let end = expected.checked_mul(elem).and_then(|n| start.map(|s| s + n));
+    let end = expected
+        .checked_mul(elem)
+        .and_then(|n| start.map(|s| s + n));
     let bytes = match (start, end) {
         (Some(s), Some(e)) if e <= storage.len() => &storage[s..e],
-        _ => return Err(ck(format!("tensor {name} reaches past the end of its storage"))),
+        _ => {
+            return Err(ck(format!(
+                "tensor {name} reaches past the end of its storage"
+            )))
+        }
     };
-    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }
 
 /// Maps the published tensor names onto the runtime's layers and heads.
-fn assemble(t: &HashMap<String, Loaded>, train_rate: u32, midi_rate: u32) -> Result<Model, ModelError> {
+fn assemble(
+    t: &HashMap<String, Loaded>,
+    train_rate: u32,
+    midi_rate: u32,
+) -> Result<Model, ModelError> {
     let get = |name: &str, kind: StorageKind, rank: usize| -> Result<&Loaded, ModelError> {
-        let l = t.get(name).ok_or_else(|| ck(format!("missing tensor {name}")))?;
+        let l = t
+            .get(name)
+            .ok_or_else(|| ck(format!("missing tensor {name}")))?;
         if l.kind != kind || l.shape.len() != rank {
-            return Err(ck(format!("tensor {name} has shape {:?} / {:?}, not what Piano-SSM uses", l.shape, l.kind)));
+            return Err(ck(format!(
+                "tensor {name} has shape {:?} / {:?}, not what Piano-SSM uses",
+                l.shape, l.kind
+            )));
         }
         Ok(l)
     };
-    let prefixes = ["seq_midi.1.seq.0.seq", "seq_midi.2.s5.seq", "seq_midi.3.s5.seq", "seq_midi.4.s5.seq"];
+    let prefixes = [
+        "seq_midi.1.seq.0.seq",
+        "seq_midi.2.s5.seq",
+        "seq_midi.3.s5.seq",
+        "seq_midi.4.s5.seq",
+    ];
     let mut layers = Vec::new();
     let mut inputs = KEYS;
     for (i, prefix) in prefixes.iter().enumerate() {
@@ -162,7 +218,10 @@ fn assemble(t: &HashMap<String, Loaded>, train_rate: u32, midi_rate: u32) -> Res
         let c = get(&format!("{prefix}.C"), StorageKind::Float, 3)?;
         let outputs = c.shape[0];
         if b.shape != [p, inputs] || c.shape != [outputs, p, 2] {
-            return Err(ck(format!("layer {i}: B2 {:?} / C {:?} do not chain from {inputs} inputs", b.shape, c.shape)));
+            return Err(ck(format!(
+                "layer {i}: B2 {:?} / C {:?} do not chain from {inputs} inputs",
+                b.shape, c.shape
+            )));
         }
         let skip = if i == 0 {
             None
@@ -179,24 +238,36 @@ fn assemble(t: &HashMap<String, Loaded>, train_rate: u32, midi_rate: u32) -> Res
             outputs,
             state: p,
             norm: norm.values.clone(),
-            angle: get(&format!("{prefix}.angle"), StorageKind::Float, 1)?.values.clone(),
+            angle: get(&format!("{prefix}.angle"), StorageKind::Float, 1)?
+                .values
+                .clone(),
             b: b.values.clone(),
-            b_bias: get(&format!("{prefix}.B2_bias"), StorageKind::ComplexFloat, 1)?.values.clone(),
+            b_bias: get(&format!("{prefix}.B2_bias"), StorageKind::ComplexFloat, 1)?
+                .values
+                .clone(),
             c: c.values.clone(),
-            c_bias: get(&format!("{prefix}.C_bias"), StorageKind::Float, 2)?.values.clone(),
+            c_bias: get(&format!("{prefix}.C_bias"), StorageKind::Float, 2)?
+                .values
+                .clone(),
             skip,
         });
         inputs = outputs;
     }
-    let heads = (0..).take_while(|h| t.contains_key(&format!("year_linear.{h}.weight"))).count();
+    let heads = (0..)
+        .take_while(|h| t.contains_key(&format!("year_linear.{h}.weight")))
+        .count();
     if heads == 0 {
         return Err(ck("no output heads (year_linear.N) found"));
     }
     let mut head_weight = Vec::new();
     let mut head_bias = Vec::new();
     for h in 0..heads {
-        head_weight.extend_from_slice(&get(&format!("year_linear.{h}.weight"), StorageKind::Float, 2)?.values);
-        head_bias.extend_from_slice(&get(&format!("year_linear.{h}.bias"), StorageKind::Float, 1)?.values);
+        head_weight.extend_from_slice(
+            &get(&format!("year_linear.{h}.weight"), StorageKind::Float, 2)?.values,
+        );
+        head_bias.extend_from_slice(
+            &get(&format!("year_linear.{h}.bias"), StorageKind::Float, 1)?.values,
+        );
     }
     if head_weight.len() != heads * inputs || head_bias.len() != heads {
         return Err(ck("output heads do not match the last layer's width"));

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("not a valid safetensors file: {0}")]
     NotSafetensors(String),
     #[error("model metadata lacks the field `{0}`")]
@@ -18,7 +21,11 @@ pub enum ModelError {
     #[error("model holds a tensor this format does not define: `{0}`")]
     UnexpectedTensor(String),
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
-    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     #[error("tensor `{name}` holds a non-finite value (NaN or infinity) at flat index {index}")]
     NonFinite { name: String, index: usize },
     #[error("tensor `{name}`: {reason}")]
@@ -40,7 +47,10 @@ pub enum EngineError {
 #[derive(Debug, thiserror::Error)]
 pub enum MidiError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("not a valid MIDI file: {0}")]
     Parse(String),
     #[error("MIDI file uses an unsupported timing: {0}")]

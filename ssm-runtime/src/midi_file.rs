@@ -33,7 +33,10 @@ pub struct MidiFile {
 
 impl MidiFile {
     pub fn load(path: &Path) -> Result<MidiFile, MidiError> {
-        let bytes = std::fs::read(path).map_err(|source| MidiError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| MidiError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         MidiFile::parse(&bytes)
     }
 
@@ -57,7 +60,11 @@ impl MidiFile {
         close_dangling(&mut raw, last_tick);
         let events = raw
             .into_iter()
-            .map(|(tick, _, event)| TimedEvent { seconds: clock.seconds(tick), tick, event })
+            .map(|(tick, _, event)| TimedEvent {
+                seconds: clock.seconds(tick),
+                tick,
+                event,
+            })
             .collect();
         Ok(MidiFile { events })
     }
@@ -99,19 +106,27 @@ fn check_smpte_division(bytes: &[u8]) -> Result<(), MidiError> {
     if bytes.len() >= 14 && &bytes[..4] == b"MThd" && bytes[12] & 0x80 != 0 {
         let fps = bytes[12] as i8;
         if !matches!(fps, -24 | -25 | -29 | -30) {
-            return Err(MidiError::Timing(format!("SMPTE frame rate {} is not 24, 25, 29.97 or 30", -(fps as i16))));
+            return Err(MidiError::Timing(format!(
+                "SMPTE frame rate {} is not 24, 25, 29.97 or 30",
+                -(fps as i16)
+            )));
         }
     }
     Ok(())
 }
 
 fn key_event(kind: &TrackEventKind) -> Option<KeyEvent> {
-    let TrackEventKind::Midi { channel, message } = kind else { return None };
+    let TrackEventKind::Midi { channel, message } = kind else {
+        return None;
+    };
     if channel.as_int() == PERCUSSION_CHANNEL {
         return None;
     }
     match *message {
-        MidiMessage::NoteOn { key, vel } => Some(KeyEvent::NoteOn { note: key.as_int(), velocity: vel.as_int() }),
+        MidiMessage::NoteOn { key, vel } => Some(KeyEvent::NoteOn {
+            note: key.as_int(),
+            velocity: vel.as_int(),
+        }),
         MidiMessage::NoteOff { key, .. } => Some(KeyEvent::NoteOff { note: key.as_int() }),
         MidiMessage::Controller { controller, value } => {
             KeyEvent::from_midi(0xB0, controller.as_int(), value.as_int())
@@ -151,9 +166,15 @@ impl Clock {
     fn new(smf: &Smf) -> Result<Clock, MidiError> {
         let ppq = match smf.header.timing {
             Timing::Metrical(ppq) if ppq.as_int() > 0 => ppq.as_int() as f64,
-            Timing::Metrical(_) => return Err(MidiError::Timing("zero ticks per quarter note".into())),
-            Timing::Timecode(fps, sub) if sub > 0 => return Ok(Clock::Timecode(fps.as_f32() as f64 * sub as f64)),
-            Timing::Timecode(..) => return Err(MidiError::Timing("zero ticks per SMPTE frame".into())),
+            Timing::Metrical(_) => {
+                return Err(MidiError::Timing("zero ticks per quarter note".into()))
+            }
+            Timing::Timecode(fps, sub) if sub > 0 => {
+                return Ok(Clock::Timecode(fps.as_f32() as f64 * sub as f64))
+            }
+            Timing::Timecode(..) => {
+                return Err(MidiError::Timing("zero ticks per SMPTE frame".into()))
+            }
         };
         let scale_of = |tempo: u32| 60.0 / ((6e7 / tempo.max(1) as f64) * ppq);
         // Tempo changes from every track (format 1 files keep them in track 0; some files don't).
@@ -193,7 +214,9 @@ impl Clock {
         match self {
             Clock::Timecode(per_second) => tick as f64 / per_second,
             Clock::Metrical(segments) => {
-                let i = segments.partition_point(|&(start, _, _)| start <= tick).saturating_sub(1);
+                let i = segments
+                    .partition_point(|&(start, _, _)| start <= tick)
+                    .saturating_sub(1);
                 let (start, time, scale) = segments[i];
                 time + scale * (tick - start) as f64
             }
@@ -208,16 +231,31 @@ mod tests {
     use midly::{Format, Header, TrackEvent};
 
     fn ev(delta: u32, kind: TrackEventKind<'static>) -> TrackEvent<'static> {
-        TrackEvent { delta: u28::new(delta), kind }
+        TrackEvent {
+            delta: u28::new(delta),
+            kind,
+        }
     }
 
     fn note(delta: u32, ch: u8, key: u8, vel: u8) -> TrackEvent<'static> {
-        let message = MidiMessage::NoteOn { key: u7::new(key), vel: u7::new(vel) };
-        ev(delta, TrackEventKind::Midi { channel: u4::new(ch), message })
+        let message = MidiMessage::NoteOn {
+            key: u7::new(key),
+            vel: u7::new(vel),
+        };
+        ev(
+            delta,
+            TrackEventKind::Midi {
+                channel: u4::new(ch),
+                message,
+            },
+        )
     }
 
     fn write(tracks: Vec<Vec<TrackEvent<'static>>>, ppq: u16) -> Vec<u8> {
-        let smf = Smf { header: Header::new(Format::Parallel, Timing::Metrical(u15::new(ppq))), tracks };
+        let smf = Smf {
+            header: Header::new(Format::Parallel, Timing::Metrical(u15::new(ppq))),
+            tracks,
+        };
         let mut out = Vec::new();
         smf.write_std(&mut out).unwrap();
         out
@@ -236,12 +274,21 @@ mod tests {
         );
         let f = MidiFile::parse(&bytes).unwrap();
         let times: Vec<f64> = f.events.iter().map(|e| e.seconds).collect();
-        assert!((times[0] - 0.25).abs() < 1e-12 && (times[1] - 1.0).abs() < 1e-12, "{times:?}");
+        assert!(
+            (times[0] - 0.25).abs() < 1e-12 && (times[1] - 1.0).abs() < 1e-12,
+            "{times:?}"
+        );
     }
 
     #[test]
     fn tracks_merge_and_percussion_is_ignored() {
-        let bytes = write(vec![vec![note(0, 0, 60, 80), note(10, 0, 60, 0)], vec![note(5, 9, 62, 80), note(5, 1, 64, 70)]], 100);
+        let bytes = write(
+            vec![
+                vec![note(0, 0, 60, 80), note(10, 0, 60, 0)],
+                vec![note(5, 9, 62, 80), note(5, 1, 64, 70)],
+            ],
+            100,
+        );
         let f = MidiFile::parse(&bytes).unwrap();
         let notes: Vec<u8> = f
             .events

@@ -142,8 +142,8 @@ impl Model {
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| ModelError::NotSafetensors(e.to_string()))?;
-        let tensors =
-            SafeTensors::deserialize(bytes).map_err(|e| ModelError::NotSafetensors(e.to_string()))?;
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| ModelError::NotSafetensors(e.to_string()))?;
         let meta = header
             .metadata()
             .as_ref()
@@ -164,7 +164,12 @@ impl Model {
         let head_bias = reader.f32("heads.bias", &[heads])?;
         reader.reject_unknown(states.len())?;
 
-        let model = Model { info, layers, head_weight, head_bias };
+        let model = Model {
+            info,
+            layers,
+            head_weight,
+            head_bias,
+        };
         model.validate()?;
         Ok(model)
     }
@@ -191,13 +196,23 @@ impl Model {
             }
         }
         let last = self.widths().last().copied().unwrap_or(0);
-        tensors.insert("heads.weight".into(), (vec![self.head_count(), last], &self.head_weight));
-        tensors.insert("heads.bias".into(), (vec![self.head_count()], &self.head_bias));
+        tensors.insert(
+            "heads.weight".into(),
+            (vec![self.head_count(), last], &self.head_weight),
+        );
+        tensors.insert(
+            "heads.bias".into(),
+            (vec![self.head_count()], &self.head_bias),
+        );
 
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
             .into_iter()
             .map(|(name, (shape, data))| {
-                (name, data.iter().flat_map(|v| v.to_le_bytes()).collect(), shape)
+                (
+                    name,
+                    data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    shape,
+                )
             })
             .collect();
         let views = bytes
@@ -224,7 +239,11 @@ impl Model {
 
     /// Channel widths from input to last layer, e.g. [88, 88, 60, 40, 20].
     pub fn widths(&self) -> Vec<usize> {
-        let mut w: Vec<usize> = self.layers.first().map(|l| vec![l.inputs]).unwrap_or_default();
+        let mut w: Vec<usize> = self
+            .layers
+            .first()
+            .map(|l| vec![l.inputs])
+            .unwrap_or_default();
         w.extend(self.layers.iter().map(|l| l.outputs));
         w
     }
@@ -240,7 +259,10 @@ impl Model {
 
     /// Number of real values in all weights (a complex weight counts as two).
     pub fn parameter_count(&self) -> usize {
-        self.layers.iter().map(SsmLayer::parameter_count).sum::<usize>()
+        self.layers
+            .iter()
+            .map(SsmLayer::parameter_count)
+            .sum::<usize>()
             + self.head_weight.len()
             + self.head_bias.len()
     }
@@ -272,7 +294,10 @@ impl Model {
             if let Some(k) = l.norm.iter().position(|&v| v > 30.0) {
                 return Err(ModelError::BadValue {
                     name: name("norm"),
-                    reason: format!("pole magnitude exp({}) at index {k} is too large", l.norm[k]),
+                    reason: format!(
+                        "pole magnitude exp({}) at index {k} is too large",
+                        l.norm[k]
+                    ),
                 });
             }
         }
@@ -291,14 +316,23 @@ impl Model {
         m.insert("family".into(), i.family.clone());
         m.insert("size".into(), i.size.clone());
         m.insert("activation".into(), i.activation.name().into());
-        m.insert("widths".into(), serde_json::to_string(&self.widths()).expect("plain list"));
-        m.insert("state_sizes".into(), serde_json::to_string(&self.state_sizes()).expect("plain list"));
+        m.insert(
+            "widths".into(),
+            serde_json::to_string(&self.widths()).expect("plain list"),
+        );
+        m.insert(
+            "state_sizes".into(),
+            serde_json::to_string(&self.state_sizes()).expect("plain list"),
+        );
         m.insert("train_rate".into(), i.train_rate.to_string());
         m.insert("midi_rate".into(), i.midi_rate.to_string());
         // `{:?}` prints the shortest text that parses back to the same f64.
         m.insert("norm_mean".into(), format!("{:?}", i.norm_mean));
         m.insert("norm_std".into(), format!("{:?}", i.norm_std));
-        m.insert("heads".into(), serde_json::to_string(&i.heads).expect("plain list"));
+        m.insert(
+            "heads".into(),
+            serde_json::to_string(&i.heads).expect("plain list"),
+        );
         if let Some(kind) = &i.head_kind {
             m.insert("head_kind".into(), kind.clone());
         }
@@ -315,7 +349,10 @@ fn check_len(name: &str, data: &[f32], expected: usize) -> Result<(), ModelError
         });
     }
     if let Some(index) = data.iter().position(|v| !v.is_finite()) {
-        return Err(ModelError::NonFinite { name: name.into(), index });
+        return Err(ModelError::NonFinite {
+            name: name.into(),
+            index,
+        });
     }
     Ok(())
 }
@@ -323,16 +360,28 @@ fn check_len(name: &str, data: &[f32], expected: usize) -> Result<(), ModelError
 fn check_info(info: &ModelInfo) -> Result<(), ModelError> {
     let bad = |field: &'static str, reason: String| Err(ModelError::BadField { field, reason });
     if !(MIN_RATE..=MAX_RATE).contains(&info.train_rate) {
-        return bad("train_rate", format!("{} Hz is outside {MIN_RATE}..={MAX_RATE} Hz", info.train_rate));
+        return bad(
+            "train_rate",
+            format!(
+                "{} Hz is outside {MIN_RATE}..={MAX_RATE} Hz",
+                info.train_rate
+            ),
+        );
     }
     if info.midi_rate == 0 || info.train_rate % info.midi_rate != 0 {
         return bad(
             "midi_rate",
-            format!("{} Hz does not divide the training rate {} Hz", info.midi_rate, info.train_rate),
+            format!(
+                "{} Hz does not divide the training rate {} Hz",
+                info.midi_rate, info.train_rate
+            ),
         );
     }
     if !info.norm_std.is_finite() || info.norm_std <= 0.0 {
-        return bad("norm_std", format!("{} is not a positive number", info.norm_std));
+        return bad(
+            "norm_std",
+            format!("{} is not a positive number", info.norm_std),
+        );
     }
     if !info.norm_mean.is_finite() {
         return bad("norm_mean", format!("{} is not finite", info.norm_mean));
@@ -351,11 +400,18 @@ fn check_architecture(widths: &[usize], states: &[usize]) -> Result<(), ModelErr
     if widths.len() != states.len() + 1 {
         return bad(
             "widths",
-            format!("{} widths for {} layers (expected one more than layers)", widths.len(), states.len()),
+            format!(
+                "{} widths for {} layers (expected one more than layers)",
+                widths.len(),
+                states.len()
+            ),
         );
     }
     if widths[0] != KEYS {
-        return bad("widths", format!("input width is {}, expected {KEYS} keys", widths[0]));
+        return bad(
+            "widths",
+            format!("input width is {}, expected {KEYS} keys", widths[0]),
+        );
     }
     if let Some(w) = widths.iter().find(|&&w| w == 0 || w > 4096) {
         return bad("widths", format!("width {w} is outside 1..=4096"));
@@ -371,7 +427,10 @@ struct MetaFields<'a>(&'a HashMap<String, String>);
 
 impl MetaFields<'_> {
     fn text(&self, field: &'static str) -> Result<&str, ModelError> {
-        self.0.get(field).map(String::as_str).ok_or(ModelError::MissingField(field))
+        self.0
+            .get(field)
+            .map(String::as_str)
+            .ok_or(ModelError::MissingField(field))
     }
 
     fn parse<T: std::str::FromStr>(&self, field: &'static str) -> Result<T, ModelError> {
@@ -400,14 +459,17 @@ impl MetaFields<'_> {
         if version == 0 || version > FORMAT_VERSION {
             return Err(ModelError::BadField {
                 field: "format_version",
-                reason: format!("version {version} is not supported (this build reads 1..={FORMAT_VERSION})"),
+                reason: format!(
+                    "version {version} is not supported (this build reads 1..={FORMAT_VERSION})"
+                ),
             });
         }
         let activation_name = self.text("activation")?;
-        let activation = Activation::parse(activation_name).ok_or_else(|| ModelError::BadField {
-            field: "activation",
-            reason: format!("unknown activation {activation_name:?}"),
-        })?;
+        let activation =
+            Activation::parse(activation_name).ok_or_else(|| ModelError::BadField {
+                field: "activation",
+                reason: format!("unknown activation {activation_name:?}"),
+            })?;
         let info = ModelInfo {
             family: self.text("family")?.to_string(),
             size: self.text("size")?.to_string(),
@@ -430,7 +492,10 @@ struct TensorReader<'a, 'd>(&'a SafeTensors<'d>);
 
 impl TensorReader<'_, '_> {
     fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let view = self.0.tensor(name).map_err(|_| ModelError::MissingTensor(name.into()))?;
+        let view = self
+            .0
+            .tensor(name)
+            .map_err(|_| ModelError::MissingTensor(name.into()))?;
         if view.dtype() != Dtype::F32 {
             return Err(ModelError::BadValue {
                 name: name.into(),
@@ -450,7 +515,10 @@ impl TensorReader<'_, '_> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         if let Some(index) = data.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::NonFinite { name: name.into(), index });
+            return Err(ModelError::NonFinite {
+                name: name.into(),
+                index,
+            });
         }
         Ok(data)
     }
@@ -467,7 +535,11 @@ impl TensorReader<'_, '_> {
             b_bias: t("B_bias", &[p, 2])?,
             c: t("C", &[n_out, p, 2])?,
             c_bias: t("C_bias", &[n_out, 2])?,
-            skip: if i == 0 { None } else { Some(t("skip", &[n_out, n_in])?) },
+            skip: if i == 0 {
+                None
+            } else {
+                Some(t("skip", &[n_out, n_in])?)
+            },
         })
     }
 

@@ -51,7 +51,12 @@ type Result<T> = std::result::Result<T, String>;
 
 /// Parses `data.pkl` into `name -> tensor reference`, in file order.
 pub fn read_state_dict(pkl: &[u8]) -> Result<Vec<(String, TensorRef)>> {
-    let mut m = Machine { data: pkl, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    let mut m = Machine {
+        data: pkl,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+    };
     let root = m.run()?;
     let Value::Dict(items) = root else {
         return Err("the pickle is not a dictionary of tensors".into());
@@ -75,7 +80,11 @@ struct Machine<'a> {
 
 impl Machine<'_> {
     fn bytes(&mut self, n: usize) -> Result<&[u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or("truncated pickle")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or("truncated pickle")?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -97,14 +106,19 @@ impl Machine<'_> {
 
     fn line(&mut self) -> Result<String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&c| c == b'\n').ok_or("unterminated GLOBAL")?;
+        let n = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or("unterminated GLOBAL")?;
         let s = String::from_utf8(rest[..n].to_vec()).map_err(|_| "GLOBAL is not UTF-8")?;
         self.pos += n + 1;
         Ok(s)
     }
 
     fn pop(&mut self) -> Result<Value> {
-        self.stack.pop().ok_or_else(|| "pickle stack underflow".into())
+        self.stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".into())
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
@@ -119,7 +133,9 @@ impl Machine<'_> {
     }
 
     fn top(&mut self) -> Result<&mut Value> {
-        self.stack.last_mut().ok_or_else(|| "pickle stack underflow".into())
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "pickle stack underflow".into())
     }
 
     fn run(&mut self) -> Result<Value> {
@@ -171,12 +187,14 @@ impl Machine<'_> {
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
-                    let s = String::from_utf8(self.bytes(n)?.to_vec()).map_err(|_| "string is not UTF-8")?;
+                    let s = String::from_utf8(self.bytes(n)?.to_vec())
+                        .map_err(|_| "string is not UTF-8")?;
                     self.stack.push(Value::Str(s));
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
-                    let s = String::from_utf8(self.bytes(n)?.to_vec()).map_err(|_| "string is not UTF-8")?;
+                    let s = String::from_utf8(self.bytes(n)?.to_vec())
+                        .map_err(|_| "string is not UTF-8")?;
                     self.stack.push(Value::Str(s));
                 }
                 b'K' => {
@@ -233,13 +251,22 @@ impl Machine<'_> {
                     self.pop()?;
                 }
                 b'.' => return self.pop(),
-                other => return Err(format!("unsupported pickle opcode 0x{other:02x} at byte {}", self.pos - 1)),
+                other => {
+                    return Err(format!(
+                        "unsupported pickle opcode 0x{other:02x} at byte {}",
+                        self.pos - 1
+                    ))
+                }
             }
         }
     }
 
     fn push_memo(&mut self, i: u32) -> Result<()> {
-        let v = self.memo.get(&i).cloned().ok_or_else(|| format!("memo {i} missing"))?;
+        let v = self
+            .memo
+            .get(&i)
+            .cloned()
+            .ok_or_else(|| format!("memo {i} missing"))?;
         self.stack.push(v);
         Ok(())
     }
@@ -260,22 +287,31 @@ impl Machine<'_> {
 }
 
 fn persistent_load(pid: Value) -> Result<Value> {
-    let Value::Tuple(t) = pid else { return Err("persistent id is not a tuple".into()) };
+    let Value::Tuple(t) = pid else {
+        return Err("persistent id is not a tuple".into());
+    };
     match t.as_slice() {
-        [Value::Str(tag), Value::Global(class), Value::Str(key), _location, _numel] if tag == "storage" => {
+        [Value::Str(tag), Value::Global(class), Value::Str(key), _location, _numel]
+            if tag == "storage" =>
+        {
             let kind = match class.as_str() {
                 "torch.FloatStorage" => StorageKind::Float,
                 "torch.ComplexFloatStorage" => StorageKind::ComplexFloat,
                 other => return Err(format!("unsupported storage type {other}")),
             };
-            Ok(Value::Storage { kind, key: key.clone() })
+            Ok(Value::Storage {
+                kind,
+                key: key.clone(),
+            })
         }
         _ => Err("unrecognised persistent id".into()),
     }
 }
 
 fn ints(v: &Value) -> Result<Vec<usize>> {
-    let Value::Tuple(items) = v else { return Err("expected a tuple of integers".into()) };
+    let Value::Tuple(items) = v else {
+        return Err("expected a tuple of integers".into());
+    };
     items
         .iter()
         .map(|i| match i {
@@ -286,12 +322,18 @@ fn ints(v: &Value) -> Result<Vec<usize>> {
 }
 
 fn reduce(func: Value, args: Value) -> Result<Value> {
-    let Value::Global(name) = func else { return Err("REDUCE of a non-callable".into()) };
-    let Value::Tuple(args) = args else { return Err("REDUCE arguments are not a tuple".into()) };
+    let Value::Global(name) = func else {
+        return Err("REDUCE of a non-callable".into());
+    };
+    let Value::Tuple(args) = args else {
+        return Err("REDUCE arguments are not a tuple".into());
+    };
     match name.as_str() {
         "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
         "torch._utils._rebuild_tensor_v2" => match args.as_slice() {
-            [Value::Storage { kind, key }, Value::Int(offset), shape, stride, ..] if *offset >= 0 => {
+            [Value::Storage { kind, key }, Value::Int(offset), shape, stride, ..]
+                if *offset >= 0 =>
+            {
                 Ok(Value::Tensor(TensorRef {
                     storage: key.clone(),
                     kind: *kind,
@@ -306,7 +348,9 @@ fn reduce(func: Value, args: Value) -> Result<Value> {
             Some(t @ Value::Tensor(_)) => Ok(t),
             _ => Err("malformed _rebuild_parameter call".into()),
         },
-        other => Err(format!("the checkpoint calls {other}, which a state_dict never needs")),
+        other => Err(format!(
+            "the checkpoint calls {other}, which a state_dict never needs"
+        )),
     }
 }
 
@@ -331,7 +375,12 @@ mod tests {
     #[test]
     fn long1_sign_extends() {
         // LONG1 with 1 byte 0xff = -1, wrapped in a dict value to reach the top-level check.
-        let mut m = Machine { data: b"\x8a\x01\xff.", pos: 0, stack: Vec::new(), memo: HashMap::new() };
+        let mut m = Machine {
+            data: b"\x8a\x01\xff.",
+            pos: 0,
+            stack: Vec::new(),
+            memo: HashMap::new(),
+        };
         assert!(matches!(m.run().unwrap(), Value::Int(-1)));
     }
 }

@@ -92,7 +92,11 @@ impl Player {
         if let Some(e) = &self.engine {
             // frames are counted at the new model's MIDI rate from here on
             let model_position = self.position.saturating_sub(self.latency);
-            self.encoder.rebase(frame_of_sample(model_position, e.sample_rate(), e.midi_rate()));
+            self.encoder.rebase(frame_of_sample(
+                model_position,
+                e.sample_rate(),
+                e.midi_rate(),
+            ));
         }
         self.keys_dirty = true;
     }
@@ -114,7 +118,10 @@ impl Player {
         let len = out.len() as u64;
         for (offset, event) in events {
             if self.pending.len() < self.pending.capacity() {
-                self.pending.push_back((self.position + (offset as u64).min(len.saturating_sub(1)), event));
+                self.pending.push_back((
+                    self.position + (offset as u64).min(len.saturating_sub(1)),
+                    event,
+                ));
             }
         }
         // output sample i is model sample `first + i`; model time starts `latency` late
@@ -123,7 +130,10 @@ impl Player {
         out[..silent_lead].fill(0.0);
         let (start, end) = ((first.max(0)) as u64, (first + len as i64).max(0) as u64);
         let mut cursor = start;
-        let rates = self.engine.as_ref().map(|e| (e.sample_rate(), e.midi_rate()));
+        let rates = self
+            .engine
+            .as_ref()
+            .map(|e| (e.sample_rate(), e.midi_rate()));
         while let Some(&(at, event)) = self.pending.front() {
             if let Some((sr, mr)) = rates {
                 let frame = frame_of_sample(at, sr, mr);
@@ -134,7 +144,10 @@ impl Player {
                 if frame > self.encoder.frame() {
                     // everything before this frame is final: render up to its first sample
                     let stop = frame_begins.clamp(cursor, end);
-                    self.render(&mut out[silent_lead + (cursor - start) as usize..silent_lead + (stop - start) as usize]);
+                    self.render(
+                        &mut out[silent_lead + (cursor - start) as usize
+                            ..silent_lead + (stop - start) as usize],
+                    );
                     cursor = stop;
                     self.encoder.advance_to(frame);
                 }

@@ -6,12 +6,19 @@ use crate::engine::Engine;
 use crate::roll::Roll;
 
 /// Renders a whole roll; `progress(done, total)` is called as samples are written.
-pub fn render_roll(engine: &mut Engine, roll: &Roll, mut progress: impl FnMut(u64, u64)) -> Vec<f32> {
+pub fn render_roll(
+    engine: &mut Engine,
+    roll: &Roll,
+    mut progress: impl FnMut(u64, u64),
+) -> Vec<f32> {
     let sr = engine.sample_rate();
     let total = roll.samples(sr);
     let mut out = vec![0.0f32; total as usize];
     for (first, end, keys) in roll.segments() {
-        let (a, b) = (roll.frame_start(first, sr) as usize, roll.frame_start(end, sr) as usize);
+        let (a, b) = (
+            roll.frame_start(first, sr) as usize,
+            roll.frame_start(end, sr) as usize,
+        );
         engine.set_keys(keys);
         // chunks keep the progress bar moving through long held chords
         for chunk in out[a..b].chunks_mut(sr as usize) {
@@ -43,13 +50,24 @@ impl WavFormat {
 
 /// Writes mono `samples` as a WAV file with `channels` identical channels, atomically.
 /// Returns how many samples had to be clipped (integer formats only).
-pub fn write_wav(path: &Path, samples: &[f32], sample_rate: u32, format: WavFormat, channels: u16) -> std::io::Result<usize> {
+pub fn write_wav(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    format: WavFormat,
+    channels: u16,
+) -> std::io::Result<usize> {
     let (bits, sample_format) = match format {
         WavFormat::F32 => (32, hound::SampleFormat::Float),
         WavFormat::S16 => (16, hound::SampleFormat::Int),
         WavFormat::S24 => (24, hound::SampleFormat::Int),
     };
-    let spec = hound::WavSpec { channels, sample_rate, bits_per_sample: bits, sample_format };
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate,
+        bits_per_sample: bits,
+        sample_format,
+    };
     let tmp = crate::fsutil::temp_path(path);
     let mut clipped = 0;
     let result = (|| -> Result<(), hound::Error> {

@@ -22,10 +22,17 @@ pub type KeyFrame = [u8; KEYS];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyEvent {
     /// Note-on; velocity 0 is a note-off, as MIDI running status uses it.
-    NoteOn { note: u8, velocity: u8 },
-    NoteOff { note: u8 },
+    NoteOn {
+        note: u8,
+        velocity: u8,
+    },
+    NoteOff {
+        note: u8,
+    },
     /// Sustain pedal (CC64) value.
-    Sustain { value: u8 },
+    Sustain {
+        value: u8,
+    },
     /// CC123 (and the mode messages CC124–127): release every key; the pedal still holds.
     AllNotesOff,
     /// CC120: silence now, pedal included.
@@ -40,7 +47,10 @@ impl KeyEvent {
     /// Decodes a channel voice message (status byte with any channel, two data bytes).
     pub fn from_midi(status: u8, data1: u8, data2: u8) -> Option<KeyEvent> {
         match (status & 0xF0, data1) {
-            (0x90, note) => Some(KeyEvent::NoteOn { note, velocity: data2 }),
+            (0x90, note) => Some(KeyEvent::NoteOn {
+                note,
+                velocity: data2,
+            }),
             (0x80, note) => Some(KeyEvent::NoteOff { note }),
             (0xB0, 64) => Some(KeyEvent::Sustain { value: data2 }),
             (0xB0, 120) => Some(KeyEvent::AllSoundOff),
@@ -85,7 +95,14 @@ impl Default for RollEncoder {
 
 impl RollEncoder {
     pub fn new() -> Self {
-        RollEncoder { held: [0; KEYS], onset: [0; KEYS], pedal: false, restart: false, base: [0; KEYS], frame: 0 }
+        RollEncoder {
+            held: [0; KEYS],
+            onset: [0; KEYS],
+            pedal: false,
+            restart: false,
+            base: [0; KEYS],
+            frame: 0,
+        }
     }
 
     /// Back to silence at frame 0, pedal up.
@@ -199,7 +216,10 @@ impl Roll {
         let mut start = 0usize;
         std::iter::from_fn(move || {
             let first = self.frames.get(start)?;
-            let len = self.frames[start..].iter().take_while(|f| *f == first).count();
+            let len = self.frames[start..]
+                .iter()
+                .take_while(|f| *f == first)
+                .count();
             let seg = (start as u64, (start + len) as u64, first);
             start += len;
             Some(seg)
@@ -212,9 +232,13 @@ pub fn frame_start(k: u64, sample_rate: u32, midi_rate: u32) -> u64 {
     ((k as u128 * sample_rate as u128) / midi_rate as u128) as u64
 }
 
-/// The MIDI frame an output sample belongs to: `floor(s · midi_rate / sample_rate)`, exact.
+/// The MIDI frame whose samples include output sample `s`: the last `k` with
+/// `frame_start(k) <= s`, exact. This inverts [`frame_start`], so a host that places an event
+/// at the sample where its frame starts (`floor(t · sample_rate)` for a time on the frame grid)
+/// gets the frame the file renderer gives that time, at 44.1 kHz too.
 pub fn frame_of_sample(s: u64, sample_rate: u32, midi_rate: u32) -> u64 {
-    ((s as u128 * midi_rate as u128) / sample_rate as u128) as u64
+    // frame_start(k) <= s  ⇔  k · sr < (s + 1) · mr
+    (((s as u128 + 1) * midi_rate as u128 - 1) / sample_rate as u128) as u64
 }
 
 #[cfg(test)]
@@ -316,9 +340,18 @@ mod tests {
     #[test]
     fn decodes_raw_midi() {
         assert_eq!(KeyEvent::from_midi(0x93, 60, 10), Some(on(60, 10)));
-        assert_eq!(KeyEvent::from_midi(0x80, 60, 10), Some(KeyEvent::NoteOff { note: 60 }));
-        assert_eq!(KeyEvent::from_midi(0xB0, 64, 64), Some(KeyEvent::Sustain { value: 64 }));
-        assert_eq!(KeyEvent::from_midi(0xB5, 123, 0), Some(KeyEvent::AllNotesOff));
+        assert_eq!(
+            KeyEvent::from_midi(0x80, 60, 10),
+            Some(KeyEvent::NoteOff { note: 60 })
+        );
+        assert_eq!(
+            KeyEvent::from_midi(0xB0, 64, 64),
+            Some(KeyEvent::Sustain { value: 64 })
+        );
+        assert_eq!(
+            KeyEvent::from_midi(0xB5, 123, 0),
+            Some(KeyEvent::AllNotesOff)
+        );
         assert_eq!(KeyEvent::from_midi(0xB0, 7, 100), None);
     }
 
@@ -327,12 +360,24 @@ mod tests {
         // 48 kHz with a 1764 Hz MIDI rate: 27.21 samples per frame
         assert_eq!(frame_start(1, 48_000, 1764), 27);
         assert_eq!(frame_start(1764, 48_000, 1764), 48_000);
-        // an event's frame never starts after the event (it may start on the sample where,
-        // rounding down, the next frame starts: sample 27 is in frame 0 by its time)
-        for s in 0..2000 {
-            let f = frame_of_sample(s, 48_000, 1764);
-            assert!(frame_start(f, 48_000, 1764) <= s && s <= frame_start(f + 1, 48_000, 1764), "sample {s}");
+        // every sample belongs to exactly the frame whose span holds it, at any rate pair
+        for (sr, mr) in [
+            (48_000, 1764),
+            (44_100, 1000),
+            (48_000, 1000),
+            (22_050, 1200),
+            (192_000, 1764),
+        ] {
+            for s in 0..5000 {
+                let f = frame_of_sample(s, sr, mr);
+                assert!(
+                    frame_start(f, sr, mr) <= s && s < frame_start(f + 1, sr, mr),
+                    "{sr}/{mr}: sample {s} in frame {f}"
+                );
+            }
         }
-        assert_eq!(frame_of_sample(27, 48_000, 1764), 0);
+        // sample 27 is the first of frame 1 (27.21 rounded down), as the renderer plays it
+        assert_eq!(frame_of_sample(27, 48_000, 1764), 1);
+        assert_eq!(frame_of_sample(26, 48_000, 1764), 0);
     }
 }

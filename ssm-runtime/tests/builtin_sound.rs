@@ -9,16 +9,28 @@ const RATE: u32 = 48_000;
 const FPS: u32 = 1_000;
 
 fn models() -> Vec<Model> {
-    builtin::MODELS.iter().map(|m| Model::from_bytes(m.bytes).expect("built-in model loads")).collect()
+    builtin::MODELS
+        .iter()
+        .map(|m| Model::from_bytes(m.bytes).expect("built-in model loads"))
+        .collect()
 }
 
 /// A roll from (time in s, event) pairs, `seconds` long.
 fn roll(events: &[(f64, KeyEvent)], seconds: f64) -> Roll {
     let file = ssm_runtime::MidiFile {
-        events: events.iter().enumerate().map(|(i, &(t, event))| ssm_runtime::midi_file::TimedEvent { seconds: t + 1e-6, tick: i as u64, event }).collect(),
+        events: events
+            .iter()
+            .enumerate()
+            .map(|(i, &(t, event))| ssm_runtime::midi_file::TimedEvent {
+                seconds: t + 1e-6,
+                tick: i as u64,
+                event,
+            })
+            .collect(),
     };
     let mut r = file.roll(FPS, seconds);
-    r.frames.resize((seconds * FPS as f64) as usize, [0u8; KEYS] as KeyFrame);
+    r.frames
+        .resize((seconds * FPS as f64) as usize, [0u8; KEYS] as KeyFrame);
     r
 }
 
@@ -123,7 +135,14 @@ fn pitch_of_every_third_key() {
             report.push(format!("{key}: {c:+.0}"));
         }
         let share = good as f64 / keys.len() as f64;
-        assert!(share >= 0.9, "{} {}: {good}/{} keys within 25 cents ({})", model.info.family, model.info.size, keys.len(), report.join(", "));
+        assert!(
+            share >= 0.9,
+            "{} {}: {good}/{} keys within 25 cents ({})",
+            model.info.family,
+            model.info.size,
+            keys.len(),
+            report.join(", ")
+        );
     }
 }
 
@@ -137,7 +156,11 @@ fn louder_with_velocity() {
                 rms(&out)
             })
             .collect();
-        assert!(levels.windows(2).all(|w| w[1] > w[0]), "{}: RMS by velocity {levels:?}", model.info.size);
+        assert!(
+            levels.windows(2).all(|w| w[1] > w[0]),
+            "{}: RMS by velocity {levels:?}",
+            model.info.size
+        );
     }
 }
 
@@ -146,8 +169,16 @@ fn louder_with_velocity() {
 fn onsets_follow_note_ons() {
     for model in models() {
         let scale = [60u8, 62, 64, 65, 67, 69, 71, 72];
-        let events: Vec<(f64, KeyEvent)> =
-            scale.iter().enumerate().flat_map(|(i, &k)| [(0.2 + i as f64 * 0.4, on(k, 90)), (0.5 + i as f64 * 0.4, off(k))]).collect();
+        let events: Vec<(f64, KeyEvent)> = scale
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &k)| {
+                [
+                    (0.2 + i as f64 * 0.4, on(k, 90)),
+                    (0.5 + i as f64 * 0.4, off(k)),
+                ]
+            })
+            .collect();
         let out = render(&model, &roll(&events, 3.6));
         // 2 ms RMS envelope; the onset is where it first climbs a tenth of the way from the
         // level before the note-on to the note's peak
@@ -158,9 +189,15 @@ fn onsets_follow_note_ons() {
             let centre = (t * 500.0) as usize;
             let before = env[centre - 10..centre - 5].iter().sum::<f64>() / 5.0;
             let peak = env[centre..centre + 50].iter().copied().fold(0.0, f64::max);
-            let rise = (centre - 25..centre + 50).find(|&w| env[w] > before + 0.1 * (peak - before)).unwrap_or(0);
+            let rise = (centre - 25..centre + 50)
+                .find(|&w| env[w] > before + 0.1 * (peak - before))
+                .unwrap_or(0);
             let onset = rise as f64 / 500.0;
-            assert!((onset - t).abs() <= 0.010, "{}: note {i} onset at {onset:.3} s, note-on at {t:.3} s", model.info.size);
+            assert!(
+                (onset - t).abs() <= 0.010,
+                "{}: note {i} onset at {onset:.3} s, note-on at {t:.3} s",
+                model.info.size
+            );
         }
     }
 }
@@ -169,11 +206,25 @@ fn onsets_follow_note_ons() {
 #[ignore = "issue 5: the built-in model does not sound like a piano yet"]
 fn silent_two_seconds_after_release() {
     for model in models() {
-        let events = [(0.0, KeyEvent::Sustain { value: 127 }), (0.0, on(48, 110)), (0.0, on(60, 110)), (0.0, on(67, 110)), (0.6, off(48)), (0.6, off(60)), (0.6, off(67)), (1.0, KeyEvent::Sustain { value: 0 })];
+        let events = [
+            (0.0, KeyEvent::Sustain { value: 127 }),
+            (0.0, on(48, 110)),
+            (0.0, on(60, 110)),
+            (0.0, on(67, 110)),
+            (0.6, off(48)),
+            (0.6, off(60)),
+            (0.6, off(67)),
+            (1.0, KeyEvent::Sustain { value: 0 }),
+        ];
         let out = render(&model, &roll(&events, 3.5));
         let tail = &out[(3.0 * RATE as f64) as usize..];
         let peak = tail.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(peak < 1e-3, "{}: {:.1} dBFS 2 s after release", model.info.size, 20.0 * (peak as f64).log10());
+        assert!(
+            peak < 1e-3,
+            "{}: {:.1} dBFS 2 s after release",
+            model.info.size,
+            20.0 * (peak as f64).log10()
+        );
     }
 }
 
@@ -182,11 +233,22 @@ fn silent_two_seconds_after_release() {
 fn pedal_sustains_released_keys() {
     for model in models() {
         let notes = [(0.0, on(60, 100)), (0.3, off(60))];
-        let with: Vec<(f64, KeyEvent)> = [(0.0, KeyEvent::Sustain { value: 127 })].into_iter().chain(notes).chain([(2.0, KeyEvent::Sustain { value: 0 })]).collect();
-        let (a, b) = (render(&model, &roll(&with, 2.0)), render(&model, &roll(&notes, 2.0)));
+        let with: Vec<(f64, KeyEvent)> = [(0.0, KeyEvent::Sustain { value: 127 })]
+            .into_iter()
+            .chain(notes)
+            .chain([(2.0, KeyEvent::Sustain { value: 0 })])
+            .collect();
+        let (a, b) = (
+            render(&model, &roll(&with, 2.0)),
+            render(&model, &roll(&notes, 2.0)),
+        );
         // the stretch after the key is released while the pedal holds it
         let stretch = (0.8 * RATE as f64) as usize..(1.8 * RATE as f64) as usize;
         let gain = 20.0 * (rms(&a[stretch.clone()]) / rms(&b[stretch]).max(1e-12)).log10();
-        assert!(gain >= 20.0, "{}: pedal adds only {gain:.1} dB", model.info.size);
+        assert!(
+            gain >= 20.0,
+            "{}: pedal adds only {gain:.1} dB",
+            model.info.size
+        );
     }
 }

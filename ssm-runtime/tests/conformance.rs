@@ -14,7 +14,12 @@ fn encoder_reproduces_every_reference_roll() {
     for case in cases() {
         let midi = MidiFile::load(&reference_dir().join("midi").join(&case.midi)).unwrap();
         let roll = midi.roll(case.midi_rate, 1.5);
-        assert_eq!(roll.frames.len(), case.velocity.len(), "{}: frame count", case.name);
+        assert_eq!(
+            roll.frames.len(),
+            case.velocity.len(),
+            "{}: frame count",
+            case.name
+        );
         for (f, (ours, theirs)) in roll.frames.iter().zip(&case.velocity).enumerate() {
             assert_eq!(ours, theirs, "{}: frame {f} differs", case.name);
         }
@@ -29,10 +34,18 @@ fn api_render_matches_every_reference_case() {
         let mut engine = Engine::new(&model, case.sample_rate).unwrap();
         engine.set_head(case.year_index).unwrap();
         let midi = MidiFile::load(&reference_dir().join("midi").join(&case.midi)).unwrap();
-        let audio = render_roll(&mut engine, &midi.roll(model.info.midi_rate, 1.5), |_, _| {});
+        let audio = render_roll(
+            &mut engine,
+            &midi.roll(model.info.midi_rate, 1.5),
+            |_, _| {},
+        );
         let err = relative_l2(&audio, &case.audio);
         println!("{:40} relative L2 {err:.2e}", case.name);
-        assert!(err <= tolerance(case.sample_rate, case.train_rate), "{}: relative L2 {err:.3e}", case.name);
+        assert!(
+            err <= tolerance(case.sample_rate, case.train_rate),
+            "{}: relative L2 {err:.3e}",
+            case.name
+        );
     }
 }
 
@@ -57,6 +70,10 @@ fn command_render_matches_every_reference_case() {
         assert_eq!(wav.spec().channels, 1);
         let audio: Vec<f32> = wav.samples::<f32>().map(Result::unwrap).collect();
         let err = relative_l2(&audio, &case.audio);
-        assert!(err <= tolerance(case.sample_rate, case.train_rate), "{}: relative L2 {err:.3e}", case.name);
+        assert!(
+            err <= tolerance(case.sample_rate, case.train_rate),
+            "{}: relative L2 {err:.3e}",
+            case.name
+        );
     }
 }

@@ -26,12 +26,66 @@ fn audio_path_never_allocates() {
     let mut spare = Some(Box::new(Engine::new(&large, 96_000).unwrap()));
     let mut buffer = vec![0.0f32; 16_384];
     let script = [
-        vec![(0, KeyEvent::NoteOn { note: 60, velocity: 90 }), (3, KeyEvent::NoteOn { note: 64, velocity: 70 })],
-        vec![(0, KeyEvent::Sustain { value: 127 }), (1, KeyEvent::NoteOff { note: 60 })],
-        vec![(0, KeyEvent::NoteOn { note: 21, velocity: 1 }), (0, KeyEvent::NoteOn { note: 108, velocity: 127 })],
-        vec![(5, KeyEvent::Sustain { value: 0 }), (6, KeyEvent::AllNotesOff)],
-        vec![(0, KeyEvent::NoteOn { note: 72, velocity: 0 }), (2, KeyEvent::AllSoundOff)],
-        vec![(0, KeyEvent::Reset), (1, KeyEvent::NoteOn { note: 50, velocity: 100 })],
+        vec![
+            (
+                0,
+                KeyEvent::NoteOn {
+                    note: 60,
+                    velocity: 90,
+                },
+            ),
+            (
+                3,
+                KeyEvent::NoteOn {
+                    note: 64,
+                    velocity: 70,
+                },
+            ),
+        ],
+        vec![
+            (0, KeyEvent::Sustain { value: 127 }),
+            (1, KeyEvent::NoteOff { note: 60 }),
+        ],
+        vec![
+            (
+                0,
+                KeyEvent::NoteOn {
+                    note: 21,
+                    velocity: 1,
+                },
+            ),
+            (
+                0,
+                KeyEvent::NoteOn {
+                    note: 108,
+                    velocity: 127,
+                },
+            ),
+        ],
+        vec![
+            (5, KeyEvent::Sustain { value: 0 }),
+            (6, KeyEvent::AllNotesOff),
+        ],
+        vec![
+            (
+                0,
+                KeyEvent::NoteOn {
+                    note: 72,
+                    velocity: 0,
+                },
+            ),
+            (2, KeyEvent::AllSoundOff),
+        ],
+        vec![
+            (0, KeyEvent::Reset),
+            (
+                1,
+                KeyEvent::NoteOn {
+                    note: 50,
+                    velocity: 100,
+                },
+            ),
+        ],
     ];
     let ((), count) = watched(|| {
         for (i, block) in [1usize, 7, 64, 333, 1024, 16_384].into_iter().enumerate() {
@@ -47,7 +101,11 @@ fn audio_path_never_allocates() {
             }
         }
     });
-    assert_eq!(spare.unwrap().sample_rate(), 44_100, "the old engine came back in the box");
+    assert_eq!(
+        spare.unwrap().sample_rate(),
+        44_100,
+        "the old engine came back in the box"
+    );
     assert_eq!(count, 0, "the audio path allocated or freed {count} times");
     assert!(buffer.iter().all(|v| v.is_finite()));
 }

@@ -52,7 +52,10 @@ fn naive_render(model: &Model, roll: &Roll, sample_rate: u32, head: usize) -> Ve
         while roll.frame_start(frame as u64 + 1, sample_rate) as usize <= t {
             frame += 1;
         }
-        let mut h: Vec<f64> = roll.frames[frame].iter().map(|&v| v as f64 / 127.0).collect();
+        let mut h: Vec<f64> = roll.frames[frame]
+            .iter()
+            .map(|&v| v as f64 / 127.0)
+            .collect();
         for (l, (lam_bar, g, x)) in model.layers.iter().zip(&mut layers) {
             let p = l.state;
             for q in 0..p {
@@ -72,13 +75,18 @@ fn naive_render(model: &Model, roll: &Roll, sample_rate: u32, head: usize) -> Ve
                     let c = (l.c[2 * (o * p + q)] as f64, l.c[2 * (o * p + q) + 1] as f64);
                     y += mul(c, x[q]).0;
                 }
-                let skip = l.skip.as_ref().map_or(0.0, |s| (0..l.inputs).map(|k| s[o * l.inputs + k] as f64 * h[k]).sum());
+                let skip = l.skip.as_ref().map_or(0.0, |s| {
+                    (0..l.inputs)
+                        .map(|k| s[o * l.inputs + k] as f64 * h[k])
+                        .sum()
+                });
                 next.push((y.tanh() + skip) / 2f64.sqrt());
             }
             h = next;
         }
         let w = &model.head_weight[head * h.len()..(head + 1) * h.len()];
-        let y: f64 = model.head_bias[head] as f64 + h.iter().zip(w).map(|(a, b)| a * *b as f64).sum::<f64>();
+        let y: f64 =
+            model.head_bias[head] as f64 + h.iter().zip(w).map(|(a, b)| a * *b as f64).sum::<f64>();
         out.push((y * model.info.norm_std + model.info.norm_mean) as f32);
     }
     out
@@ -86,7 +94,9 @@ fn naive_render(model: &Model, roll: &Roll, sample_rate: u32, head: usize) -> Ve
 
 /// The first `seconds` of a clip's roll.
 fn clip(name: &str, midi_rate: u32, seconds: f64) -> Roll {
-    let mut roll = MidiFile::load(&reference_dir().join("midi").join(name)).unwrap().roll(midi_rate, 1.5);
+    let mut roll = MidiFile::load(&reference_dir().join("midi").join(name))
+        .unwrap()
+        .roll(midi_rate, 1.5);
     roll.frames.truncate((seconds * midi_rate as f64) as usize);
     roll
 }
@@ -108,7 +118,10 @@ fn engine_matches_naive_float64_at_other_rates_and_heads() {
         let audio = render_roll(&mut engine, &roll, |_, _| {});
         let err = relative_l2(&audio, &expected);
         println!("{name} at {rate} Hz head {head}: relative L2 {err:.2e}");
-        assert!(err <= 2e-4, "{name} at {rate} Hz, head {head}: relative L2 {err:.3e}");
+        assert!(
+            err <= 2e-4,
+            "{name} at {rate} Hz, head {head}: relative L2 {err:.3e}"
+        );
     }
 }
 
@@ -121,7 +134,10 @@ fn non_integer_frame_length_rounds_frame_starts_down() {
     let mut engine = Engine::new(&model, 48_000).unwrap();
     engine.set_head(3).unwrap();
     let audio = render_roll(&mut engine, &roll, |_, _| {});
-    assert_eq!(audio.len(), (roll.frames.len() as u64 * 48_000 / 1764) as usize);
+    assert_eq!(
+        audio.len(),
+        (roll.frames.len() as u64 * 48_000 / 1764) as usize
+    );
     let err = relative_l2(&audio, &expected);
     assert!(err <= 2e-4, "relative L2 {err:.3e}");
 }

@@ -1,15 +1,18 @@
 """Render a MIDI file through the built Piano-SSM VST3 inside pedalboard (a JUCE host) and
 compare with `piano-ssm render` of the same file, model and rate.
 
-usage: pedalboard_render.py PLUGIN.vst3 IN.mid REFERENCE.wav SAMPLE_RATE BLOCK_SIZE LATENCY [MAX_REL_L2]
+usage: pedalboard_render.py PLUGIN.vst3 IN.mid REFERENCE SAMPLE_RATE BLOCK_SIZE LATENCY [MAX_REL_L2 [FAMILY]]
+
+REFERENCE is a float WAV written by `piano-ssm render`, or a reference case (.safetensors from
+../shared/reference/cases, its `audio` tensor).
 
 LATENCY is the plugin's reported latency in samples (one MIDI frame, ceil(rate / 1000)):
 pedalboard compensates latency for effects but not for instruments, so this harness does
 what a DAW's delay compensation does and drops that many leading samples.
 Prints one line per check and a closing 'N passed, N failed' line; exits non-zero on failure.
 """
+import json
 import sys
-import wave
 
 import mido
 import numpy as np
@@ -22,6 +25,16 @@ def read_float_wav(path):
     i = data.find(b"data")
     n = int.from_bytes(data[i + 4:i + 8], "little")
     return np.frombuffer(data[i + 8:i + 8 + n], dtype="<f4")
+
+
+def read_case_audio(path):
+    """The `audio` tensor (f32) of a safetensors reference case."""
+    data = open(path, "rb").read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    start, end = header["audio"]["data_offsets"]
+    assert header["audio"]["dtype"] == "F32", header["audio"]["dtype"]
+    return np.frombuffer(data[8 + n + start:8 + n + end], dtype="<f4")
 
 
 def messages(path):
@@ -40,7 +53,7 @@ def main():
     limit = float(sys.argv[7]) if len(sys.argv) > 7 else 1e-4
     family = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     rate, block, latency = int(rate), int(block), int(latency)
-    reference = read_float_wav(ref_path)
+    reference = read_case_audio(ref_path) if ref_path.endswith(".safetensors") else read_float_wav(ref_path)
     plugin = pedalboard.load_plugin(plugin_path)
     assert plugin.is_instrument, "the bundle loads as an instrument"
     if family:

@@ -42,13 +42,22 @@ pub struct LogRow {
 const STATE_KEY: &str = "trainer_state";
 
 fn tensor_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
-    let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
     let shape = t.size().iter().map(|&d| d as usize).collect();
     let data: Vec<f32> = Vec::try_from(t.flatten(0, -1))?;
     Ok((shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()))
 }
 
-pub fn save(path: &Path, params: &BTreeMap<String, Tensor>, adam: &Adam, state: &LoopState) -> Result<()> {
+pub fn save(
+    path: &Path,
+    params: &BTreeMap<String, Tensor>,
+    adam: &Adam,
+    state: &LoopState,
+) -> Result<()> {
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, map) in [("model", params), ("adam_m", &adam.m), ("adam_v", &adam.v)] {
         for (name, t) in map {
@@ -62,13 +71,16 @@ pub fn save(path: &Path, params: &BTreeMap<String, Tensor>, adam: &Adam, state: 
         .collect::<Result<_>>()?;
     let meta = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
     let bytes = safetensors::serialize(views, Some(meta))?;
-    ssm_runtime::fsutil::write_atomic(path, &bytes).with_context(|| format!("cannot write checkpoint {}", path.display()))
+    ssm_runtime::fsutil::write_atomic(path, &bytes)
+        .with_context(|| format!("cannot write checkpoint {}", path.display()))
 }
 
 /// Restores weights (into `params`, in place) and the optimizer, and returns the loop state.
 pub fn load(path: &Path, params: &BTreeMap<String, Tensor>, adam: &mut Adam) -> Result<LoopState> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).with_context(|| format!("{} is not a checkpoint", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{} is not a checkpoint", path.display()))?;
     let state: LoopState = header
         .metadata()
         .as_ref()
@@ -78,17 +90,31 @@ pub fn load(path: &Path, params: &BTreeMap<String, Tensor>, adam: &mut Adam) -> 
         .with_context(|| format!("{} has no trainer state", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)?;
     let read = |name: &str, like: &Tensor| -> Result<Option<Tensor>> {
-        let Ok(view) = st.tensor(name) else { return Ok(None) };
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let Ok(view) = st.tensor(name) else {
+            return Ok(None);
+        };
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         if shape != like.size() {
-            bail!("checkpoint tensor {name} has shape {shape:?}, the model expects {:?}", like.size());
+            bail!(
+                "checkpoint tensor {name} has shape {shape:?}, the model expects {:?}",
+                like.size()
+            );
         }
-        Ok(Some(Tensor::from_slice(&data).reshape(&shape).to_device(like.device())))
+        Ok(Some(
+            Tensor::from_slice(&data)
+                .reshape(&shape)
+                .to_device(like.device()),
+        ))
     };
     let _guard = tch::no_grad_guard();
     for (name, p) in params {
-        let t = read(&format!("model/{name}"), p)?.with_context(|| format!("checkpoint lacks weight {name}"))?;
+        let t = read(&format!("model/{name}"), p)?
+            .with_context(|| format!("checkpoint lacks weight {name}"))?;
         p.shallow_clone().copy_(&t);
         if let Some(m) = read(&format!("adam_m/{name}"), p)? {
             adam.m.insert(name.clone(), m);
@@ -104,9 +130,19 @@ pub fn load(path: &Path, params: &BTreeMap<String, Tensor>, adam: &mut Adam) -> 
 /// The log as CSV text.
 pub fn csv(log: &[LogRow]) -> String {
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
-    let mut out = String::from("epoch,steps,lr,train_loss,valid_loss,test_loss,audio_seconds_per_second\n");
+    let mut out =
+        String::from("epoch,steps,lr,train_loss,valid_loss,test_loss,audio_seconds_per_second\n");
     for r in log {
-        out += &format!("{},{},{:.6e},{:.6},{},{},{:.3}\n", r.epoch, r.steps, r.lr, r.train_loss, opt(r.valid_loss), opt(r.test_loss), r.audio_seconds_per_second);
+        out += &format!(
+            "{},{},{:.6e},{:.6},{},{},{:.3}\n",
+            r.epoch,
+            r.steps,
+            r.lr,
+            r.train_loss,
+            opt(r.valid_loss),
+            opt(r.test_loss),
+            r.audio_seconds_per_second
+        );
     }
     out
 }

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::{synth::SynthSource, Batch, Clip, Norm, Rates, Source, Split};
 use crate::loss::Losses;
-use crate::model::{PianoSsm, Size};
+use crate::model::{InitOptions, PianoSsm, PoleInit, Size};
 use crate::train::{DataSelection, DatasetKind};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -50,9 +50,12 @@ pub struct Score {
 }
 
 pub fn run(args: &EvalArgs) -> Result<Vec<Score>> {
-    crate::train::set_threads();
+    crate::train::set_threads(None);
     let device = crate::parse_device(args.device.as_deref())?;
-    let first = args.model.first().context("eval needs at least one --model")?;
+    let first = args
+        .model
+        .first()
+        .context("eval needs at least one --model")?;
     let reference = Model::load(first)?;
     let rates = Rates::new(reference.info.train_rate, reference.info.midi_rate)?;
     let multi_head = reference.head_count() > 1;
@@ -67,48 +70,111 @@ pub fn run(args: &EvalArgs) -> Result<Vec<Score>> {
     for path in &args.model {
         let model = Model::load(path)?;
         if (model.info.train_rate, model.info.midi_rate) != (rates.sample_rate, rates.midi_rate) {
-            bail!("{}: trained at {}/{} Hz; the first model at {}/{} Hz — evaluate them separately", path.display(), model.info.train_rate, model.info.midi_rate, rates.sample_rate, rates.midi_rate);
+            bail!(
+                "{}: trained at {}/{} Hz; the first model at {}/{} Hz — evaluate them separately",
+                path.display(),
+                model.info.train_rate,
+                model.info.midi_rate,
+                rates.sample_rate,
+                rates.midi_rate
+            );
         }
         let net = PianoSsm::from_runtime(device, &model)?;
-        let norm = Norm { mean: model.info.norm_mean, std: model.info.norm_std };
-        scores.push(score(&path.display().to_string(), &clips, &losses, device, |b| net.forward(&b.roll, &b.heads, rates.hold() as i64, 1.0) * norm.std + norm.mean)?);
+        let norm = Norm {
+            mean: model.info.norm_mean,
+            std: model.info.norm_std,
+        };
+        scores.push(score(
+            &path.display().to_string(),
+            &clips,
+            &losses,
+            device,
+            |b| net.forward(&b.roll, &b.heads, rates.hold() as i64, 1.0) * norm.std + norm.mean,
+        )?);
     }
     for baseline in &args.baseline {
-        scores.push(score_baseline(baseline, args, &reference, rates, &clips, &losses, device)?);
+        scores.push(score_baseline(
+            baseline, args, &reference, rates, &clips, &losses, device,
+        )?);
     }
     Ok(scores)
 }
 
 fn open(args: &EvalArgs, rates: Rates, multi_head: bool) -> Result<Box<dyn Source>> {
-    let selection = DataSelection { kind: args.dataset, path: args.dataset_path.clone(), train_year: "all".into(), test_year: args.test_year.clone(), multi_head, seed: args.seed };
+    let selection = DataSelection {
+        kind: args.dataset,
+        path: args.dataset_path.clone(),
+        train_year: "all".into(),
+        test_year: args.test_year.clone(),
+        multi_head,
+        seed: args.seed,
+    };
     selection.open(rates)
 }
 
-fn score_baseline(name: &str, args: &EvalArgs, reference: &Model, rates: Rates, clips: &[Clip], losses: &Losses, device: Device) -> Result<Score> {
+fn score_baseline(
+    name: &str,
+    args: &EvalArgs,
+    reference: &Model,
+    rates: Rates,
+    clips: &[Clip],
+    losses: &Losses,
+    device: Device,
+) -> Result<Score> {
     match name {
         "silence" => score("silence", clips, losses, device, |b| b.audio.zeros_like()),
         "untrained" => {
-            let size = <Size as clap::ValueEnum>::from_str(&reference.info.size, false)
-                .map_err(|_| anyhow::anyhow!("untrained baseline: unknown size {:?}", reference.info.size))?;
-            let net = PianoSsm::new(device, size, reference.head_count(), reference.info.activation, args.seed);
-            let norm = Norm { mean: reference.info.norm_mean, std: reference.info.norm_std };
-            score(&format!("untrained {size:?}"), clips, losses, device, |b| net.forward(&b.roll, &b.heads, rates.hold() as i64, 1.0) * norm.std + norm.mean)
+            let size =
+                <Size as clap::ValueEnum>::from_str(&reference.info.size, false).map_err(|_| {
+                    anyhow::anyhow!("untrained baseline: unknown size {:?}", reference.info.size)
+                })?;
+            let init = InitOptions {
+                poles: PoleInit::default(),
+                sample_rate: rates.sample_rate,
+                seed: args.seed,
+            };
+            let net = PianoSsm::new(
+                device,
+                size,
+                reference.head_count(),
+                reference.info.activation,
+                init,
+            );
+            let norm = Norm {
+                mean: reference.info.norm_mean,
+                std: reference.info.norm_std,
+            };
+            score(&format!("untrained {size:?}"), clips, losses, device, |b| {
+                net.forward(&b.roll, &b.heads, rates.hold() as i64, 1.0) * norm.std + norm.mean
+            })
         }
         other => {
-            let path = other.strip_prefix("soundfont:").with_context(|| format!("unknown baseline {other:?}: use silence, untrained or soundfont:FILE"))?;
+            let path = other.strip_prefix("soundfont:").with_context(|| {
+                format!("unknown baseline {other:?}: use silence, untrained or soundfont:FILE")
+            })?;
             if args.dataset != DatasetKind::Synth {
                 bail!("the soundfont baseline replays the synthetic test set; use it with --dataset synth");
             }
             let other_font = SynthSource::open(path.as_ref(), rates, args.seed)?;
             let rendered = other_font.held_out(Split::Test, clips[0].frames.len(), clips.len())?;
             let gain = level_match(clips, &rendered);
-            let label = format!("{} (level-matched, ×{gain:.2})", PathBuf::from(path).file_stem().map_or(path.into(), |s| s.to_string_lossy().into_owned()));
+            let label = format!(
+                "{} (level-matched, ×{gain:.2})",
+                PathBuf::from(path)
+                    .file_stem()
+                    .map_or(path.into(), |s| s.to_string_lossy().into_owned())
+            );
             let mut i = 0;
             score(&label, clips, losses, device, |b| {
                 let n = b.audio.size()[0] as usize;
-                let audio: Vec<f32> = rendered[i..i + n].iter().flat_map(|c| c.audio.iter().map(|x| x * gain as f32)).collect();
+                let audio: Vec<f32> = rendered[i..i + n]
+                    .iter()
+                    .flat_map(|c| c.audio.iter().map(|x| x * gain as f32))
+                    .collect();
                 i += n;
-                Tensor::from_slice(&audio).reshape([n as i64, -1]).to_device(device)
+                Tensor::from_slice(&audio)
+                    .reshape([n as i64, -1])
+                    .to_device(device)
             })
         }
     }
@@ -116,13 +182,28 @@ fn score_baseline(name: &str, args: &EvalArgs, reference: &Model, rates: Rates, 
 
 /// The gain that gives `other` the RMS of `target` over the whole set.
 fn level_match(target: &[Clip], other: &[Clip]) -> f64 {
-    let energy = |c: &[Clip]| c.iter().flat_map(|c| &c.audio).map(|&x| (x as f64).powi(2)).sum::<f64>();
+    let energy = |c: &[Clip]| {
+        c.iter()
+            .flat_map(|c| &c.audio)
+            .map(|&x| (x as f64).powi(2))
+            .sum::<f64>()
+    };
     let (t, o) = (energy(target), energy(other));
-    if o > 0.0 { (t / o).sqrt() } else { 1.0 }
+    if o > 0.0 {
+        (t / o).sqrt()
+    } else {
+        1.0
+    }
 }
 
 /// Mean losses over the clips, in batches; `predict` returns de-normalised audio.
-fn score(name: &str, clips: &[Clip], losses: &Losses, device: Device, mut predict: impl FnMut(&Batch) -> Tensor) -> Result<Score> {
+fn score(
+    name: &str,
+    clips: &[Clip],
+    losses: &Losses,
+    device: Device,
+    mut predict: impl FnMut(&Batch) -> Tensor,
+) -> Result<Score> {
     let _guard = tch::no_grad_guard();
     let (mut spectral, mut combined) = (0.0, 0.0);
     for chunk in clips.chunks(4) {
@@ -130,18 +211,36 @@ fn score(name: &str, clips: &[Clip], losses: &Losses, device: Device, mut predic
         let batch = Batch::new(chunk, Norm::IDENTITY, device);
         let pred = predict(&batch).to_kind(Kind::Float);
         let n = chunk.len() as f64;
-        spectral += losses.spectral.forward(&pred, &batch.audio).double_value(&[]) * n;
-        combined += losses.combined.forward(&pred, &batch.audio).double_value(&[]) * n;
+        spectral += losses
+            .spectral
+            .forward(&pred, &batch.audio)
+            .double_value(&[])
+            * n;
+        combined += losses
+            .combined
+            .forward(&pred, &batch.audio)
+            .double_value(&[])
+            * n;
     }
     let n = clips.len() as f64;
-    Ok(Score { name: name.into(), spectral: spectral / n, combined: combined / n, segments: clips.len() })
+    Ok(Score {
+        name: name.into(),
+        spectral: spectral / n,
+        combined: combined / n,
+        segments: clips.len(),
+    })
 }
 
 /// The results as a Markdown table.
 pub fn table(scores: &[Score]) -> String {
-    let mut out = String::from("| model | SpectralLoss (MSSL) | CombinedSpectralLoss | segments |\n|---|---:|---:|---:|\n");
+    let mut out = String::from(
+        "| model | SpectralLoss (MSSL) | CombinedSpectralLoss | segments |\n|---|---:|---:|---:|\n",
+    );
     for s in scores {
-        out += &format!("| {} | {:.4} | {:.4} | {} |\n", s.name, s.spectral, s.combined, s.segments);
+        out += &format!(
+            "| {} | {:.4} | {:.4} | {} |\n",
+            s.name, s.spectral, s.combined, s.segments
+        );
     }
     out
 }

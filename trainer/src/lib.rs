@@ -24,12 +24,16 @@ pub fn parse_device(spec: Option<&str>) -> anyhow::Result<Device> {
         Some("cpu") => Ok(Device::Cpu),
         Some(s) if s == "cuda" || s.starts_with("cuda:") => {
             let index = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().map_err(|_| anyhow::anyhow!("bad device {s:?}: expected cuda:N"))?,
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("bad device {s:?}: expected cuda:N"))?,
                 None => 0,
             };
             let count = tch::Cuda::device_count() as usize;
             if index >= count {
-                anyhow::bail!("device {s} requested but {count} CUDA device(s) are visible to libtorch");
+                anyhow::bail!(
+                    "device {s} requested but {count} CUDA device(s) are visible to libtorch"
+                );
             }
             Ok(Device::Cuda(index))
         }

@@ -16,7 +16,9 @@ const LOG_EPS: f64 = 1e-7;
 const POWER_EPS: f64 = 1e-8;
 
 /// Which criterion: the CLI's `--criterion`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum Criterion {
     CombinedSpectral,
     Spectral,
@@ -39,7 +41,10 @@ pub struct Losses {
 
 impl Losses {
     pub fn new(sample_rate: u32, device: Device) -> Losses {
-        Losses { spectral: SpectralLoss::new(sample_rate, device), combined: CombinedSpectralLoss::new(sample_rate, device) }
+        Losses {
+            spectral: SpectralLoss::new(sample_rate, device),
+            combined: CombinedSpectralLoss::new(sample_rate, device),
+        }
     }
 
     pub fn get(&self, c: Criterion, pred: &Tensor, target: &Tensor) -> Tensor {
@@ -59,7 +64,11 @@ fn scaled(size: f64, sample_rate: u32, reference: f64) -> i64 {
 fn magnitude(x: &Tensor, n_fft: i64, hop: i64, win: i64, window: &Tensor) -> Tensor {
     let spec = x.stft(n_fft, hop, win, Some(window), false, true, true, false);
     // |z|² from (re, im): complex abs() has no usable gradient at 0
-    spec.view_as_real().square().sum_dim_intlist(-1, false, Kind::Float).clamp_min(POWER_EPS).sqrt()
+    spec.view_as_real()
+        .square()
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .clamp_min(POWER_EPS)
+        .sqrt()
 }
 
 pub struct SpectralLoss {
@@ -89,9 +98,14 @@ impl SpectralLoss {
         for (n, window) in &self.scales {
             let hop = n / 4;
             let (x, y) = (pad_to_frames(pred, *n, hop), pad_to_frames(target, *n, hop));
-            let (mx, my) = (magnitude(&x, *n, hop, *n, window), magnitude(&y, *n, hop, *n, window));
+            let (mx, my) = (
+                magnitude(&x, *n, hop, *n, window),
+                magnitude(&y, *n, hop, *n, window),
+            );
             let lin = (&mx - &my).abs().mean(Kind::Float);
-            let log = ((mx + LOG_EPS).log() - (my + LOG_EPS).log()).abs().mean(Kind::Float);
+            let log = ((mx + LOG_EPS).log() - (my + LOG_EPS).log())
+                .abs()
+                .mean(Kind::Float);
             total = total + lin + log;
         }
         total
@@ -101,7 +115,11 @@ impl SpectralLoss {
 /// Zero-pads the end so that frames of `n` with `hop` cover every sample (at least one frame).
 pub fn pad_to_frames(x: &Tensor, n: i64, hop: i64) -> Tensor {
     let len = x.size()[x.dim() - 1];
-    let frames = if len <= n { 1 } else { (len - n + hop - 1) / hop + 1 };
+    let frames = if len <= n {
+        1
+    } else {
+        (len - n + hop - 1) / hop + 1
+    };
     let padded = (frames - 1) * hop + n;
     x.constant_pad_nd([0, padded - len])
 }
@@ -124,7 +142,9 @@ impl CombinedSpectralLoss {
         let mel_win = scaled(1024.0, sample_rate, 44_100.0);
         let mel_hop = scaled(256.0, sample_rate, 44_100.0);
         let bank = mel_filterbank(sample_rate as f64, mel_fft as usize, 128);
-        let mel_bank = Tensor::from_slice(&bank).reshape([128, mel_fft / 2 + 1]).to_device(device);
+        let mel_bank = Tensor::from_slice(&bank)
+            .reshape([128, mel_fft / 2 + 1])
+            .to_device(device);
         CombinedSpectralLoss {
             sample_rate: sr,
             window: Tensor::hann_window(sr, (Kind::Float, device)),
@@ -137,7 +157,11 @@ impl CombinedSpectralLoss {
     }
 
     pub fn forward(&self, pred: &Tensor, target: &Tensor) -> Tensor {
-        self.stft_l1(pred, target) + self.mel(pred, target) + (pred.mean_dim(-1, false, Kind::Float) - target.mean_dim(-1, false, Kind::Float)).abs().mean(Kind::Float)
+        self.stft_l1(pred, target)
+            + self.mel(pred, target)
+            + (pred.mean_dim(-1, false, Kind::Float) - target.mean_dim(-1, false, Kind::Float))
+                .abs()
+                .mean(Kind::Float)
     }
 
     /// One-second STFT magnitude L1, centred like torch.stft's default.
@@ -151,13 +175,21 @@ impl CombinedSpectralLoss {
     /// auraloss MelSTFTLoss: spectral convergence + mean |log mel_x − log mel_y|.
     pub fn mel(&self, pred: &Tensor, target: &Tensor) -> Tensor {
         let mel = |x: &Tensor| {
-            let m = magnitude(&center(x, self.mel_fft), self.mel_fft, self.mel_hop, self.mel_win, &self.mel_window);
+            let m = magnitude(
+                &center(x, self.mel_fft),
+                self.mel_fft,
+                self.mel_hop,
+                self.mel_win,
+                &self.mel_window,
+            );
             self.mel_bank.matmul(&m)
         };
         let (mx, my) = (mel(pred), mel(target));
         let sc = (&my - &mx).square().sum(Kind::Float).sqrt() / my.square().sum(Kind::Float).sqrt();
         // mel bands narrower than one FFT bin are empty; floor them rather than take log(0)
-        let log = (mx.clamp_min(POWER_EPS).log() - my.clamp_min(POWER_EPS).log()).abs().mean(Kind::Float);
+        let log = (mx.clamp_min(POWER_EPS).log() - my.clamp_min(POWER_EPS).log())
+            .abs()
+            .mean(Kind::Float);
         sc + log
     }
 }
@@ -179,7 +211,9 @@ pub fn mel_filterbank(sr: f64, n_fft: usize, n_mels: usize) -> Vec<f32> {
     let bins = n_fft / 2 + 1;
     let fft_freqs: Vec<f64> = (0..bins).map(|k| k as f64 * sr / n_fft as f64).collect();
     let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sr / 2.0));
-    let mel_freqs: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
+    let mel_freqs: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
+        .collect();
     let mut bank = vec![0f32; n_mels * bins];
     for m in 0..n_mels {
         let (f0, f1, f2) = (mel_freqs[m], mel_freqs[m + 1], mel_freqs[m + 2]);

@@ -5,7 +5,11 @@ use trainer::eval::{self, EvalArgs};
 use trainer::train::{self, TrainArgs};
 
 #[derive(Parser)]
-#[command(name = "trainer", version, about = "Train Piano-SSM models on libtorch and export them for the runtime")]
+#[command(
+    name = "trainer",
+    version,
+    about = "Train Piano-SSM models on libtorch and export them for the runtime"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -25,7 +29,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Eval(args)) => eval::run(&args).map(|scores| print!("{}", eval::table(&scores))),
+        Some(Command::Eval(args)) => {
+            eval::run(&args).map(|scores| print!("{}", eval::table(&scores)))
+        }
         Some(Command::Train(args)) => report(train::train(&args)),
         None => report(train::train(&cli.train)),
     };
@@ -42,7 +48,14 @@ fn report(outcome: anyhow::Result<train::Outputs>) -> anyhow::Result<()> {
     for p in &out.plots {
         println!("plot:       {}", p.display());
     }
-    println!("model:      {}  (play it: piano-ssm render --model {} in.mid out.wav)", out.export.display(), out.export.display());
-    println!("throughput: {:.2} s of audio per second", out.audio_seconds_per_second);
+    println!(
+        "model:      {}  (play it: piano-ssm render --model {} in.mid out.wav)",
+        out.export.display(),
+        out.export.display()
+    );
+    println!(
+        "throughput: {:.2} s of audio per second",
+        out.audio_seconds_per_second
+    );
     Ok(())
 }

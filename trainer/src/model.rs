@@ -8,6 +8,7 @@
 //! (re, im)-interleaved spectra, and only the out-channels are transformed back.
 
 use anyhow::{bail, Context, Result};
+use num_complex::Complex64;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ssm_runtime::model::{Activation, Model, ModelInfo, SsmLayer, KEYS};
@@ -80,22 +81,52 @@ pub struct PianoSsm {
 }
 
 impl PianoSsm {
-    /// A freshly initialised model (deterministic for `seed`).
-    pub fn new(device: Device, size: Size, heads: usize, activation: Activation, seed: u64) -> PianoSsm {
-        let init = Init::new(size.state(), heads, seed);
-        Self::from_parts(device, &init.layers, &init.head_weight, &init.head_bias, heads, activation)
+    /// A freshly initialised model (deterministic for `init.seed`).
+    pub fn new(
+        device: Device,
+        size: Size,
+        heads: usize,
+        activation: Activation,
+        init: InitOptions,
+    ) -> PianoSsm {
+        let init = Init::new(size.state(), heads, init);
+        Self::from_parts(
+            device,
+            &init.layers,
+            &init.head_weight,
+            &init.head_bias,
+            heads,
+            activation,
+        )
     }
 
     /// Loads weights from a runtime model (e.g. an imported published checkpoint).
     pub fn from_runtime(device: Device, model: &Model) -> Result<PianoSsm> {
         model.validate().context("model does not validate")?;
         if model.widths() != WIDTHS {
-            bail!("the trainer builds the paper's widths {WIDTHS:?}; this model has {:?}", model.widths());
+            bail!(
+                "the trainer builds the paper's widths {WIDTHS:?}; this model has {:?}",
+                model.widths()
+            );
         }
-        Ok(Self::from_parts(device, &model.layers, &model.head_weight, &model.head_bias, model.head_count(), model.info.activation))
+        Ok(Self::from_parts(
+            device,
+            &model.layers,
+            &model.head_weight,
+            &model.head_bias,
+            model.head_count(),
+            model.info.activation,
+        ))
     }
 
-    fn from_parts(device: Device, layers: &[SsmLayer], head_w: &[f32], head_b: &[f32], heads: usize, activation: Activation) -> PianoSsm {
+    fn from_parts(
+        device: Device,
+        layers: &[SsmLayer],
+        head_w: &[f32],
+        head_b: &[f32],
+        heads: usize,
+        activation: Activation,
+    ) -> PianoSsm {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let var = |path: &nn::Path, name: &str, data: &[f32], shape: &[i64]| {
@@ -121,9 +152,20 @@ impl PianoSsm {
             })
             .collect();
         let h = &root / "heads";
-        let head_weight = var(&h, "weight", head_w, &[heads as i64, *WIDTHS.last().unwrap() as i64]);
+        let head_weight = var(
+            &h,
+            "weight",
+            head_w,
+            &[heads as i64, *WIDTHS.last().unwrap() as i64],
+        );
         let head_bias = var(&h, "bias", head_b, &[heads as i64]);
-        PianoSsm { vs, layers, head_weight, head_bias, activation }
+        PianoSsm {
+            vs,
+            layers,
+            head_weight,
+            head_bias,
+            activation,
+        }
     }
 
     pub fn heads(&self) -> i64 {
@@ -137,7 +179,9 @@ impl PianoSsm {
     /// Inside, activations are channel-first (C, B, L): every weight product is then one plain
     /// 2-D matrix product over all items and frequencies, and per-state slices are contiguous.
     pub fn forward(&self, roll: &Tensor, heads: &Tensor, hold: i64, step: f64) -> Tensor {
-        let u = roll.permute([1, 0, 2]).repeat_interleave_self_int(hold, Some(2), None::<i64>);
+        let u = roll
+            .permute([1, 0, 2])
+            .repeat_interleave_self_int(hold, Some(2), None::<i64>);
         let len = u.size()[2];
         let n_fft = fft_length(2 * len - 1);
         let sqrt2 = std::f64::consts::SQRT_2;
@@ -153,7 +197,8 @@ impl PianoSsm {
         }
         // h: (20, B, L); each item through its own head
         let w = self.head_weight.index_select(0, heads); // (B, 20)
-        (h * w.transpose(0, 1).unsqueeze(2)).sum_dim_intlist(0, false, w.kind()) + self.head_bias.index_select(0, heads).unsqueeze(1)
+        (h * w.transpose(0, 1).unsqueeze(2)).sum_dim_intlist(0, false, w.kind())
+            + self.head_bias.index_select(0, heads).unsqueeze(1)
     }
 
     fn activate(&self, y: &Tensor) -> Tensor {
@@ -186,8 +231,15 @@ impl PianoSsm {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let model = Model { info, layers, head_weight: to_vec(&self.head_weight)?, head_bias: to_vec(&self.head_bias)? };
-        model.validate().context("exported model does not validate")?;
+        let model = Model {
+            info,
+            layers,
+            head_weight: to_vec(&self.head_weight)?,
+            head_bias: to_vec(&self.head_bias)?,
+        };
+        model
+            .validate()
+            .context("exported model does not validate")?;
         Ok(model)
     }
 }
@@ -221,7 +273,10 @@ impl Layer {
         let k_re = g_re.unsqueeze(1) * &pow_re - g_im.unsqueeze(1) * &pow_im;
         let k_im = g_re.unsqueeze(1) * pow_im + g_im.unsqueeze(1) * pow_re;
         let kind = self.norm.kind();
-        Kernel { re: k_re.to_kind(kind).fft_rfft(n_fft, -1, "backward"), im: k_im.to_kind(kind).fft_rfft(n_fft, -1, "backward") }
+        Kernel {
+            re: k_re.to_kind(kind).fft_rfft(n_fft, -1, "backward"),
+            im: k_im.to_kind(kind).fft_rfft(n_fft, -1, "backward"),
+        }
     }
 
     /// y = Re(C x + C_bias) for input u: (in, B, L) → (out, B, L).
@@ -231,9 +286,15 @@ impl Layer {
         // the bias is a constant input channel
         let ones = Tensor::ones([1, batch, len], (u.kind(), u.device()));
         let spec = Tensor::cat(&[u, &ones], 0).fft_rfft(n_fft, -1, "backward"); // (in+1, B, F)
-        // [B_re | b_re ; B_im | b_im]: (2P, in+1), real, applied to the (re, im)-interleaved spectra
-        let b_re = Tensor::cat(&[self.b.select(2, 0), self.b_bias.select(1, 0).unsqueeze(1)], 1);
-        let b_im = Tensor::cat(&[self.b.select(2, 1), self.b_bias.select(1, 1).unsqueeze(1)], 1);
+                                                                                // [B_re | b_re ; B_im | b_im]: (2P, in+1), real, applied to the (re, im)-interleaved spectra
+        let b_re = Tensor::cat(
+            &[self.b.select(2, 0), self.b_bias.select(1, 0).unsqueeze(1)],
+            1,
+        );
+        let b_im = Tensor::cat(
+            &[self.b.select(2, 1), self.b_bias.select(1, 1).unsqueeze(1)],
+            1,
+        );
         let w = channel_matmul(&Tensor::cat(&[b_re, b_im], 0), &spec.view_as_real()); // (2P, B, F, 2)
         let w = w.view_as_complex();
         let (w_re, w_im) = (w.narrow(0, 0, p), w.narrow(0, p, p));
@@ -279,12 +340,39 @@ pub fn fft_length(n: i64) -> i64 {
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(Vec::<f32>::try_from(t.detach().to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?)
+    Ok(Vec::<f32>::try_from(
+        t.detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .flatten(0, -1),
+    )?)
 }
 
-/// Initial weights. Poles: partial frequencies spread log-uniformly over the audible range
-/// (a piano's partials), decay times log-uniform from 5 ms to 5 s worth of samples at 16 kHz,
-/// so every layer starts with both short transients and long sustains.
+/// Where the poles start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+pub enum PoleInit {
+    /// Half the poles ring for seconds at equal-temperament key frequencies (each layer takes an
+    /// interleaved share of the keyboard), half are short-lived and spread log-uniformly. This is
+    /// the structure trained models end up with (about half of the published checkpoints' poles
+    /// sit within 10 cents of a key), so training starts where it would otherwise spend most of
+    /// its steps: a spectral loss barely moves a narrow resonance that does not yet overlap its
+    /// target partial.
+    #[default]
+    Keyboard,
+    /// Frequencies log-uniform over the whole band, decays log-uniform from 5 ms to 5 s.
+    LogUniform,
+}
+
+/// How a fresh model is initialised.
+#[derive(Debug, Clone, Copy)]
+pub struct InitOptions {
+    pub poles: PoleInit,
+    /// Training sample rate: the keyboard layout is in Hz.
+    pub sample_rate: u32,
+    pub seed: u64,
+}
+
+/// Initial weights: poles as `PoleInit` says, B and C Gaussian scaled by fan-in, biases zero.
 struct Init {
     layers: Vec<SsmLayer>,
     head_weight: Vec<f32>,
@@ -292,8 +380,8 @@ struct Init {
 }
 
 impl Init {
-    fn new(state: usize, heads: usize, seed: u64) -> Init {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    fn new(state: usize, heads: usize, options: InitOptions) -> Init {
+        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
         let mut normal = move |scale: f64| -> f32 {
             // Box–Muller: rand_distr is not worth a dependency for this
             let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
@@ -302,23 +390,20 @@ impl Init {
         let mut layers = Vec::new();
         for (i, pair) in WIDTHS.windows(2).enumerate() {
             let (inp, out) = (pair[0], pair[1]);
-            let (mut norm, mut angle) = (Vec::new(), Vec::new());
-            for k in 0..state {
-                let frac = (k as f64 + 0.5) / state as f64;
-                let omega = 0.005 * (std::f64::consts::PI / 0.005).powf(frac); // rad/sample
-                let decay = 1.0 / (80.0 * 1000f64.powf(((k * 7919 + i * 31) % state) as f64 / state as f64));
-                let lambda = num_complex::Complex64::new(-decay, omega);
-                norm.push(lambda.norm().ln() as f32);
-                angle.push(lambda.arg() as f32);
-            }
+            let poles = match options.poles {
+                PoleInit::Keyboard => {
+                    keyboard_poles(state, i, WIDTHS.len() - 1, options.sample_rate as f64)
+                }
+                PoleInit::LogUniform => log_uniform_poles(state, i),
+            };
             let b_scale = 1.0 / (inp as f64).sqrt();
             let c_scale = 1.0 / (state as f64).sqrt();
             layers.push(SsmLayer {
                 inputs: inp,
                 outputs: out,
                 state,
-                norm,
-                angle,
+                norm: poles.iter().map(|l| l.norm().ln() as f32).collect(),
+                angle: poles.iter().map(|l| l.arg() as f32).collect(),
                 b: (0..state * inp * 2).map(|_| normal(b_scale)).collect(),
                 b_bias: vec![0.0; state * 2],
                 c: (0..out * state * 2).map(|_| normal(c_scale)).collect(),
@@ -327,7 +412,67 @@ impl Init {
             });
         }
         let last = *WIDTHS.last().unwrap();
-        let head_weight = (0..heads * last).map(|_| normal(0.1 / (last as f64).sqrt())).collect();
-        Init { layers, head_weight, head_bias: vec![0.0; heads] }
+        let head_weight = (0..heads * last)
+            .map(|_| normal(0.1 / (last as f64).sqrt()))
+            .collect();
+        Init {
+            layers,
+            head_weight,
+            head_bias: vec![0.0; heads],
+        }
     }
+}
+
+/// Continuous-time pole (unit: one training sample) ringing at `hz` with a 60 dB decay time
+/// of `t60` seconds.
+fn pole(hz: f64, t60: f64, sample_rate: f64) -> Complex64 {
+    Complex64::new(
+        -6.9 / (t60 * sample_rate),
+        2.0 * std::f64::consts::PI * hz / sample_rate,
+    )
+}
+
+/// `PoleInit::Keyboard` for layer `layer` of `layers`.
+fn keyboard_poles(state: usize, layer: usize, layers: usize, sample_rate: f64) -> Vec<Complex64> {
+    let key_hz = |midi: f64| 440.0 * 2f64.powf((midi - 69.0) / 12.0);
+    // A0 upwards, as far as the training rate carries (partials of the top keys continue
+    // above C8)
+    let keys: Vec<f64> = (21..128)
+        .map(f64::from)
+        .take_while(|&m| key_hz(m) < 0.45 * sample_rate)
+        .collect();
+    let pitched = state / 2;
+    let ringing = (0..pitched).map(|k| {
+        // each layer is offset by a fraction of the key spacing so the layers together cover
+        // the keyboard
+        let at =
+            (k as f64 + (layer as f64 + 0.5) / layers as f64) * keys.len() as f64 / pitched as f64;
+        let midi = keys[(at as usize).min(keys.len() - 1)];
+        // bass strings ring longer than treble ones: 8 s at A0 down to 1 s at C8
+        let t60 = 8.0 * (1.0f64 / 8.0).powf(((midi - 21.0) / 87.0).clamp(0.0, 1.0));
+        pole(key_hz(midi), t60, sample_rate)
+    });
+    let short = state - pitched;
+    let transients = (0..short).map(|k| {
+        let frac = (k as f64 + 0.5) / short as f64;
+        let hz = 5.0 * (0.45 * sample_rate / 5.0).powf(frac);
+        // decays scrambled against frequency: 5 ms … 300 ms
+        let d = ((k * 7919 + layer * 31) % short) as f64 / short as f64;
+        pole(hz, 0.005 * 60f64.powf(d), sample_rate)
+    });
+    ringing.chain(transients).collect()
+}
+
+/// `PoleInit::LogUniform`: partial frequencies spread log-uniformly over the band, decay times
+/// log-uniform from 80 to 80 000 samples, scrambled against frequency.
+fn log_uniform_poles(state: usize, layer: usize) -> Vec<Complex64> {
+    (0..state)
+        .map(|k| {
+            let frac = (k as f64 + 0.5) / state as f64;
+            let omega = 0.005 * (std::f64::consts::PI / 0.005).powf(frac); // rad/sample
+            let decay = 1.0
+                / (80.0 * 1000f64.powf(((k * 7919 + layer * 31) % state) as f64 / state as f64));
+            Complex64::new(-decay, omega)
+        })
+        .collect()
 }

@@ -20,14 +20,25 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(weight_decay: f64) -> Adam {
-        Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, m: BTreeMap::new(), v: BTreeMap::new() }
+        Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+        }
     }
 
     /// One update of every parameter with a gradient, at learning rate `lr`.
     pub fn step(&mut self, params: &BTreeMap<String, Tensor>, lr: f64) {
         let _guard = tch::no_grad_guard();
         self.step += 1;
-        let (bc1, bc2) = (1.0 - self.beta1.powi(self.step as i32), 1.0 - self.beta2.powi(self.step as i32));
+        let (bc1, bc2) = (
+            1.0 - self.beta1.powi(self.step as i32),
+            1.0 - self.beta2.powi(self.step as i32),
+        );
         for (name, p) in params {
             let grad = p.grad();
             if !grad.defined() {
@@ -36,8 +47,12 @@ impl Adam {
             let g = &grad + p * self.weight_decay;
             let m = self.m.entry(name.clone()).or_insert_with(|| p.zeros_like());
             let v = self.v.entry(name.clone()).or_insert_with(|| p.zeros_like());
-            let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&g * (1.0 - self.beta1)));
-            let _ = v.g_mul_scalar_(self.beta2).g_add_(&(g.square() * (1.0 - self.beta2)));
+            let _ = m
+                .g_mul_scalar_(self.beta1)
+                .g_add_(&(&g * (1.0 - self.beta1)));
+            let _ = v
+                .g_mul_scalar_(self.beta2)
+                .g_add_(&(g.square() * (1.0 - self.beta2)));
             let denom = (&*v / bc2).sqrt() + self.eps;
             let update = &*m / &denom * (lr / bc1);
             let mut p = p.shallow_clone();
@@ -87,12 +102,24 @@ impl Schedule {
         let cycle_steps = (0.4 * total).max(1.0);
         let (max_lr, min_lr) = (5.0 * lr, lr / 10.0);
         let gamma = (min_lr / max_lr).powf(cycle_steps / total);
-        Schedule { max_lr, min_lr, cycle_steps, warmup_steps: 0.25 * cycle_steps, gamma }
+        Schedule {
+            max_lr,
+            min_lr,
+            cycle_steps,
+            warmup_steps: 0.25 * cycle_steps,
+            gamma,
+        }
     }
 
     /// A constant rate (no `--scheduler`).
     pub fn constant(lr: f64) -> Schedule {
-        Schedule { max_lr: lr, min_lr: lr, cycle_steps: f64::INFINITY, warmup_steps: 0.0, gamma: 1.0 }
+        Schedule {
+            max_lr: lr,
+            min_lr: lr,
+            cycle_steps: f64::INFINITY,
+            warmup_steps: 0.0,
+            gamma: 1.0,
+        }
     }
 
     pub fn lr(&self, step: u64) -> f64 {

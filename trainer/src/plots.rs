@@ -14,7 +14,11 @@ const FONT: &str = "sans-serif";
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = plotters::style::register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);
+        let _ = plotters::style::register_font(
+            FONT,
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        );
     });
 }
 
@@ -27,13 +31,33 @@ pub fn loss_curves(path: &Path, log: &[LogRow]) -> Result<()> {
     let root = BitMapBackend::new(path, (800, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = vec![
-        ("train", BLUE, log.iter().map(|r| (r.epoch as f64, r.train_loss)).collect()),
-        ("validation", RED, log.iter().filter_map(|r| r.valid_loss.map(|v| (r.epoch as f64, v))).collect()),
-        ("test", GREEN, log.iter().filter_map(|r| r.test_loss.map(|v| (r.epoch as f64, v))).collect()),
+        (
+            "train",
+            BLUE,
+            log.iter().map(|r| (r.epoch as f64, r.train_loss)).collect(),
+        ),
+        (
+            "validation",
+            RED,
+            log.iter()
+                .filter_map(|r| r.valid_loss.map(|v| (r.epoch as f64, v)))
+                .collect(),
+        ),
+        (
+            "test",
+            GREEN,
+            log.iter()
+                .filter_map(|r| r.test_loss.map(|v| (r.epoch as f64, v)))
+                .collect(),
+        ),
     ];
     let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-    let (lo, hi) = if lo <= hi { (lo * 0.95, hi * 1.05 + 1e-9) } else { (0.0, 1.0) };
+    let (lo, hi) = if lo <= hi {
+        (lo * 0.95, hi * 1.05 + 1e-9)
+    } else {
+        (0.0, 1.0)
+    };
     let epochs = log.len().max(2) as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption("training loss", (FONT, 22))
@@ -42,18 +66,43 @@ pub fn loss_curves(path: &Path, log: &[LogRow]) -> Result<()> {
         .y_label_area_size(56)
         .build_cartesian_2d(1f64..epochs, lo..hi)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("epoch").y_desc("loss").label_style((FONT, 14)).draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss")
+        .label_style((FONT, 14))
+        .draw()
+        .map_err(err)?;
     for (name, color, points) in series.into_iter().filter(|s| !s.2.is_empty()) {
-        chart.draw_series(LineSeries::new(points, color.stroke_width(2))).map_err(err)?.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
     }
-    chart.configure_series_labels().label_font((FONT, 14)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)
 }
 
 /// Log-magnitude spectrogram in dB, (bins, frames), normalised to the loudest bin of `reference`.
 fn spectrogram_db(x: &Tensor, n_fft: i64) -> Result<(Vec<f32>, usize, usize)> {
     let window = Tensor::hann_window(n_fft, (Kind::Float, x.device()));
-    let spec = x.to_kind(Kind::Float).stft(n_fft, n_fft / 4, n_fft, Some(&window), false, true, true, false);
+    let spec = x.to_kind(Kind::Float).stft(
+        n_fft,
+        n_fft / 4,
+        n_fft,
+        Some(&window),
+        false,
+        true,
+        true,
+        false,
+    );
     let db = (spec.abs() + 1e-7).log10() * 20.0;
     let size = db.size();
     let values: Vec<f32> = Vec::try_from(db.to_device(tch::Device::Cpu).flatten(0, -1))?;
@@ -81,7 +130,8 @@ pub fn spectrograms(path: &Path, target: &Tensor, pred: &Tensor, sample_rate: u3
                 let frame = (px as u64 * w as u64 / aw as u64) as usize;
                 let db = values[bin * frames + frame];
                 let level = ((db - (top - 80.0)) / 80.0).clamp(0.0, 1.0) as f64;
-                area.draw_pixel((px as i32, py as i32), &magma(level)).map_err(err)?;
+                area.draw_pixel((px as i32, py as i32), &magma(level))
+                    .map_err(err)?;
             }
         }
     }
@@ -90,10 +140,24 @@ pub fn spectrograms(path: &Path, target: &Tensor, pred: &Tensor, sample_rate: u3
 
 /// A dark-to-bright colour ramp close to matplotlib's magma.
 fn magma(x: f64) -> RGBColor {
-    let stops = [(0.0, (0, 0, 4)), (0.25, (81, 18, 124)), (0.5, (183, 55, 121)), (0.75, (252, 137, 97)), (1.0, (252, 253, 191))];
-    let i = stops.iter().rposition(|s| s.0 <= x).unwrap_or(0).min(stops.len() - 2);
+    let stops = [
+        (0.0, (0, 0, 4)),
+        (0.25, (81, 18, 124)),
+        (0.5, (183, 55, 121)),
+        (0.75, (252, 137, 97)),
+        (1.0, (252, 253, 191)),
+    ];
+    let i = stops
+        .iter()
+        .rposition(|s| s.0 <= x)
+        .unwrap_or(0)
+        .min(stops.len() - 2);
     let (a, b) = (stops[i], stops[i + 1]);
     let f = (x - a.0) / (b.0 - a.0);
     let mix = |p: u8, q: u8| (p as f64 + (q as f64 - p as f64) * f).round() as u8;
-    RGBColor(mix(a.1 .0, b.1 .0), mix(a.1 .1, b.1 .1), mix(a.1 .2, b.1 .2))
+    RGBColor(
+        mix(a.1 .0, b.1 .0),
+        mix(a.1 .1, b.1 .1),
+        mix(a.1 .2, b.1 .2),
+    )
 }

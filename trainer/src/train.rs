@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{self, LogRow, LoopState};
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
 use crate::loss::{Criterion, Losses};
-use crate::model::{PianoSsm, Size};
+use crate::model::{InitOptions, PianoSsm, PoleInit, Size};
 use crate::optim::{Adam, Schedule};
 use crate::plots;
 
@@ -101,6 +101,13 @@ pub struct TrainArgs {
     pub device: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where a fresh model's poles start (ignored with --weights).
+    #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
+    pub init: PoleInit,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    #[serde(skip)]
+    pub threads: Option<usize>,
     #[arg(long, default_value = "runs/latest")]
     pub out: PathBuf,
     /// Continue from OUT/checkpoint.safetensors.
@@ -122,7 +129,9 @@ fn ser_activation<S: serde::Serializer>(a: &Activation, s: S) -> Result<S::Ok, S
 }
 
 fn parse_activation(s: &str) -> Result<ActivationArg, String> {
-    Activation::parse(s).map(ActivationArg).ok_or_else(|| format!("{s:?}: expected tanh, relu, leaky-relu or identity"))
+    Activation::parse(s)
+        .map(ActivationArg)
+        .ok_or_else(|| format!("{s:?}: expected tanh, relu, leaky-relu or identity"))
 }
 
 /// Where a finished run put its files.
@@ -160,25 +169,50 @@ impl DataSelection {
     pub fn open(&self, rates: Rates) -> Result<Box<dyn Source>> {
         Ok(match self.kind {
             DatasetKind::Synth => {
-                let path = self.path.clone().unwrap_or_else(|| PathBuf::from(synth::DEFAULT_SOUNDFONT));
+                let path = self
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(synth::DEFAULT_SOUNDFONT));
                 Box::new(synth::SynthSource::open(&path, rates, self.seed)?)
             }
             DatasetKind::Maestro => {
-                let root = self.path.as_deref().context("--dataset maestro needs --dataset-path <maestro-v3.0.0 folder>")?;
-                let (train, test) = (data::maestro::YearFilter::parse(&self.train_year)?, data::maestro::YearFilter::parse(&self.test_year)?);
-                Box::new(data::maestro::open(root, rates, &train, &test, self.multi_head)?)
+                let root = self
+                    .path
+                    .as_deref()
+                    .context("--dataset maestro needs --dataset-path <maestro-v3.0.0 folder>")?;
+                let (train, test) = (
+                    data::maestro::YearFilter::parse(&self.train_year)?,
+                    data::maestro::YearFilter::parse(&self.test_year)?,
+                );
+                Box::new(data::maestro::open(
+                    root,
+                    rates,
+                    &train,
+                    &test,
+                    self.multi_head,
+                )?)
             }
             DatasetKind::Maps => {
-                let root = self.path.as_deref().context("--dataset maps needs --dataset-path <MAPS folder>")?;
-                Box::new(data::maps::open(root, rates, &self.train_year, self.multi_head)?)
+                let root = self
+                    .path
+                    .as_deref()
+                    .context("--dataset maps needs --dataset-path <MAPS folder>")?;
+                Box::new(data::maps::open(
+                    root,
+                    rates,
+                    &self.train_year,
+                    self.multi_head,
+                )?)
             }
         })
     }
 }
 
-pub fn set_threads() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tch::set_num_threads(cores as i32);
+/// libtorch's intra-op threads: `threads`, or every core.
+pub fn set_threads(threads: Option<usize>) {
+    let cores =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    tch::set_num_threads(cores.max(1) as i32);
 }
 
 /// Loads `--weights`: a runtime model or a published `.pth` checkpoint.
@@ -206,11 +240,12 @@ struct Run<'a> {
 
 pub fn train(args: &TrainArgs) -> Result<Outputs> {
     validate(args)?;
-    set_threads();
+    set_threads(args.threads);
     let device = crate::parse_device(args.device.as_deref())?;
     let rates = Rates::new(args.sample_rate, args.midi_rate)?;
     let source = DataSelection::of(args).open(rates)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     let mut run = Run::start(args, rates, device, source)?;
     run.run()
 }
@@ -236,21 +271,41 @@ fn fingerprint(args: &TrainArgs) -> String {
     a.device = None;
     a.quiet = false;
     a.epochs = 0;
+    // a run folder may be moved or renamed
+    a.out = PathBuf::new();
     serde_json::to_string(&a).unwrap_or_default()
 }
 
 impl<'a> Run<'a> {
-    fn start(args: &'a TrainArgs, rates: Rates, device: Device, source: Box<dyn Source>) -> Result<Run<'a>> {
+    fn start(
+        args: &'a TrainArgs,
+        rates: Rates,
+        device: Device,
+        source: Box<dyn Source>,
+    ) -> Result<Run<'a>> {
         let heads = source.heads();
         let net = match &args.weights {
             Some(path) => {
                 let model = load_weights(path)?;
                 if model.head_count() != heads.len() {
-                    bail!("{} has {} heads; this dataset trains {} ({})", path.display(), model.head_count(), heads.len(), heads.join(", "));
+                    bail!(
+                        "{} has {} heads; this dataset trains {} ({})",
+                        path.display(),
+                        model.head_count(),
+                        heads.len(),
+                        heads.join(", ")
+                    );
                 }
                 PianoSsm::from_runtime(device, &model)?
             }
-            None => PianoSsm::new(device, args.model, heads.len(), args.activation.0, args.seed),
+            None => {
+                let init = InitOptions {
+                    poles: args.init,
+                    sample_rate: rates.sample_rate,
+                    seed: args.seed,
+                };
+                PianoSsm::new(device, args.model, heads.len(), args.activation.0, init)
+            }
         };
         let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
         let mut adam = Adam::new(1e-4);
@@ -260,26 +315,63 @@ impl<'a> Run<'a> {
             if state.fingerprint != fingerprint(args) {
                 bail!("{} was written by a run with other options; resume with the same options or choose another --out", ckpt.display());
             }
-            eprintln!("resuming {} after epoch {}", ckpt.display(), state.epochs_done);
+            eprintln!(
+                "resuming {} after epoch {}",
+                ckpt.display(),
+                state.epochs_done
+            );
             state
         } else {
             if args.resume {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
-            LoopState { epochs_done: 0, adam_step: 0, norm: normalisation(args, &*source, rates)?, fingerprint: fingerprint(args), log: Vec::new(), seconds: 0.0 }
+            LoopState {
+                epochs_done: 0,
+                adam_step: 0,
+                norm: normalisation(args, &*source, rates)?,
+                fingerprint: fingerprint(args),
+                log: Vec::new(),
+                seconds: 0.0,
+            }
         };
         let frames = rates.frames(args.sample_length);
-        let valid = if args.valid { source.held_out(Split::Validation, frames, HELD_OUT_CLIPS)? } else { Vec::new() };
-        let test = if args.test { source.held_out(Split::Test, frames, HELD_OUT_CLIPS)? } else { Vec::new() };
-        Ok(Run { args, rates, device, source, net, params, adam, losses: Losses::new(rates.sample_rate, device), state, valid, test })
+        let valid = if args.valid {
+            source.held_out(Split::Validation, frames, HELD_OUT_CLIPS)?
+        } else {
+            Vec::new()
+        };
+        let test = if args.test {
+            source.held_out(Split::Test, frames, HELD_OUT_CLIPS)?
+        } else {
+            Vec::new()
+        };
+        Ok(Run {
+            args,
+            rates,
+            device,
+            source,
+            net,
+            params,
+            adam,
+            losses: Losses::new(rates.sample_rate, device),
+            state,
+            valid,
+            test,
+        })
     }
 
     fn total_epochs(&self) -> u64 {
-        self.args.epochs + if self.args.finetune { FINETUNE_EPOCHS } else { 0 }
+        self.args.epochs
+            + if self.args.finetune {
+                FINETUNE_EPOCHS
+            } else {
+                0
+            }
     }
 
     fn steps_per_epoch(&self) -> u64 {
-        self.batches_per_epoch().div_ceil(self.args.step_size as u64)
+        self.batches_per_epoch()
+            .div_ceil(self.args.step_size as u64)
     }
 
     fn batches_per_epoch(&self) -> u64 {
@@ -309,9 +401,23 @@ impl<'a> Run<'a> {
             self.state.seconds += seconds;
             self.state.epochs_done += 1;
             self.state.adam_step = self.adam.step;
-            let row = LogRow { epoch: epoch + 1, steps: self.adam.step, lr, train_loss, valid_loss, test_loss, audio_seconds_per_second: audio / seconds };
+            let row = LogRow {
+                epoch: epoch + 1,
+                steps: self.adam.step,
+                lr,
+                train_loss,
+                valid_loss,
+                test_loss,
+                audio_seconds_per_second: audio / seconds,
+            };
             let fmt = |v: Option<f64>| v.map_or(String::new(), |x| format!(" valid {x:.4}"));
-            println!("epoch {}/{}: loss {train_loss:.4}{} lr {lr:.2e}, {:.2} s of audio per second", row.epoch, self.total_epochs(), fmt(valid_loss), row.audio_seconds_per_second);
+            println!(
+                "epoch {}/{}: loss {train_loss:.4}{} lr {lr:.2e}, {:.2} s of audio per second",
+                row.epoch,
+                self.total_epochs(),
+                fmt(valid_loss),
+                row.audio_seconds_per_second
+            );
             self.state.log.push(row);
             checkpoint::save(&ckpt, &self.params, &self.adam, &self.state)?;
             self.write_log()?;
@@ -319,11 +425,24 @@ impl<'a> Run<'a> {
         }
         let plots = self.plots()?;
         let log = &self.state.log;
-        let speed = if log.is_empty() { 0.0 } else { log.iter().map(|r| r.audio_seconds_per_second).sum::<f64>() / log.len() as f64 };
+        let speed = if log.is_empty() {
+            0.0
+        } else {
+            log.iter().map(|r| r.audio_seconds_per_second).sum::<f64>() / log.len() as f64
+        };
         if self.source.skipped() > 0 {
-            eprintln!("warning: {} file(s) or crops were skipped as missing or corrupt", self.source.skipped());
+            eprintln!(
+                "warning: {} file(s) or crops were skipped as missing or corrupt",
+                self.source.skipped()
+            );
         }
-        Ok(Outputs { checkpoint: ckpt, export: out.join("model.safetensors"), log: out.join("log.csv"), plots, audio_seconds_per_second: speed })
+        Ok(Outputs {
+            checkpoint: ckpt,
+            export: out.join("model.safetensors"),
+            log: out.join("log.csv"),
+            plots,
+            audio_seconds_per_second: speed,
+        })
     }
 
     /// One epoch; returns (mean loss, last learning rate, seconds of audio trained).
@@ -336,7 +455,11 @@ impl<'a> Run<'a> {
         } else {
             Schedule::constant(self.args.lr)
         };
-        let criteria: Vec<Criterion> = if finetune { vec![Criterion::Spectral] } else { self.args.criterion.clone() };
+        let criteria: Vec<Criterion> = if finetune {
+            vec![Criterion::Spectral]
+        } else {
+            self.args.criterion.clone()
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(synth::clip_seed(self.args.seed, epoch));
         let frames = self.rates.frames(self.args.sample_length);
         let bar = self.progress(epoch);
@@ -345,13 +468,23 @@ impl<'a> Run<'a> {
         for batch_index in 0..self.batches_per_epoch() {
             let n = remaining.min(self.args.batch_size);
             remaining -= n;
-            let clips = (0..n).map(|_| self.source.train_clip(&mut rng, frames)).collect::<Result<Vec<_>>>()?;
+            let clips = (0..n)
+                .map(|_| self.source.train_clip(&mut rng, frames))
+                .collect::<Result<Vec<_>>>()?;
             let batch = Batch::new(&clips, self.state.norm, self.device);
-            let pred = self.net.forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
-            let loss = criteria.iter().map(|&c| self.losses.get(c, &pred, &batch.audio)).fold(Tensor::zeros([], (Kind::Float, self.device)), |a, b| a + b);
+            let pred = self
+                .net
+                .forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
+            let loss = criteria
+                .iter()
+                .map(|&c| self.losses.get(c, &pred, &batch.audio))
+                .fold(Tensor::zeros([], (Kind::Float, self.device)), |a, b| a + b);
             let value = loss.double_value(&[]);
             if !value.is_finite() {
-                bail!("the loss became {value} at epoch {} batch {batch_index}; lower --lr", epoch + 1);
+                bail!(
+                    "the loss became {value} at epoch {} batch {batch_index}; lower --lr",
+                    epoch + 1
+                );
             }
             (loss / self.args.step_size as f64).backward();
             total += value;
@@ -375,7 +508,12 @@ impl<'a> Run<'a> {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(self.args.epoch_size as u64);
-        bar.set_style(ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} crops {msg} [{elapsed_precise}]").unwrap());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} {bar:30} {pos}/{len} crops {msg} [{elapsed_precise}]",
+            )
+            .unwrap(),
+        );
         bar.set_prefix(format!("{}/{}", epoch + 1, self.total_epochs()));
         bar
     }
@@ -389,15 +527,23 @@ impl<'a> Run<'a> {
         let mut total = 0.0;
         for clip in clips {
             let batch = Batch::new(std::slice::from_ref(clip), self.state.norm, self.device);
-            let pred = self.net.forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
-            total += self.args.criterion.iter().map(|&c| self.losses.get(c, &pred, &batch.audio).double_value(&[])).sum::<f64>();
+            let pred = self
+                .net
+                .forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
+            total += self
+                .args
+                .criterion
+                .iter()
+                .map(|&c| self.losses.get(c, &pred, &batch.audio).double_value(&[]))
+                .sum::<f64>();
         }
         Ok(Some(total / clips.len() as f64))
     }
 
     fn write_log(&self) -> Result<()> {
         let path = self.args.out.join("log.csv");
-        ssm_runtime::fsutil::write_atomic(&path, checkpoint::csv(&self.state.log).as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+        ssm_runtime::fsutil::write_atomic(&path, checkpoint::csv(&self.state.log).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -430,7 +576,9 @@ impl<'a> Run<'a> {
     fn export(&self) -> Result<()> {
         let model = self.net.to_runtime(self.info())?;
         let path = self.args.out.join("model.safetensors");
-        model.save(&path).with_context(|| format!("cannot write {}", path.display()))
+        model
+            .save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     fn plots(&self) -> Result<Vec<PathBuf>> {
@@ -440,13 +588,27 @@ impl<'a> Run<'a> {
         written.push(curves);
         let clip = match self.valid.first() {
             Some(c) => c.clone(),
-            None => self.source.held_out(Split::Validation, self.rates.frames(self.args.sample_length.min(4.0)), 1)?.remove(0),
+            None => self
+                .source
+                .held_out(
+                    Split::Validation,
+                    self.rates.frames(self.args.sample_length.min(4.0)),
+                    1,
+                )?
+                .remove(0),
         };
         let _guard = tch::no_grad_guard();
         let batch = Batch::new(std::slice::from_ref(&clip), self.state.norm, self.device);
-        let pred = self.net.forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
+        let pred = self
+            .net
+            .forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
         let spec = self.args.out.join("spectrogram.png");
-        plots::spectrograms(&spec, &batch.audio.get(0), &pred.get(0), self.rates.sample_rate)?;
+        plots::spectrograms(
+            &spec,
+            &batch.audio.get(0),
+            &pred.get(0),
+            self.rates.sample_rate,
+        )?;
         written.push(spec);
         Ok(written)
     }
@@ -458,10 +620,15 @@ fn normalisation(args: &TrainArgs, source: &dyn Source, rates: Rates) -> Result<
         return Ok(Norm::IDENTITY);
     }
     if args.dataset == DatasetKind::Maestro {
-        return Ok(Norm { mean: MAESTRO_NORM_MEAN, std: MAESTRO_NORM_STD });
+        return Ok(Norm {
+            mean: MAESTRO_NORM_MEAN,
+            std: MAESTRO_NORM_STD,
+        });
     }
     let mut rng = ChaCha8Rng::seed_from_u64(synth::clip_seed(args.seed, u64::MAX));
     let frames = rates.frames(args.sample_length);
-    let clips = (0..NORM_CLIPS).map(|_| source.train_clip(&mut rng, frames)).collect::<Result<Vec<_>>>()?;
+    let clips = (0..NORM_CLIPS)
+        .map(|_| source.train_clip(&mut rng, frames))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Norm::measure(&clips))
 }

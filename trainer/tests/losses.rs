@@ -2,7 +2,9 @@
 //! hand-derived cases.
 
 use tch::{Device, Kind, Tensor};
-use trainer::loss::{hz_to_mel, mel_filterbank, mel_to_hz, pad_to_frames, CombinedSpectralLoss, SpectralLoss};
+use trainer::loss::{
+    hz_to_mel, mel_filterbank, mel_to_hz, pad_to_frames, CombinedSpectralLoss, SpectralLoss,
+};
 
 const RATE: u32 = 4_000;
 
@@ -11,7 +13,8 @@ fn signal(len: usize, seed: f64) -> Vec<f32> {
     (0..len)
         .map(|n| {
             let t = n as f64 / RATE as f64;
-            let a = (2.0 * std::f64::consts::PI * (220.0 + 40.0 * seed) * t).sin() * (-3.0 * t).exp();
+            let a =
+                (2.0 * std::f64::consts::PI * (220.0 + 40.0 * seed) * t).sin() * (-3.0 * t).exp();
             let b = 0.3 * (2.0 * std::f64::consts::PI * (900.0 * t + 300.0 * t * t * seed)).sin();
             let c = 0.05 * ((n as f64 * 12.9898 + seed * 78.233).sin() * 43758.5453).fract();
             (a + b + c) as f32
@@ -25,7 +28,9 @@ fn tensor(x: &[f32]) -> Tensor {
 
 /// Periodic Hann, as torch.hann_window.
 fn hann(n: usize) -> Vec<f64> {
-    (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).collect()
+    (0..n)
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
+        .collect()
 }
 
 /// Naive STFT magnitudes (frames × bins) of already padded `x`; the window (length `win`) sits in
@@ -54,7 +59,11 @@ fn naive_stft(x: &[f64], n: usize, hop: usize, win: usize) -> Vec<Vec<f64>> {
 
 fn zero_pad_end(x: &[f32], n: usize, hop: usize) -> Vec<f64> {
     let mut v: Vec<f64> = x.iter().map(|&s| s as f64).collect();
-    let frames = if v.len() <= n { 1 } else { (v.len() - n).div_ceil(hop) + 1 };
+    let frames = if v.len() <= n {
+        1
+    } else {
+        (v.len() - n).div_ceil(hop) + 1
+    };
     v.resize((frames - 1) * hop + n, 0.0);
     v
 }
@@ -65,7 +74,13 @@ fn reflect_pad(x: &[f32], pad: usize) -> Vec<f64> {
     (0..len + 2 * pad)
         .map(|i| {
             let j = i as isize - pad as isize;
-            let j = if j < 0 { -j } else if j >= len as isize { 2 * (len as isize - 1) - j } else { j };
+            let j = if j < 0 {
+                -j
+            } else if j >= len as isize {
+                2 * (len as isize - 1) - j
+            } else {
+                j
+            };
             v[j as usize]
         })
         .collect()
@@ -75,7 +90,10 @@ fn naive_mssl(x: &[f32], y: &[f32], sizes: &[i64]) -> f64 {
     let mut total = 0.0;
     for &n in sizes {
         let (n, hop) = (n as usize, n as usize / 4);
-        let (sx, sy) = (naive_stft(&zero_pad_end(x, n, hop), n, hop, n), naive_stft(&zero_pad_end(y, n, hop), n, hop, n));
+        let (sx, sy) = (
+            naive_stft(&zero_pad_end(x, n, hop), n, hop, n),
+            naive_stft(&zero_pad_end(y, n, hop), n, hop, n),
+        );
         let (mut lin, mut log, mut count) = (0.0, 0.0, 0.0);
         for (fx, fy) in sx.iter().zip(&sy) {
             for (a, b) in fx.iter().zip(fy) {
@@ -97,14 +115,29 @@ fn spectral_loss_matches_a_naive_implementation() {
     let (x, y) = (signal(3000, 1.0), signal(3000, 2.0));
     let got = loss.forward(&tensor(&x), &tensor(&y)).double_value(&[]);
     let want = naive_mssl(&x, &y, &loss.fft_sizes());
-    assert!((got - want).abs() <= 1e-4 * want, "MSSL {got} vs naive {want}");
+    assert!(
+        (got - want).abs() <= 1e-4 * want,
+        "MSSL {got} vs naive {want}"
+    );
 }
 
 #[test]
 fn identical_signals_score_zero() {
     let x = tensor(&signal(4000, 1.0));
-    assert!(SpectralLoss::new(RATE, Device::Cpu).forward(&x, &x).double_value(&[]).abs() < 1e-6);
-    assert!(CombinedSpectralLoss::new(RATE, Device::Cpu).forward(&x, &x).double_value(&[]).abs() < 1e-6);
+    assert!(
+        SpectralLoss::new(RATE, Device::Cpu)
+            .forward(&x, &x)
+            .double_value(&[])
+            .abs()
+            < 1e-6
+    );
+    assert!(
+        CombinedSpectralLoss::new(RATE, Device::Cpu)
+            .forward(&x, &x)
+            .double_value(&[])
+            .abs()
+            < 1e-6
+    );
 }
 
 /// With pred = g · target the log-magnitude term is |ln g| wherever the magnitude dwarfs ε, and
@@ -126,7 +159,10 @@ fn a_known_gain_gives_the_known_loss() {
         })
         .sum();
     let want = (g as f64 - 1.0) * mean_mag + 7.0 * (g as f64).ln();
-    assert!((got - want).abs() < 2e-3 * want, "gain loss {got} vs {want}");
+    assert!(
+        (got - want).abs() < 2e-3 * want,
+        "gain loss {got} vs {want}"
+    );
 }
 
 #[test]
@@ -135,16 +171,33 @@ fn combined_loss_terms_match_a_naive_implementation() {
     let (x, y) = (signal(6000, 1.0), signal(6000, 4.0));
     // 1-second STFT: n = hop·10 = RATE, centred with reflection
     let n = RATE as usize;
-    let (sx, sy) = (naive_stft(&reflect_pad(&x, n / 2), n, n / 10, n), naive_stft(&reflect_pad(&y, n / 2), n, n / 10, n));
+    let (sx, sy) = (
+        naive_stft(&reflect_pad(&x, n / 2), n, n / 10, n),
+        naive_stft(&reflect_pad(&y, n / 2), n, n / 10, n),
+    );
     let count = sx.iter().map(Vec::len).sum::<usize>() as f64;
-    let want = sx.iter().flatten().zip(sy.iter().flatten()).map(|(a, b)| (a - b).abs()).sum::<f64>() / count;
+    let want = sx
+        .iter()
+        .flatten()
+        .zip(sy.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / count;
     let got = loss.stft_l1(&tensor(&x), &tensor(&y)).double_value(&[]);
-    assert!((got - want).abs() < 1e-4 * want, "STFT L1 {got} vs naive {want}");
+    assert!(
+        (got - want).abs() < 1e-4 * want,
+        "STFT L1 {got} vs naive {want}"
+    );
     // the mean term alone: a constant offset changes the clip mean by exactly that offset
     let x_dc: Vec<f32> = x.iter().map(|v| v + 0.25).collect();
     let with_dc = loss.forward(&tensor(&x_dc), &tensor(&x)).double_value(&[]);
-    let spectra_only = loss.stft_l1(&tensor(&x_dc), &tensor(&x)).double_value(&[]) + loss.mel(&tensor(&x_dc), &tensor(&x)).double_value(&[]);
-    assert!((with_dc - spectra_only - 0.25).abs() < 1e-5, "mean term {}", with_dc - spectra_only);
+    let spectra_only = loss.stft_l1(&tensor(&x_dc), &tensor(&x)).double_value(&[])
+        + loss.mel(&tensor(&x_dc), &tensor(&x)).double_value(&[]);
+    assert!(
+        (with_dc - spectra_only - 0.25).abs() < 1e-5,
+        "mean term {}",
+        with_dc - spectra_only
+    );
 }
 
 #[test]
@@ -160,7 +213,10 @@ fn slaney_mel_scale_and_filters() {
     let bank = mel_filterbank(sr, n_fft, mels);
     let bins = n_fft / 2 + 1;
     for m in 20..mels {
-        let area: f64 = bank[m * bins..(m + 1) * bins].iter().map(|&w| w as f64 * sr / n_fft as f64).sum();
+        let area: f64 = bank[m * bins..(m + 1) * bins]
+            .iter()
+            .map(|&w| w as f64 * sr / n_fft as f64)
+            .sum();
         assert!((area - 1.0).abs() < 0.02, "band {m} area {area}");
     }
 }

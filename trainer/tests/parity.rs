@@ -6,11 +6,20 @@ mod common;
 use tch::{Device, Kind, Tensor};
 use trainer::model::PianoSsm;
 
-fn render(model: &PianoSsm, frames: &[ssm_runtime::KeyFrame], head: i64, hold: i64, step: f64) -> Vec<f32> {
+fn render(
+    model: &PianoSsm,
+    frames: &[ssm_runtime::KeyFrame],
+    head: i64,
+    hold: i64,
+    step: f64,
+) -> Vec<f32> {
     let _guard = tch::no_grad_guard();
     let roll = trainer::roll_tensor(frames, Device::Cpu);
     let heads = Tensor::from_slice(&[head]);
-    let out = model.forward(&roll, &heads, hold, step).squeeze_dim(0).to_kind(Kind::Float);
+    let out = model
+        .forward(&roll, &heads, hold, step)
+        .squeeze_dim(0)
+        .to_kind(Kind::Float);
     Vec::<f32>::try_from(out).unwrap()
 }
 

@@ -7,12 +7,13 @@ use clap::Parser;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use safetensors::SafeTensors;
+use ssm_runtime::Activation;
 use ssm_runtime::{Engine, MidiFile, Model};
 use tch::{Device, Tensor};
 use trainer::data::performance::Performance;
 use trainer::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
 use trainer::data::Rates;
-use trainer::model::PianoSsm;
+use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
 use trainer::train::{train, TrainArgs};
 
 #[derive(Parser)]
@@ -23,7 +24,20 @@ struct Cli {
 
 /// Options as the command line would give them, with a tiny, fast run.
 fn args(out: &Path, extra: &[&str]) -> TrainArgs {
-    let mut argv = vec!["trainer", "--epochs", "1", "--batch-size", "2", "--epoch-size", "2", "--sample-length", "0.25", "--quiet", "--device", "cpu"];
+    let mut argv = vec![
+        "trainer",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--epoch-size",
+        "2",
+        "--sample-length",
+        "0.25",
+        "--quiet",
+        "--device",
+        "cpu",
+    ];
     let out = out.to_str().unwrap().to_string();
     argv.extend(["--out", &out]);
     argv.extend(extra);
@@ -33,23 +47,44 @@ fn args(out: &Path, extra: &[&str]) -> TrainArgs {
 fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().filter(|(n, _)| n.starts_with("model/")).map(|(n, t)| (n, t.data().to_vec())).collect();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("model/"))
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
     v.sort();
     v
 }
 
 /// A performance rendered by the SoundFont at `rate` into `wav` (stereo 16-bit) and `midi`.
-fn write_pair(dir: &Path, stem: &str, midi_ext: &str, seed: u64, seconds: f64, rate: u32) -> (PathBuf, PathBuf) {
+fn write_pair(
+    dir: &Path,
+    stem: &str,
+    midi_ext: &str,
+    seed: u64,
+    seconds: f64,
+    rate: u32,
+) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let rates = Rates::new(rate, rate / 20).unwrap();
     let source = SynthSource::open(DEFAULT_SOUNDFONT.as_ref(), rates, 0).unwrap();
     let frames = rates.frames(seconds);
-    let perf = Performance::generate(&mut ChaCha8Rng::seed_from_u64(seed), frames as u64, rates.midi_rate);
+    let perf = Performance::generate(
+        &mut ChaCha8Rng::seed_from_u64(seed),
+        frames as u64,
+        rates.midi_rate,
+    );
     let audio = source.render(&perf, frames).unwrap();
     let midi = dir.join(format!("{stem}.{midi_ext}"));
     std::fs::write(&midi, perf.to_smf(rates.midi_rate)).unwrap();
     let wav = dir.join(format!("{stem}.wav"));
-    let spec = hound::WavSpec { channels: 2, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(&wav, spec).unwrap();
     for s in audio {
         let v = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
@@ -62,22 +97,40 @@ fn write_pair(dir: &Path, stem: &str, midi_ext: &str, seed: u64, seconds: f64, r
 
 /// MAESTRO layout: year folders, `.midi` + `.wav`, an index as CSV (or column JSON).
 fn maestro_tree(root: &Path, json: bool) {
-    let rows = [("train", "2004", 1u64), ("train", "2018", 2), ("validation", "2009", 3), ("test", "2011", 4)];
-    let mut csv = String::from("canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n");
+    let rows = [
+        ("train", "2004", 1u64),
+        ("train", "2018", 2),
+        ("validation", "2009", 3),
+        ("test", "2011", 4),
+    ];
+    let mut csv = String::from(
+        "canonical_composer,canonical_title,split,year,midi_filename,audio_filename,duration\n",
+    );
     let mut cols: Vec<serde_json::Map<String, serde_json::Value>> = vec![Default::default(); 4];
     for (i, (split, year, seed)) in rows.iter().enumerate() {
         let stem = format!("piece-{i}");
         write_pair(&root.join(year), &stem, "midi", *seed, 1.5, 44_100);
         let (midi, wav) = (format!("{year}/{stem}.midi"), format!("{year}/{stem}.wav"));
         csv += &format!("Composer,\"Title, {i}\",{split},{year},{midi},{wav},1.5\n");
-        for (c, v) in cols.iter_mut().zip([split.to_string(), year.to_string(), midi, wav]) {
+        for (c, v) in cols
+            .iter_mut()
+            .zip([split.to_string(), year.to_string(), midi, wav])
+        {
             c.insert(i.to_string(), v.into());
         }
     }
     if json {
         let doc: serde_json::Map<String, serde_json::Value> =
-            ["split", "year", "midi_filename", "audio_filename"].iter().zip(cols).map(|(k, c)| (k.to_string(), c.into())).collect();
-        std::fs::write(root.join("maestro-v3.0.0.json"), serde_json::to_string(&doc).unwrap()).unwrap();
+            ["split", "year", "midi_filename", "audio_filename"]
+                .iter()
+                .zip(cols)
+                .map(|(k, c)| (k.to_string(), c.into()))
+                .collect();
+        std::fs::write(
+            root.join("maestro-v3.0.0.json"),
+            serde_json::to_string(&doc).unwrap(),
+        )
+        .unwrap();
     } else {
         std::fs::write(root.join("maestro-v3.0.0.csv"), csv).unwrap();
     }
@@ -86,7 +139,14 @@ fn maestro_tree(root: &Path, json: bool) {
 fn maps_tree(root: &Path) {
     for (i, piano) in ["ENSTDkAm", "ENSTDkCl"].iter().enumerate() {
         for j in 0..2 {
-            write_pair(&root.join(piano).join("MUS"), &format!("MAPS_MUS-piece{j}_{piano}"), "mid", 10 + (i * 2 + j) as u64, 1.5, 44_100);
+            write_pair(
+                &root.join(piano).join("MUS"),
+                &format!("MAPS_MUS-piece{j}_{piano}"),
+                "mid",
+                10 + (i * 2 + j) as u64,
+                1.5,
+                44_100,
+            );
         }
     }
 }
@@ -99,11 +159,31 @@ fn maestro_tree_trains_one_step_with_year_heads() {
         maestro_tree(&root, json);
         let root_s = root.to_str().unwrap().to_string();
         let out = dir.path().join("run");
-        train(&args(&out, &["--dataset", "maestro", "--dataset-path", &root_s, "--multi-head", "--valid", "--test"])).unwrap();
+        train(&args(
+            &out,
+            &[
+                "--dataset",
+                "maestro",
+                "--dataset-path",
+                &root_s,
+                "--multi-head",
+                "--valid",
+                "--test",
+            ],
+        ))
+        .unwrap();
         let model = Model::load(&out.join("model.safetensors")).unwrap();
-        assert_eq!(model.info.heads, ssm_runtime::checkpoint::MAESTRO_YEARS.map(String::from).to_vec());
+        assert_eq!(
+            model.info.heads,
+            ssm_runtime::checkpoint::MAESTRO_YEARS
+                .map(String::from)
+                .to_vec()
+        );
         assert_eq!(model.info.head_kind.as_deref(), Some("year"));
-        assert_eq!(model.info.norm_std, ssm_runtime::checkpoint::MAESTRO_NORM_STD);
+        assert_eq!(
+            model.info.norm_std,
+            ssm_runtime::checkpoint::MAESTRO_NORM_STD
+        );
         let log = std::fs::read_to_string(out.join("log.csv")).unwrap();
         assert_eq!(log.lines().count(), 2, "{log}");
         assert!(out.join("loss.png").is_file() && out.join("spectrogram.png").is_file());
@@ -116,7 +196,19 @@ fn maps_tree_trains_one_step_with_piano_heads() {
     let root = dir.path().join("MAPS");
     maps_tree(&root);
     let out = dir.path().join("run");
-    train(&args(&out, &["--dataset", "maps", "--dataset-path", root.to_str().unwrap(), "--multi-head", "--train-year", "all"])).unwrap();
+    train(&args(
+        &out,
+        &[
+            "--dataset",
+            "maps",
+            "--dataset-path",
+            root.to_str().unwrap(),
+            "--multi-head",
+            "--train-year",
+            "all",
+        ],
+    ))
+    .unwrap();
     let model = Model::load(&out.join("model.safetensors")).unwrap();
     assert_eq!(model.info.heads, vec!["ENSTDkAm", "ENSTDkCl"]);
 }
@@ -129,18 +221,50 @@ fn missing_and_corrupt_files_are_skipped_and_empty_datasets_named() {
     // one training recording is missing, the other corrupt: nothing is left to train on
     std::fs::remove_file(root.join("2004/piece-0.wav")).unwrap();
     std::fs::write(root.join("2018/piece-1.wav"), b"RIFF....WAVEfmt garbage").unwrap();
-    let err = train(&args(&dir.path().join("a"), &["--dataset", "maestro", "--dataset-path", root.to_str().unwrap()])).unwrap_err();
+    let err = train(&args(
+        &dir.path().join("a"),
+        &[
+            "--dataset",
+            "maestro",
+            "--dataset-path",
+            root.to_str().unwrap(),
+        ],
+    ))
+    .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("no usable training files") && msg.contains("2 skipped"), "{msg}");
+    assert!(
+        msg.contains("no usable training files") && msg.contains("2 skipped"),
+        "{msg}"
+    );
     // an absent folder is named
     let absent = dir.path().join("nowhere");
-    let err = train(&args(&dir.path().join("b"), &["--dataset", "maps", "--dataset-path", absent.to_str().unwrap()])).unwrap_err();
-    assert!(format!("{err:#}").contains(absent.to_str().unwrap()), "{err:#}");
+    let err = train(&args(
+        &dir.path().join("b"),
+        &[
+            "--dataset",
+            "maps",
+            "--dataset-path",
+            absent.to_str().unwrap(),
+        ],
+    ))
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains(absent.to_str().unwrap()),
+        "{err:#}"
+    );
     // a corrupt MIDI file is skipped at crop time and counted, training goes on
     let root2 = dir.path().join("maestro2");
     maestro_tree(&root2, false);
     std::fs::write(root2.join("2004/piece-0.midi"), b"MThd garbage").unwrap();
-    let mut many = args(&dir.path().join("c"), &["--dataset", "maestro", "--dataset-path", root2.to_str().unwrap()]);
+    let mut many = args(
+        &dir.path().join("c"),
+        &[
+            "--dataset",
+            "maestro",
+            "--dataset-path",
+            root2.to_str().unwrap(),
+        ],
+    );
     (many.epoch_size, many.batch_size) = (6, 6);
     train(&many).unwrap();
 }
@@ -157,13 +281,23 @@ fn resume_continues_exactly() {
     one.epochs = 1;
     train(&one).unwrap();
     let after_one = weights(&b.join("checkpoint.safetensors"));
+    // a run folder may be moved between sessions
+    let moved = dir.path().join("moved");
+    std::fs::rename(&b, &moved).unwrap();
+    let b = moved;
     let mut rest = args(&b, &common);
     rest.epochs = 2;
     rest.resume = true;
     train(&rest).unwrap();
-    let (straight, resumed) = (weights(&a.join("checkpoint.safetensors")), weights(&b.join("checkpoint.safetensors")));
+    let (straight, resumed) = (
+        weights(&a.join("checkpoint.safetensors")),
+        weights(&b.join("checkpoint.safetensors")),
+    );
     assert_ne!(after_one, resumed, "the resumed epoch changed nothing");
-    assert_eq!(straight, resumed, "2 epochs straight differ from 1 + resumed 1");
+    assert_eq!(
+        straight, resumed,
+        "2 epochs straight differ from 1 + resumed 1"
+    );
     let log = std::fs::read_to_string(b.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
     // resuming with other options is refused rather than silently mixing runs
@@ -181,9 +315,19 @@ fn exported_model_renders_like_the_trainer() {
     train(&args(&out, &["--lr", "1e-3"])).unwrap();
     let model = Model::load(&out.join("model.safetensors")).unwrap();
     assert_eq!(model.info.family, "Piano-SSM Custom");
-    assert_eq!((model.info.train_rate, model.info.midi_rate), (16_000, 1_000));
-    assert!(model.info.description.contains("FluidR3_GM"), "{}", model.info.description);
-    let midi = MidiFile::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/midi/pedal.mid")).unwrap();
+    assert_eq!(
+        (model.info.train_rate, model.info.midi_rate),
+        (16_000, 1_000)
+    );
+    assert!(
+        model.info.description.contains("FluidR3_GM"),
+        "{}",
+        model.info.description
+    );
+    let midi = MidiFile::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/midi/pedal.mid"),
+    )
+    .unwrap();
     let roll = midi.roll(1_000, 1.0);
     let mut engine = Engine::new(&model, 16_000).unwrap();
     let runtime = ssm_runtime::render::render_roll(&mut engine, &roll, |_, _| {});
@@ -192,10 +336,18 @@ fn exported_model_renders_like_the_trainer() {
     net.vs.double();
     let _guard = tch::no_grad_guard();
     let roll64 = trainer::roll_tensor(&roll.frames, Device::Cpu).to_kind(tch::Kind::Double);
-    let out = net.forward(&roll64, &Tensor::from_slice(&[0i64]), 16, 1.0).to_kind(tch::Kind::Float);
-    let own: Vec<f32> = Vec::try_from(out.squeeze_dim(0) * model.info.norm_std + model.info.norm_mean).unwrap();
+    let out = net
+        .forward(&roll64, &Tensor::from_slice(&[0i64]), 16, 1.0)
+        .to_kind(tch::Kind::Float);
+    let own: Vec<f32> =
+        Vec::try_from(out.squeeze_dim(0) * model.info.norm_std + model.info.norm_mean).unwrap();
     assert_eq!(own.len(), runtime.len());
-    let (num, den) = own.iter().zip(&runtime).fold((0.0, 0.0), |(n, d), (&a, &b)| (n + (a as f64 - b as f64).powi(2), d + (a as f64).powi(2)));
+    let (num, den) = own
+        .iter()
+        .zip(&runtime)
+        .fold((0.0, 0.0), |(n, d), (&a, &b)| {
+            (n + (a as f64 - b as f64).powi(2), d + (a as f64).powi(2))
+        });
     let err = (num / den).sqrt();
     assert!(err <= 1e-4, "runtime vs trainer relative L2 {err:.2e}");
     assert!(den > 0.0);
@@ -206,17 +358,114 @@ fn exported_model_renders_like_the_trainer() {
 fn synth_clips_are_deterministic_and_aligned() {
     let rates = Rates::new(16_000, 1_000).unwrap();
     let source = SynthSource::open(DEFAULT_SOUNDFONT.as_ref(), rates, 0).unwrap();
-    let (a, b, c) = (source.clip(5, 1000).unwrap(), source.clip(5, 1000).unwrap(), source.clip(6, 1000).unwrap());
+    let (a, b, c) = (
+        source.clip(5, 1000).unwrap(),
+        source.clip(5, 1000).unwrap(),
+        source.clip(6, 1000).unwrap(),
+    );
     assert_eq!(a.audio, b.audio);
     assert_eq!(a.frames, b.frames);
     assert_ne!(a.audio, c.audio);
-    let first = a.frames.iter().position(|f| f.iter().any(|&v| v > 0)).expect("the clip plays something");
-    let start = a.audio.iter().position(|&x| x != 0.0).expect("the clip sounds");
-    assert_eq!(start, first * 16, "audio starts at sample {start} but the roll at frame {first}");
+    let first = a
+        .frames
+        .iter()
+        .position(|f| f.iter().any(|&v| v > 0))
+        .expect("the clip plays something");
+    let start = a
+        .audio
+        .iter()
+        .position(|&x| x != 0.0)
+        .expect("the clip sounds");
+    assert_eq!(
+        start,
+        first * 16,
+        "audio starts at sample {start} but the roll at frame {first}"
+    );
     let onset = a.audio.iter().position(|x| x.abs() > 1e-3).unwrap();
     assert!(onset - start < 80, "attack takes {} samples", onset - start);
     // the whole key and velocity range is exercised over a few clips
     let clips: Vec<_> = (0..12).map(|s| source.clip(s, 4000).unwrap()).collect();
-    let keys_played = (0..88).filter(|&k| clips.iter().any(|c| c.frames.iter().any(|f| f[k] > 0))).count();
+    let keys_played = (0..88)
+        .filter(|&k| clips.iter().any(|c| c.frames.iter().any(|f| f[k] > 0)))
+        .count();
     assert!(keys_played > 70, "only {keys_played} keys played");
+}
+
+/// Continuous poles (Hz, T60 in s) of every layer of a fresh model at `rate`.
+fn fresh_poles(size: Size, poles: PoleInit, rate: u32) -> Vec<Vec<(f64, f64)>> {
+    let net = PianoSsm::new(
+        Device::Cpu,
+        size,
+        1,
+        Activation::Tanh,
+        InitOptions {
+            poles,
+            sample_rate: rate,
+            seed: 3,
+        },
+    );
+    let vars = net.vs.variables();
+    let values =
+        |name: String| Vec::<f64>::try_from(vars[&name].to_kind(tch::Kind::Double)).unwrap();
+    (0..4)
+        .map(|i| {
+            let (norm, angle) = (
+                values(format!("layers.{i}.norm")),
+                values(format!("layers.{i}.angle")),
+            );
+            let per_second = |x: f64| x * rate as f64;
+            norm.iter()
+                .zip(&angle)
+                .map(|(n, a)| {
+                    let (re, im) = (n.exp() * a.cos(), n.exp() * a.sin());
+                    (
+                        per_second(im.abs()) / (2.0 * std::f64::consts::PI),
+                        6.9 / per_second(re.abs()),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn keyboard_init_rings_on_the_keys() {
+    let key_hz = |m: u8| 440.0 * 2f64.powf((m as f64 - 69.0) / 12.0);
+    let rings_at = |layer: &[(f64, f64)], hz: f64| {
+        layer
+            .iter()
+            .any(|&(f, t60)| (1200.0 * (f / hz).log2()).abs() < 1.0 && t60 >= 0.9)
+    };
+    for (size, rate) in [(Size::S, 16_000), (Size::L, 24_000), (Size::XL, 24_000)] {
+        let layers = fresh_poles(size, PoleInit::Keyboard, rate);
+        for layer in &layers {
+            // half of each layer's poles ring for a second or more on a key, the rest are short
+            let ringing = layer
+                .iter()
+                .filter(|&&(f, t60)| {
+                    t60 >= 0.9 && (21..128).any(|m| (1200.0 * (f / key_hz(m)).log2()).abs() < 1.0)
+                })
+                .count();
+            assert_eq!(ringing, size.state() / 2, "{size:?}");
+            assert!(
+                layer.iter().all(|&(f, _)| f < 0.45 * rate as f64),
+                "{size:?}: a pole above the band"
+            );
+        }
+        // together the layers cover the keyboard: every key for L and XL, nearly every key for S
+        let covered = (21..=108u8)
+            .filter(|&m| layers.iter().any(|l| rings_at(l, key_hz(m))))
+            .count();
+        let need = if size == Size::S { 80 } else { 88 };
+        assert!(
+            covered >= need,
+            "{size:?}: {covered} of 88 keys have a ringing pole"
+        );
+    }
+    // the log-uniform alternative is not keyed to the keyboard
+    let layers = fresh_poles(Size::L, PoleInit::LogUniform, 24_000);
+    let covered = (21..=108u8)
+        .filter(|&m| layers.iter().any(|l| rings_at(l, key_hz(m))))
+        .count();
+    assert!(covered < 20, "log-uniform poles hit {covered} keys");
 }

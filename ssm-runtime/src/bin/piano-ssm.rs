@@ -16,7 +16,11 @@ use ssm_runtime::{Engine, MidiFile, Model};
 const MAX_RENDER_SECONDS: f64 = 4.0 * 3600.0;
 
 #[derive(Parser)]
-#[command(name = "piano-ssm", version, about = "Piano-SSM: neural piano synthesis from MIDI")]
+#[command(
+    name = "piano-ssm",
+    version,
+    about = "Piano-SSM: neural piano synthesis from MIDI"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -110,20 +114,63 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Render { input, output, model, size, year, head, sample_rate, tail, format, channels } => {
+        Command::Render {
+            input,
+            output,
+            model,
+            size,
+            year,
+            head,
+            sample_rate,
+            tail,
+            format,
+            channels,
+        } => {
             let model = resolve_model(model.as_deref(), size)?;
             let head = resolve_head(&model, year.as_deref(), head)?;
-            render(&input, &output, &model, head, sample_rate, tail, format, channels)
+            render(
+                &input,
+                &output,
+                &model,
+                head,
+                sample_rate,
+                tail,
+                format,
+                channels,
+            )
         }
         Command::Info { model } => {
-            print!("{}", describe(&load_model(&model, &ImportOptions::default())?));
+            print!(
+                "{}",
+                describe(&load_model(&model, &ImportOptions::default())?)
+            );
             Ok(())
         }
-        Command::Import { input, output, train_rate, midi_rate } => {
-            let model = import_pth(&input, &ImportOptions { train_rate, midi_rate })
-                .map_err(|e| format!("{}: {e}", input.display()))?;
-            model.save(&output).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
-            eprintln!("wrote {} ({} {} at {} Hz, {} heads)", output.display(), model.info.family, model.info.size, model.info.train_rate, model.head_count());
+        Command::Import {
+            input,
+            output,
+            train_rate,
+            midi_rate,
+        } => {
+            let model = import_pth(
+                &input,
+                &ImportOptions {
+                    train_rate,
+                    midi_rate,
+                },
+            )
+            .map_err(|e| format!("{}: {e}", input.display()))?;
+            model
+                .save(&output)
+                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+            eprintln!(
+                "wrote {} ({} {} at {} Hz, {} heads)",
+                output.display(),
+                model.info.family,
+                model.info.size,
+                model.info.train_rate,
+                model.head_count()
+            );
             Ok(())
         }
     }
@@ -131,8 +178,14 @@ fn run(cli: Cli) -> Result<(), String> {
 
 /// Loads a runtime model, or imports a `.pth` checkpoint on the fly.
 fn load_model(path: &Path, import: &ImportOptions) -> Result<Model, String> {
-    let is_pth = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"));
-    let result = if is_pth { import_pth(path, import) } else { Model::load(path) };
+    let is_pth = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"));
+    let result = if is_pth {
+        import_pth(path, import)
+    } else {
+        Model::load(path)
+    };
     result.map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -142,13 +195,21 @@ fn resolve_model(path: Option<&Path>, size: Option<Size>) -> Result<Model, Strin
         let label = size.map_or(builtin::DEFAULT_SIZE, |s| s.label());
         return match builtin::load(label) {
             Some(model) => model.map_err(|e| format!("built-in model {label}: {e}")),
-            None => Err(format!("no built-in {label} model: this build has {}; pass --model FILE for others", builtin::sizes().join(", "))),
+            None => Err(format!(
+                "no built-in {label} model: this build has {}; pass --model FILE for others",
+                builtin::sizes().join(", ")
+            )),
         };
     };
     let model = load_model(path, &ImportOptions::default())?;
     if let Some(size) = size {
         if model.info.size != size.label() {
-            return Err(format!("--size {} asked for, but {} is size {}", size.label(), path.display(), model.info.size));
+            return Err(format!(
+                "--size {} asked for, but {} is size {}",
+                size.label(),
+                path.display(),
+                model.info.size
+            ));
         }
     }
     Ok(model)
@@ -157,15 +218,29 @@ fn resolve_model(path: Option<&Path>, size: Option<Size>) -> Result<Model, Strin
 fn resolve_head(model: &Model, year: Option<&str>, head: Option<usize>) -> Result<usize, String> {
     let labels = model.info.heads.join(", ");
     match (year, head) {
-        (Some(y), _) => model.head_index(y).ok_or_else(|| format!("the model has no head {y:?}; its heads are {labels}")),
+        (Some(y), _) => model
+            .head_index(y)
+            .ok_or_else(|| format!("the model has no head {y:?}; its heads are {labels}")),
         (None, Some(h)) if h < model.head_count() => Ok(h),
-        (None, Some(h)) => Err(format!("head {h} does not exist: the model has {} heads ({labels})", model.head_count())),
+        (None, Some(h)) => Err(format!(
+            "head {h} does not exist: the model has {} heads ({labels})",
+            model.head_count()
+        )),
         (None, None) => Ok(0),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn render(input: &Path, output: &Path, model: &Model, head: usize, sample_rate: u32, tail: f64, format: Format, channels: u16) -> Result<(), String> {
+fn render(
+    input: &Path,
+    output: &Path,
+    model: &Model,
+    head: usize,
+    sample_rate: u32,
+    tail: f64,
+    format: Format,
+    channels: u16,
+) -> Result<(), String> {
     if !(tail.is_finite() && (0.0..=600.0).contains(&tail)) {
         return Err(format!("--tail {tail} must be between 0 and 600 seconds"));
     }
@@ -184,7 +259,10 @@ fn render(input: &Path, output: &Path, model: &Model, head: usize, sample_rate: 
     // check the output path before spending the render time
     check_writable(output)?;
     let bar = ProgressBar::new(roll.samples(sample_rate));
-    bar.set_style(ProgressStyle::with_template("{bar:40} {percent:>3}% {elapsed} / {eta} left").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {percent:>3}% {elapsed} / {eta} left")
+            .expect("valid template"),
+    );
     if roll.seconds() < 20.0 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -218,7 +296,11 @@ fn check_writable(output: &Path) -> Result<(), String> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(format!("cannot write {}: folder {} does not exist", output.display(), dir.display()));
+        return Err(format!(
+            "cannot write {}: folder {} does not exist",
+            output.display(),
+            dir.display()
+        ));
     }
     if output.is_dir() {
         return Err(format!("cannot write {}: it is a folder", output.display()));
@@ -231,14 +313,29 @@ fn describe(model: &Model) -> String {
     let mut s = String::new();
     s += &format!("family:       {}\n", i.family);
     s += &format!("size:         {}\n", i.size);
-    s += &format!("layers:       {} (widths {:?}, state sizes {:?})\n", model.layers.len(), model.widths(), model.state_sizes());
+    s += &format!(
+        "layers:       {} (widths {:?}, state sizes {:?})\n",
+        model.layers.len(),
+        model.widths(),
+        model.state_sizes()
+    );
     s += &format!("activation:   {}\n", i.activation.name());
     s += &format!("parameters:   {} real values\n", model.parameter_count());
-    s += &format!("train rate:   {} Hz (plays at any rate from 8000 to 192000 Hz)\n", i.train_rate);
+    s += &format!(
+        "train rate:   {} Hz (plays at any rate from 8000 to 192000 Hz)\n",
+        i.train_rate
+    );
     s += &format!("MIDI rate:    {} Hz\n", i.midi_rate);
-    s += &format!("normalise:    audio = out * {} + {}\n", i.norm_std, i.norm_mean);
+    s += &format!(
+        "normalise:    audio = out * {} + {}\n",
+        i.norm_std, i.norm_mean
+    );
     let kind = i.head_kind.as_deref().unwrap_or("head");
-    s += &format!("heads:        {} by {kind}: {}\n", model.head_count(), i.heads.join(", "));
+    s += &format!(
+        "heads:        {} by {kind}: {}\n",
+        model.head_count(),
+        i.heads.join(", ")
+    );
     if !i.description.is_empty() {
         s += &format!("description:  {}\n", i.description);
     }

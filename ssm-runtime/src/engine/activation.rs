@@ -22,7 +22,14 @@ pub fn tanh(x: f32) -> f32 {
     const B6: f32 = 1.198_258_4e-6;
     let x = x.clamp(-CLAMP, CLAMP);
     let x2 = x * x;
-    let p = x2.mul_add(A13, A11).mul_add(x2, A9).mul_add(x2, A7).mul_add(x2, A5).mul_add(x2, A3).mul_add(x2, A1) * x;
+    let p = x2
+        .mul_add(A13, A11)
+        .mul_add(x2, A9)
+        .mul_add(x2, A7)
+        .mul_add(x2, A5)
+        .mul_add(x2, A3)
+        .mul_add(x2, A1)
+        * x;
     let q = x2.mul_add(B6, B4).mul_add(x2, B2).mul_add(x2, B0);
     p / q
 }
@@ -40,7 +47,13 @@ pub fn apply(act: Activation, y: &[f32], skip: Option<&[f32]>, scale: f32, out: 
 }
 
 #[inline(always)]
-fn apply_with(f: impl Fn(f32) -> f32, y: &[f32], skip: Option<&[f32]>, scale: f32, out: &mut [f32]) {
+fn apply_with(
+    f: impl Fn(f32) -> f32,
+    y: &[f32],
+    skip: Option<&[f32]>,
+    scale: f32,
+    out: &mut [f32],
+) {
     let n = out.len();
     let y = &y[..n];
     match skip {

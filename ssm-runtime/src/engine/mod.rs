@@ -77,7 +77,11 @@ impl Isa {
 enum LayerInput {
     /// First layer: the key frame. `cols[k]` is `g ⊙ B[:, k]` as `[re; im]` (2P values, f64),
     /// `bias` is `g ⊙ B_bias`; `u` is their combination for the current keys.
-    Keys { cols: Vec<f64>, bias: Vec<f64>, u: Vec<f64> },
+    Keys {
+        cols: Vec<f64>,
+        bias: Vec<f64>,
+        u: Vec<f64>,
+    },
     /// Hidden layers: `[g ⊙ B | W_skip]` packed for the block product, with its bias.
     Hidden { w: Packed, bias: Vec<f32> },
 }
@@ -107,24 +111,38 @@ fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Complex64) {
 impl Layer {
     fn new(l: &SsmLayer, step: f64, lanes: usize) -> Layer {
         let p = l.state;
-        let (lam, g): (Vec<Complex64>, Vec<Complex64>) =
-            l.norm.iter().zip(&l.angle).map(|(&n, &a)| discretise(n, a, step)).unzip();
+        let (lam, g): (Vec<Complex64>, Vec<Complex64>) = l
+            .norm
+            .iter()
+            .zip(&l.angle)
+            .map(|(&n, &a)| discretise(n, a, step))
+            .unzip();
         let cplx = |v: &[f32], i: usize| Complex64::new(v[2 * i] as f64, v[2 * i + 1] as f64);
         // g ⊙ B as a function of (input k, real state row r < 2P)
         let gb = |k: usize, r: usize| {
             let z = g[r % p] * cplx(&l.b, (r % p) * l.inputs + k);
-            if r < p { z.re } else { z.im }
+            if r < p {
+                z.re
+            } else {
+                z.im
+            }
         };
         let gbias: Vec<f64> = (0..2 * p)
             .map(|r| {
                 let z = g[r % p] * cplx(&l.b_bias, r % p);
-                if r < p { z.re } else { z.im }
+                if r < p {
+                    z.re
+                } else {
+                    z.im
+                }
             })
             .collect();
         let out_pad = l.outputs.div_ceil(lanes) * lanes;
         let input = match &l.skip {
             None => LayerInput::Keys {
-                cols: (0..l.inputs).flat_map(|k| (0..2 * p).map(move |r| gb(k, r))).collect(),
+                cols: (0..l.inputs)
+                    .flat_map(|k| (0..2 * p).map(move |r| gb(k, r)))
+                    .collect(),
                 u: gbias.clone(),
                 bias: gbias,
             },
@@ -261,12 +279,24 @@ impl Engine {
         if !(MIN_RATE..=MAX_RATE).contains(&sample_rate) {
             return Err(EngineError::UnsupportedRate(sample_rate));
         }
-        let isa = if Isa::available().contains(&isa) { isa } else { Isa::detect() };
+        let isa = if Isa::available().contains(&isa) {
+            isa
+        } else {
+            Isa::detect()
+        };
         let step = model.info.train_rate as f64 / sample_rate as f64;
         let lanes = isa.lanes();
-        let layers: Vec<Layer> = model.layers.iter().map(|l| Layer::new(l, step, lanes)).collect();
+        let layers: Vec<Layer> = model
+            .layers
+            .iter()
+            .map(|l| Layer::new(l, step, lanes))
+            .collect();
         let max = |f: &dyn Fn(&Layer) -> usize| layers.iter().map(f).max().unwrap_or(0);
-        let (max_u, max_x, max_y) = (max(&|l| l.input_width()), max(&|l| 2 * l.p), max(&|l| l.out_pad));
+        let (max_u, max_x, max_y) = (
+            max(&|l| l.input_width()),
+            max(&|l| 2 * l.p),
+            max(&|l| l.out_pad),
+        );
         let mut engine = Engine {
             isa,
             info: model.info.clone(),
@@ -325,7 +355,10 @@ impl Engine {
     /// Selects the output head (e.g. a MAESTRO year); takes effect from the next sample.
     pub fn set_head(&mut self, head: usize) -> Result<(), EngineError> {
         if head >= self.head_count() {
-            return Err(EngineError::NoSuchHead { index: head, count: self.head_count() });
+            return Err(EngineError::NoSuchHead {
+                index: head,
+                count: self.head_count(),
+            });
         }
         self.head = head;
         Ok(())
@@ -348,7 +381,9 @@ impl Engine {
 
     /// True when no state holds NaN or infinity.
     pub fn is_finite(&self) -> bool {
-        self.layers.iter().all(|l| l.rec.x_re.iter().chain(&l.rec.x_im).all(|v| v.is_finite()))
+        self.layers
+            .iter()
+            .all(|l| l.rec.x_re.iter().chain(&l.rec.x_im).all(|v| v.is_finite()))
     }
 
     /// Sets the key frame (velocities 0..=127, A0 first) heard from the next sample on.
@@ -358,7 +393,12 @@ impl Engine {
             return;
         }
         self.keys = *keys;
-        if let Some(Layer { input: LayerInput::Keys { cols, bias, u }, p, .. }) = self.layers.first_mut() {
+        if let Some(Layer {
+            input: LayerInput::Keys { cols, bias, u },
+            p,
+            ..
+        }) = self.layers.first_mut()
+        {
             let rows = 2 * *p;
             u.copy_from_slice(bias);
             for (k, &v) in keys.iter().enumerate() {
@@ -423,7 +463,15 @@ impl Engine {
                     Some(m)
                 }
             };
-            simd::gemm::<S>(rows, &self.x, 2 * p, &layer.w_out, &layer.c_bias, &mut self.y, out_pad);
+            simd::gemm::<S>(
+                rows,
+                &self.x,
+                2 * p,
+                &layer.w_out,
+                &layer.c_bias,
+                &mut self.y,
+                out_pad,
+            );
             // whole padded rows: the padding columns hold zeros and keep the loops branch-free
             let y = &self.y[..rows * out_pad];
             let h = &mut h_next[..rows * out_pad];

@@ -126,7 +126,13 @@ pub(crate) struct Packed {
 
 impl Packed {
     /// Packs `w(k, m)` for `k < rows`, `m < cols`, padding to `m_pad` columns.
-    pub fn new(rows: usize, cols: usize, m_pad: usize, pw: usize, w: impl Fn(usize, usize) -> f32) -> Packed {
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        m_pad: usize,
+        pw: usize,
+        w: impl Fn(usize, usize) -> f32,
+    ) -> Packed {
         assert!(m_pad % pw == 0 && m_pad >= cols);
         let mut data = vec![0.0; rows * m_pad];
         for j in 0..m_pad / pw {
@@ -139,7 +145,12 @@ impl Packed {
                 }
             }
         }
-        Packed { k: rows, m: m_pad, pw, data }
+        Packed {
+            k: rows,
+            m: m_pad,
+            pw,
+            data,
+        }
     }
 }
 
@@ -164,7 +175,11 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize>(
     let mut acc = [[S::zero(); V]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         for (v, val) in row.iter_mut().enumerate() {
-            *val = if k0 == 0 { S::load(bias.add(v * pw)) } else { S::load(c.add(r * ldc + v * pw)) };
+            *val = if k0 == 0 {
+                S::load(bias.add(v * pw))
+            } else {
+                S::load(c.add(r * ldc + v * pw))
+            };
         }
     }
     for kk in k0..k1 {
@@ -209,9 +224,19 @@ macro_rules! dispatch_tile {
 /// at least `w.m` values at stride `ldc`, `bias` holds `w.m` values, `w.pw == S::LANES`,
 /// and the CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn gemm<S: Simd>(rows: usize, a: &[f32], lda: usize, w: &Packed, bias: &[f32], c: &mut [f32], ldc: usize) {
+pub(crate) unsafe fn gemm<S: Simd>(
+    rows: usize,
+    a: &[f32],
+    lda: usize,
+    w: &Packed,
+    bias: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+) {
     debug_assert_eq!(w.pw, S::LANES);
-    debug_assert!(rows == 0 || (a.len() >= (rows - 1) * lda + w.k && c.len() >= (rows - 1) * ldc + w.m));
+    debug_assert!(
+        rows == 0 || (a.len() >= (rows - 1) * lda + w.k && c.len() >= (rows - 1) * ldc + w.m)
+    );
     debug_assert!(bias.len() >= w.m);
     let panels = w.m / S::LANES;
     let (a, c, wp, bias) = (a.as_ptr(), c.as_mut_ptr(), w.data.as_ptr(), bias.as_ptr());
@@ -227,7 +252,18 @@ pub(crate) unsafe fn gemm<S: Simd>(rows: usize, a: &[f32], lda: usize, w: &Packe
             while n < rows {
                 let r = (rows - n).min(S::ROWS);
                 let panel = wp.add(j * w.k * S::LANES);
-                dispatch_tile!(S, r, v, (w.k, k0, k1), a.add(n * lda), lda, panel, bias.add(col), c.add(n * ldc + col), ldc);
+                dispatch_tile!(
+                    S,
+                    r,
+                    v,
+                    (w.k, k0, k1),
+                    a.add(n * lda),
+                    lda,
+                    panel,
+                    bias.add(col),
+                    c.add(n * ldc + col),
+                    ldc
+                );
                 n += r;
             }
             k0 = k1;
@@ -246,14 +282,21 @@ mod tests {
         let wf = |kk: usize, mm: usize| ((kk * 7 + mm * 3) % 11) as f32 - 5.0;
         let w = Packed::new(k, m, m_pad, pw, wf);
         let lda = k + 3;
-        let a: Vec<f32> = (0..rows * lda).map(|i| ((i * 5) % 13) as f32 * 0.25 - 1.0).collect();
+        let a: Vec<f32> = (0..rows * lda)
+            .map(|i| ((i * 5) % 13) as f32 * 0.25 - 1.0)
+            .collect();
         let bias: Vec<f32> = (0..m_pad).map(|i| i as f32 * 0.5).collect();
         let mut c = vec![0.0; rows * m_pad];
         unsafe { gemm::<S>(rows, &a, lda, &w, &bias, &mut c, m_pad) };
         for n in 0..rows {
             for mm in 0..m {
-                let expect: f32 = bias[mm] + (0..k).map(|kk| a[n * lda + kk] * wf(kk, mm)).sum::<f32>();
-                assert!((c[n * m_pad + mm] - expect).abs() < 1e-3, "row {n} col {mm}: {} vs {expect}", c[n * m_pad + mm]);
+                let expect: f32 =
+                    bias[mm] + (0..k).map(|kk| a[n * lda + kk] * wf(kk, mm)).sum::<f32>();
+                assert!(
+                    (c[n * m_pad + mm] - expect).abs() < 1e-3,
+                    "row {n} col {mm}: {} vs {expect}",
+                    c[n * m_pad + mm]
+                );
             }
         }
     }
@@ -276,7 +319,13 @@ mod tests {
         unsafe fn avx512(rows: usize, k: usize, m: usize) {
             check::<Avx512>(rows, k, m)
         }
-        for (rows, k, m) in [(1, 1, 1), (5, 17, 20), (9, 88, 60), (13, 40, 130), (64, 512, 88)] {
+        for (rows, k, m) in [
+            (1, 1, 1),
+            (5, 17, 20),
+            (9, 88, 60),
+            (13, 40, 130),
+            (64, 512, 88),
+        ] {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 unsafe { avx2(rows, k, m) };
             }

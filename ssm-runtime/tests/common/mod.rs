@@ -11,12 +11,20 @@ use ssm_runtime::{KeyFrame, Model, KEYS};
 /// skip: the conformance tests are the point of this crate.
 pub fn reference_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference");
-    assert!(dir.join("README.md").is_file(), "reference data not found at {}", dir.display());
+    assert!(
+        dir.join("README.md").is_file(),
+        "reference data not found at {}",
+        dir.display()
+    );
     dir
 }
 
 pub fn checkpoint(name: &str) -> Model {
-    import_pth(&reference_dir().join("weights").join(name), &ImportOptions::default()).expect("published checkpoint imports")
+    import_pth(
+        &reference_dir().join("weights").join(name),
+        &ImportOptions::default(),
+    )
+    .expect("published checkpoint imports")
 }
 
 /// One float64 reference render.
@@ -51,9 +59,23 @@ fn load_case(path: &std::path::Path) -> Case {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let vel = st.tensor("velocity").unwrap();
     assert_eq!(vel.shape()[1], KEYS);
-    let velocity = vel.data().chunks_exact(KEYS).map(|c| c.try_into().unwrap()).collect();
-    let audio = st.tensor("audio").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-    let get = |k: &str| meta.get(k).unwrap_or_else(|| panic!("case metadata {k}")).clone();
+    let velocity = vel
+        .data()
+        .chunks_exact(KEYS)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    let audio = st
+        .tensor("audio")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let get = |k: &str| {
+        meta.get(k)
+            .unwrap_or_else(|| panic!("case metadata {k}"))
+            .clone()
+    };
     Case {
         name: path.file_stem().unwrap().to_string_lossy().into_owned(),
         checkpoint: get("checkpoint"),
@@ -70,7 +92,11 @@ fn load_case(path: &std::path::Path) -> Case {
 
 /// ‖out − ref‖ / ‖ref‖ over the reference's length; a length mismatch is a failure.
 pub fn relative_l2(out: &[f32], reference: &[f32]) -> f64 {
-    assert_eq!(out.len(), reference.len(), "output length differs from the reference");
+    assert_eq!(
+        out.len(),
+        reference.len(),
+        "output length differs from the reference"
+    );
     let (mut num, mut den) = (0.0f64, 0.0f64);
     for (&o, &r) in out.iter().zip(reference) {
         num += (o as f64 - r as f64).powi(2);
@@ -81,5 +107,9 @@ pub fn relative_l2(out: &[f32], reference: &[f32]) -> f64 {
 
 /// Tolerance the issue sets: 1e-3 at the training rate, 2e-3 at another rate.
 pub fn tolerance(sample_rate: u32, train_rate: u32) -> f64 {
-    if sample_rate == train_rate { 1e-3 } else { 2e-3 }
+    if sample_rate == train_rate {
+        1e-3
+    } else {
+        2e-3
+    }
 }

@@ -7,31 +7,42 @@ use rubato::{FftFixedInOut, Resampler};
 
 /// Sample rate and length (frames) of a WAV file, from its header.
 pub fn wav_info(path: &Path) -> Result<(u32, u64)> {
-    let reader = hound::WavReader::open(path).with_context(|| format!("cannot read WAV {}", path.display()))?;
+    let reader = hound::WavReader::open(path)
+        .with_context(|| format!("cannot read WAV {}", path.display()))?;
     let spec = reader.spec();
     Ok((spec.sample_rate, reader.duration() as u64))
 }
 
 /// `frames` frames from `start` (source frames), mono; short files are zero-padded.
 pub fn read_mono(path: &Path, start: u64, frames: usize) -> Result<(Vec<f32>, u32)> {
-    let mut reader = hound::WavReader::open(path).with_context(|| format!("cannot read WAV {}", path.display()))?;
+    let mut reader = hound::WavReader::open(path)
+        .with_context(|| format!("cannot read WAV {}", path.display()))?;
     let spec = reader.spec();
     let channels = spec.channels as usize;
     if channels == 0 {
         bail!("{}: WAV header declares no channels", path.display());
     }
     let total = reader.duration() as u64;
-    reader.seek(start.min(total) as u32).with_context(|| format!("cannot seek in {}", path.display()))?;
+    reader
+        .seek(start.min(total) as u32)
+        .with_context(|| format!("cannot seek in {}", path.display()))?;
     let want = frames * channels;
     let interleaved: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => reader.samples::<f32>().take(want).collect::<Result<_, _>>(),
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader.samples::<i32>().take(want).map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>()
+            reader
+                .samples::<i32>()
+                .take(want)
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
         }
     }
     .with_context(|| format!("corrupt audio data in {}", path.display()))?;
-    let mut mono: Vec<f32> = interleaved.chunks_exact(channels).map(|c| c.iter().sum::<f32>() / channels as f32).collect();
+    let mut mono: Vec<f32> = interleaved
+        .chunks_exact(channels)
+        .map(|c| c.iter().sum::<f32>() / channels as f32)
+        .collect();
     mono.resize(frames, 0.0);
     Ok((mono, spec.sample_rate))
 }

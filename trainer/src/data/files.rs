@@ -47,7 +47,15 @@ const MAX_ATTEMPTS: usize = 32;
 
 impl PairedFiles {
     /// Checks each pair's files, skipping (with a warning) the missing and unreadable ones.
-    pub fn new(name: &str, train: Vec<Pair>, validation: Vec<Pair>, test: Vec<Pair>, rates: Rates, heads: Vec<String>, head_kind: &str) -> Result<PairedFiles> {
+    pub fn new(
+        name: &str,
+        train: Vec<Pair>,
+        validation: Vec<Pair>,
+        test: Vec<Pair>,
+        rates: Rates,
+        heads: Vec<String>,
+        head_kind: &str,
+    ) -> Result<PairedFiles> {
         let mut skipped = 0;
         let mut check = |pairs: Vec<Pair>| -> Vec<Entry> {
             pairs
@@ -73,7 +81,17 @@ impl PairedFiles {
                 Some(*acc)
             })
             .collect();
-        Ok(PairedFiles { name: name.into(), train, validation, test, cumulative, rates, heads, head_kind: head_kind.into(), skipped: AtomicUsize::new(skipped) })
+        Ok(PairedFiles {
+            name: name.into(),
+            train,
+            validation,
+            test,
+            cumulative,
+            rates,
+            heads,
+            head_kind: head_kind.into(),
+            skipped: AtomicUsize::new(skipped),
+        })
     }
 
     fn entry(pair: &Pair) -> Result<Entry> {
@@ -84,26 +102,44 @@ impl PairedFiles {
         if rate == 0 || frames == 0 {
             bail!("empty audio");
         }
-        Ok(Entry { pair: pair.clone(), rate, seconds: frames as f64 / rate as f64 })
+        Ok(Entry {
+            pair: pair.clone(),
+            rate,
+            seconds: frames as f64 / rate as f64,
+        })
     }
 
     /// `frames` roll frames and the matching audio, starting at roll frame `start`.
     fn crop(&self, entry: &Entry, start: usize, frames: usize) -> Result<Clip> {
-        let midi = MidiFile::load(&entry.pair.midi).with_context(|| format!("corrupt MIDI {}", entry.pair.midi.display()))?;
+        let midi = MidiFile::load(&entry.pair.midi)
+            .with_context(|| format!("corrupt MIDI {}", entry.pair.midi.display()))?;
         let mut roll = midi.roll(self.rates.midi_rate, 0.0).frames;
         roll.resize(roll.len().max(start + frames), [0; KEYS]);
         let roll = roll[start..start + frames].to_vec();
-        let audio = self.audio(entry, start as f64 / self.rates.midi_rate as f64, frames * self.rates.hold())?;
-        Ok(Clip { frames: roll, audio, head: entry.pair.head })
+        let audio = self.audio(
+            entry,
+            start as f64 / self.rates.midi_rate as f64,
+            frames * self.rates.hold(),
+        )?;
+        Ok(Clip {
+            frames: roll,
+            audio,
+            head: entry.pair.head,
+        })
     }
 
     /// `samples` samples at the model rate from `seconds` into the recording.
     fn audio(&self, entry: &Entry, seconds: f64, samples: usize) -> Result<Vec<f32>> {
         let from = (seconds * entry.rate as f64).round() as u64;
-        let count = (samples as u64 * entry.rate as u64).div_ceil(self.rates.sample_rate as u64) as usize + 1;
+        let count = (samples as u64 * entry.rate as u64).div_ceil(self.rates.sample_rate as u64)
+            as usize
+            + 1;
         let (mono, rate) = read_mono(&entry.pair.wav, from, count)?;
         if rate != entry.rate {
-            bail!("its sample rate changed from {} to {rate} Hz while training", entry.rate);
+            bail!(
+                "its sample rate changed from {} to {rate} Hz while training",
+                entry.rate
+            );
         }
         let mut out = resample(&mono, entry.rate, self.rates.sample_rate)?;
         out.resize(samples, 0.0);
@@ -111,7 +147,10 @@ impl PairedFiles {
     }
 
     fn skip(&self, entry: &Entry, e: anyhow::Error) {
-        eprintln!("warning: skipping a crop of {}: {e:#}", entry.pair.wav.display());
+        eprintln!(
+            "warning: skipping a crop of {}: {e:#}",
+            entry.pair.wav.display()
+        );
         self.skipped.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -129,7 +168,10 @@ impl Source for PairedFiles {
         let total = *self.cumulative.last().unwrap();
         for _ in 0..MAX_ATTEMPTS {
             let pick = rng.random_range(0.0..total);
-            let index = self.cumulative.partition_point(|&c| c <= pick).min(self.train.len() - 1);
+            let index = self
+                .cumulative
+                .partition_point(|&c| c <= pick)
+                .min(self.train.len() - 1);
             let entry = &self.train[index];
             let available = (entry.seconds * self.rates.midi_rate as f64) as usize;
             let start = rng.random_range(0..=available.saturating_sub(frames));
@@ -138,7 +180,10 @@ impl Source for PairedFiles {
                 Err(e) => self.skip(entry, e),
             }
         }
-        bail!("{}: {MAX_ATTEMPTS} crops in a row failed; see the warnings above", self.name)
+        bail!(
+            "{}: {MAX_ATTEMPTS} crops in a row failed; see the warnings above",
+            self.name
+        )
     }
 
     fn held_out(&self, split: Split, frames: usize, limit: usize) -> Result<Vec<Clip>> {
@@ -156,7 +201,13 @@ impl Source for PairedFiles {
             }
             let whole = (entry.seconds * self.rates.midi_rate as f64).ceil() as usize;
             match self.crop(entry, 0, whole) {
-                Ok(c) => clips.extend(segments(&c.frames, &c.audio, self.rates.hold(), c.head, frames)),
+                Ok(c) => clips.extend(segments(
+                    &c.frames,
+                    &c.audio,
+                    self.rates.hold(),
+                    c.head,
+                    frames,
+                )),
                 Err(e) => self.skip(entry, e),
             }
         }

@@ -38,7 +38,10 @@ impl Rates {
         if midi_rate == 0 || sample_rate % midi_rate != 0 {
             anyhow::bail!("--midi-rate {midi_rate} must divide --sample-rate {sample_rate}");
         }
-        Ok(Rates { sample_rate, midi_rate })
+        Ok(Rates {
+            sample_rate,
+            midi_rate,
+        })
     }
 
     /// Samples per roll frame.
@@ -83,13 +86,26 @@ pub struct Norm {
 }
 
 impl Norm {
-    pub const IDENTITY: Norm = Norm { mean: 0.0, std: 1.0 };
+    pub const IDENTITY: Norm = Norm {
+        mean: 0.0,
+        std: 1.0,
+    };
 
     /// Mean and standard deviation over clips (silence-only data gives std 1).
     pub fn measure(clips: &[Clip]) -> Norm {
         let n: usize = clips.iter().map(|c| c.audio.len()).sum();
-        let mean = clips.iter().flat_map(|c| &c.audio).map(|&x| x as f64).sum::<f64>() / n.max(1) as f64;
-        let var = clips.iter().flat_map(|c| &c.audio).map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
+        let mean = clips
+            .iter()
+            .flat_map(|c| &c.audio)
+            .map(|&x| x as f64)
+            .sum::<f64>()
+            / n.max(1) as f64;
+        let var = clips
+            .iter()
+            .flat_map(|c| &c.audio)
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n.max(1) as f64;
         let std = if var > 1e-20 { var.sqrt() } else { 1.0 };
         Norm { mean, std }
     }
@@ -104,17 +120,39 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(clips: &[Clip], norm: Norm, device: Device) -> Batch {
-        let rolls: Vec<Tensor> = clips.iter().map(|c| crate::roll_tensor(&c.frames, device)).collect();
+        let rolls: Vec<Tensor> = clips
+            .iter()
+            .map(|c| crate::roll_tensor(&c.frames, device))
+            .collect();
         let roll = Tensor::cat(&rolls, 0);
-        let audio: Vec<f32> = clips.iter().flat_map(|c| c.audio.iter().map(|&x| ((x as f64 - norm.mean) / norm.std) as f32)).collect();
-        let audio = Tensor::from_slice(&audio).reshape([clips.len() as i64, -1]).to_device(device);
+        let audio: Vec<f32> = clips
+            .iter()
+            .flat_map(|c| {
+                c.audio
+                    .iter()
+                    .map(|&x| ((x as f64 - norm.mean) / norm.std) as f32)
+            })
+            .collect();
+        let audio = Tensor::from_slice(&audio)
+            .reshape([clips.len() as i64, -1])
+            .to_device(device);
         let heads: Vec<i64> = clips.iter().map(|c| c.head as i64).collect();
-        Batch { roll, audio, heads: Tensor::from_slice(&heads).to_device(device) }
+        Batch {
+            roll,
+            audio,
+            heads: Tensor::from_slice(&heads).to_device(device),
+        }
     }
 }
 
 /// Cuts a whole roll + audio into consecutive segments of `frames` (the last one zero-padded).
-pub fn segments(frames: &[KeyFrame], audio: &[f32], hold: usize, head: usize, len: usize) -> Vec<Clip> {
+pub fn segments(
+    frames: &[KeyFrame],
+    audio: &[f32],
+    hold: usize,
+    head: usize,
+    len: usize,
+) -> Vec<Clip> {
     let count = frames.len().div_ceil(len);
     (0..count)
         .map(|i| {
@@ -123,7 +161,11 @@ pub fn segments(frames: &[KeyFrame], audio: &[f32], hold: usize, head: usize, le
             let start = (i * len * hold).min(audio.len());
             let mut a = audio[start..((i + 1) * len * hold).min(audio.len())].to_vec();
             a.resize(len * hold, 0.0);
-            Clip { frames: f, audio: a, head }
+            Clip {
+                frames: f,
+                audio: a,
+                head,
+            }
         })
         .collect()
 }

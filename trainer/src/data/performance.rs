@@ -21,7 +21,12 @@ pub struct Performance {
 impl Performance {
     /// A performance of `frames` frames at `midi_rate`.
     pub fn generate(rng: &mut ChaCha8Rng, frames: u64, midi_rate: u32) -> Performance {
-        let mut g = Generator { rng, fps: midi_rate as f64, end: frames, events: Vec::new() };
+        let mut g = Generator {
+            rng,
+            fps: midi_rate as f64,
+            end: frames,
+            events: Vec::new(),
+        };
         g.fill();
         g.pedal();
         let mut events = g.events;
@@ -65,8 +70,10 @@ impl Generator<'_> {
             return;
         }
         let note = key as u8;
-        self.events.push((start, KeyEvent::NoteOn { note, velocity }));
-        self.events.push((start + length.max(1), KeyEvent::NoteOff { note }));
+        self.events
+            .push((start, KeyEvent::NoteOn { note, velocity }));
+        self.events
+            .push((start + length.max(1), KeyEvent::NoteOff { note }));
     }
 
     /// Two independent voices (roughly left and right hand), each a chain of gestures and rests.
@@ -100,7 +107,14 @@ impl Generator<'_> {
         let root = self.key(lo, hi - 12);
         let len = self.seconds(0.2, 1.8);
         let vel = self.velocity();
-        let shape: &[i32] = [&[0, 4, 7][..], &[0, 3, 7], &[0, 4, 7, 12], &[0, 5, 9], &[0, 7, 12, 16], &[0, 3, 6, 10]][self.rng.random_range(0..6)];
+        let shape: &[i32] = [
+            &[0, 4, 7][..],
+            &[0, 3, 7],
+            &[0, 4, 7, 12],
+            &[0, 5, 9],
+            &[0, 7, 12, 16],
+            &[0, 3, 6, 10],
+        ][self.rng.random_range(0..6)];
         for &i in shape {
             // a little spread in timing and velocity, as real hands do
             let d = self.rng.random_range(0..=self.frames(0.015));
@@ -167,7 +181,11 @@ impl Generator<'_> {
         let mut t = self.seconds(0.0, 1.5);
         while t < self.end {
             let down = self.seconds(0.4, 2.5);
-            let value = if self.rng.random_bool(0.8) { 127 } else { self.rng.random_range(64..127) };
+            let value = if self.rng.random_bool(0.8) {
+                127
+            } else {
+                self.rng.random_range(64..127)
+            };
             self.events.push((t, KeyEvent::Sustain { value }));
             self.events.push((t + down, KeyEvent::Sustain { value: 0 }));
             t += down + self.seconds(0.2, 2.5);
@@ -180,26 +198,53 @@ impl Performance {
     /// build test datasets or demo files.
     pub fn to_smf(&self, midi_rate: u32) -> Vec<u8> {
         use midly::num::{u28, u4, u7};
-        use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
+        use midly::{
+            Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
+        };
         let tick_of = |frame: u64| (frame as f64 * 1000.0 / midi_rate as f64).round() as u64;
-        let mut track = vec![TrackEvent { delta: u28::new(0), kind: TrackEventKind::Meta(MetaMessage::Tempo(500_000.into())) }];
+        let mut track = vec![TrackEvent {
+            delta: u28::new(0),
+            kind: TrackEventKind::Meta(MetaMessage::Tempo(500_000.into())),
+        }];
         let mut last = 0u64;
         for &(frame, event) in &self.events {
             let message = match event {
-                KeyEvent::NoteOn { note, velocity } => MidiMessage::NoteOn { key: u7::new(note), vel: u7::new(velocity) },
-                KeyEvent::NoteOff { note } => MidiMessage::NoteOff { key: u7::new(note), vel: u7::new(64) },
-                KeyEvent::Sustain { value } => MidiMessage::Controller { controller: u7::new(64), value: u7::new(value) },
+                KeyEvent::NoteOn { note, velocity } => MidiMessage::NoteOn {
+                    key: u7::new(note),
+                    vel: u7::new(velocity),
+                },
+                KeyEvent::NoteOff { note } => MidiMessage::NoteOff {
+                    key: u7::new(note),
+                    vel: u7::new(64),
+                },
+                KeyEvent::Sustain { value } => MidiMessage::Controller {
+                    controller: u7::new(64),
+                    value: u7::new(value),
+                },
                 _ => continue,
             };
             let tick = tick_of(frame);
-            track.push(TrackEvent { delta: u28::new((tick - last) as u32), kind: TrackEventKind::Midi { channel: u4::new(0), message } });
+            track.push(TrackEvent {
+                delta: u28::new((tick - last) as u32),
+                kind: TrackEventKind::Midi {
+                    channel: u4::new(0),
+                    message,
+                },
+            });
             last = tick;
         }
-        track.push(TrackEvent { delta: u28::new(0), kind: TrackEventKind::Meta(MetaMessage::EndOfTrack) });
+        track.push(TrackEvent {
+            delta: u28::new(0),
+            kind: TrackEventKind::Meta(MetaMessage::EndOfTrack),
+        });
         // 500 ticks per quarter at 120 bpm: one tick per millisecond
-        let smf = Smf { header: Header::new(Format::SingleTrack, Timing::Metrical(500.into())), tracks: vec![track] };
+        let smf = Smf {
+            header: Header::new(Format::SingleTrack, Timing::Metrical(500.into())),
+            tracks: vec![track],
+        };
         let mut bytes = Vec::new();
-        smf.write_std(&mut bytes).expect("writing to memory cannot fail");
+        smf.write_std(&mut bytes)
+            .expect("writing to memory cannot fail");
         bytes
     }
 }

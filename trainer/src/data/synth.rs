@@ -35,21 +35,36 @@ impl SynthSource {
         let mut file = std::fs::File::open(path).with_context(|| {
             format!("SoundFont {} not found (Debian: apt-get install fluid-soundfont-gm, or pass --dataset-path FILE.sf2)", path.display())
         })?;
-        let font = SoundFont::new(&mut file).map_err(|e| anyhow::anyhow!("{} is not a usable SoundFont: {e:?}", path.display()))?;
+        let font = SoundFont::new(&mut file)
+            .map_err(|e| anyhow::anyhow!("{} is not a usable SoundFont: {e:?}", path.display()))?;
         if rates.hold() < 8 || rates.hold() > 1024 {
             bail!("the synth dataset applies events at frame starts and needs 8..=1024 samples per MIDI frame, not {}", rates.hold());
         }
-        Ok(SynthSource { font: Arc::new(font), path: path.to_path_buf(), rates, seed })
+        Ok(SynthSource {
+            font: Arc::new(font),
+            path: path.to_path_buf(),
+            rates,
+            seed,
+        })
     }
 
     /// The clip for one seed: a performance of `frames` frames and its rendering.
     pub fn clip(&self, seed: u64, frames: usize) -> Result<Clip> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let perf = Performance::generate(&mut rng, frames as u64, self.rates.midi_rate);
-        let mut roll = roll_of(&perf, self.rates.midi_rate).roll(self.rates.midi_rate, frames as f64 / self.rates.midi_rate as f64 + 1.0).frames;
+        let mut roll = roll_of(&perf, self.rates.midi_rate)
+            .roll(
+                self.rates.midi_rate,
+                frames as f64 / self.rates.midi_rate as f64 + 1.0,
+            )
+            .frames;
         roll.resize(frames, [0; ssm_runtime::KEYS]);
         let audio = self.render(&perf, frames)?;
-        Ok(Clip { frames: roll, audio, head: 0 })
+        Ok(Clip {
+            frames: roll,
+            audio,
+            head: 0,
+        })
     }
 
     /// Renders a performance: each event lands exactly at its frame's first sample, because
@@ -69,7 +84,8 @@ impl SynthSource {
         settings.block_size = hold;
         settings.maximum_polyphony = 256;
         settings.enable_reverb_and_chorus = false;
-        let mut synth = Synthesizer::new(&self.font, &settings).map_err(|e| anyhow::anyhow!("SoundFont synthesizer: {e:?}"))?;
+        let mut synth = Synthesizer::new(&self.font, &settings)
+            .map_err(|e| anyhow::anyhow!("SoundFont synthesizer: {e:?}"))?;
         let total = frames * hold;
         let (mut left, mut right) = (vec![0f32; total], vec![0f32; total]);
         let mut done = 0usize;
@@ -83,7 +99,11 @@ impl SynthSource {
             apply(&mut synth, event);
         }
         synth.render(&mut left[done..], &mut right[done..]);
-        Ok(left.iter().zip(&right).map(|(l, r)| (l + r) * 0.5).collect())
+        Ok(left
+            .iter()
+            .zip(&right)
+            .map(|(l, r)| (l + r) * 0.5)
+            .collect())
     }
 }
 
@@ -103,7 +123,11 @@ pub fn roll_of(perf: &Performance, midi_rate: u32) -> MidiFile {
         .events
         .iter()
         .enumerate()
-        .map(|(i, &(frame, event))| TimedEvent { seconds: (frame as f64 + 0.5) / midi_rate as f64, tick: i as u64, event })
+        .map(|(i, &(frame, event))| TimedEvent {
+            seconds: (frame as f64 + 0.5) / midi_rate as f64,
+            tick: i as u64,
+            event,
+        })
         .collect();
     MidiFile { events }
 }
@@ -135,11 +159,17 @@ impl Source for SynthSource {
             Split::Validation => VALIDATION_SEED_OFFSET,
             Split::Test => TEST_SEED_OFFSET,
         };
-        (0..limit as u64).map(|i| self.clip(clip_seed(self.seed.wrapping_add(offset), i), frames)).collect()
+        (0..limit as u64)
+            .map(|i| self.clip(clip_seed(self.seed.wrapping_add(offset), i), frames))
+            .collect()
     }
 
     fn describe(&self) -> String {
-        format!("synthetic performances rendered by {} (bank 0, program 0) with rustysynth, seed {}", font_label(&self.path), self.seed)
+        format!(
+            "synthetic performances rendered by {} (bank 0, program 0) with rustysynth, seed {}",
+            font_label(&self.path),
+            self.seed
+        )
     }
 
     fn skipped(&self) -> usize {
@@ -148,5 +178,6 @@ impl Source for SynthSource {
 }
 
 fn font_label(path: &Path) -> String {
-    path.file_stem().map_or_else(|| "SoundFont".into(), |s| s.to_string_lossy().into_owned())
+    path.file_stem()
+        .map_or_else(|| "SoundFont".into(), |s| s.to_string_lossy().into_owned())
 }
