@@ -55,7 +55,11 @@ mkdir -p "$models"
 xl=../shared/reference/weights/PianoSSM_XL_MH_maestro_all_44100_model.pth
 cargo build --release --locked --bin piano-ssm
 target/release/piano-ssm import "$xl" "$models/xl.safetensors"
-for rate_block in 44100:512 48000:64 48000:1000; do
+# JUCE hands a VST3 MIDI CCs (the sustain pedal) as parameter changes at the start of the
+# block, so the blocks here start on pedal.mid's pedal changes (multiples of 0.5 s); notes are
+# sample-accurate at any block size (the scale case below, 512), and the CLAP host further down
+# is sample-accurate for the pedal too
+for rate_block in 44100:441 48000:64 48000:1000; do
     rate=${rate_block%%:*}; block=${rate_block##*:}
     ref="$host_tmp/ref-$rate.wav"
     [ -f "$ref" ] || target/release/piano-ssm render ../shared/reference/midi/pedal.mid "$ref" \
@@ -68,6 +72,16 @@ done
 XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.py \
     "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/scale.mid \
     ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 45 1e-3 1
+
+step "the CLAP in a CLAP host (tests/clap-host, on clack-host): host checks and renders"
+cargo build --release --locked -p clap-host
+for rate_block in 44100:512 48000:64 48000:1000; do
+    rate=${rate_block%%:*}; block=${rate_block##*:}
+    XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
+        ../shared/reference/midi/pedal.mid "$host_tmp/ref-$rate.wav" "$rate" "$block" 1e-4 1
+done
+XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
+    ../shared/reference/midi/scale.mid ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 1e-3 1
 
 step "the panel under Xvfb (screenshot kept as target/artefacts/panel.png)"
 cargo build --release --locked -p plugin --bin piano-ssm-standalone

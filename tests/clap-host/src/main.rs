@@ -1,0 +1,430 @@
+//! A small CLAP host for the test suite: loads the built `Piano-SSM.clap`, checks what a host
+//! relies on (descriptor, ports, parameters, latency, state), renders a MIDI file through it the
+//! way a DAW bounces a track, and compares with a reference render.
+//!
+//! usage: clap-render PLUGIN.clap IN.mid REFERENCE SAMPLE_RATE BLOCK_SIZE MAX_REL_L2 [FAMILY]
+//!
+//! REFERENCE is a mono float WAV from `piano-ssm render` or a reference case from
+//! `../shared/reference/cases` (its `audio` tensor).
+//!
+//! Events go in at `floor(time · rate)` within their block, as a sample-accurate host places
+//! them; the plugin's reported latency is compensated by dropping that many leading samples, as
+//! a DAW's delay compensation does. Prints one line per check, exits non-zero on any failure.
+
+use std::ffi::CStr;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
+use clack_extensions::latency::PluginLatency;
+use clack_extensions::note_ports::{NoteDialects, NotePortInfoBuffer, PluginNotePorts};
+use clack_extensions::params::{ParamInfoBuffer, PluginParams};
+use clack_extensions::state::PluginState;
+use clack_host::events::event_types::{MidiEvent, ParamValueEvent};
+use clack_host::prelude::*;
+use ssm_runtime::{KeyEvent, MidiFile};
+
+const PLUGIN_ID: &[u8] = b"org.piano-ssm.piano-ssm";
+
+struct Host;
+struct Shared;
+
+impl SharedHandler<'_> for Shared {
+    fn request_restart(&self) {}
+    fn request_process(&self) {}
+    fn request_callback(&self) {}
+}
+
+impl HostHandlers for Host {
+    type Shared<'a> = Shared;
+    type MainThread<'a> = ();
+    type AudioProcessor<'a> = ();
+}
+
+/// One pass/fail line of the report.
+struct Report {
+    failed: usize,
+    passed: usize,
+}
+
+impl Report {
+    fn check(&mut self, ok: bool, what: impl AsRef<str>) {
+        println!("{} {}", if ok { "ok  " } else { "FAIL" }, what.as_ref());
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("clap-render: error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 7 {
+        bail!("usage: clap-render PLUGIN.clap IN.mid REFERENCE SAMPLE_RATE BLOCK_SIZE MAX_REL_L2 [FAMILY]");
+    }
+    let (plugin_path, midi_path, ref_path) = (&args[1], Path::new(&args[2]), Path::new(&args[3]));
+    let rate: u32 = args[4].parse().context("SAMPLE_RATE")?;
+    let block: u32 = args[5].parse().context("BLOCK_SIZE")?;
+    let limit: f64 = args[6].parse().context("MAX_REL_L2")?;
+    let family: Option<f64> = args
+        .get(7)
+        .map(|f| f.parse())
+        .transpose()
+        .context("FAMILY")?;
+    let midi = MidiFile::load(midi_path)?;
+    let reference = if ref_path.extension().is_some_and(|e| e == "safetensors") {
+        read_case(ref_path)?
+    } else {
+        read_wav(ref_path)?
+    };
+
+    // SAFETY: loading a shared library runs its initialisers; this is our own freshly built bundle
+    let entry = unsafe { PluginEntry::load(plugin_path) }
+        .map_err(|e| anyhow!("cannot load {plugin_path}: {e:?}"))?;
+    let mut report = Report {
+        failed: 0,
+        passed: 0,
+    };
+    let factory = entry
+        .get_plugin_factory()
+        .context("the bundle has no plugin factory")?;
+    let ids: Vec<Vec<u8>> = factory
+        .plugin_descriptors()
+        .filter_map(|d| d.id().map(|id| id.to_bytes().to_vec()))
+        .collect();
+    report.check(
+        ids == [PLUGIN_ID.to_vec()],
+        format!(
+            "the factory lists exactly {}",
+            String::from_utf8_lossy(PLUGIN_ID)
+        ),
+    );
+    let descriptor = factory
+        .plugin_descriptors()
+        .next()
+        .context("no descriptor")?;
+    let features: Vec<String> = descriptor
+        .features()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    report.check(
+        features.iter().any(|f| f == "instrument"),
+        format!("descriptor features {features:?} include \"instrument\""),
+    );
+
+    let host_info = HostInfo::new(
+        "piano-ssm clap-render",
+        "Piano-SSM",
+        "https://example.invalid",
+        "0.1.0",
+    )?;
+    let id = CStr::from_bytes_with_nul(b"org.piano-ssm.piano-ssm\0")?;
+    let mut instance = PluginInstance::<Host>::new(|_| Shared, |_| (), &entry, id, &host_info)?;
+
+    check_ports(&mut instance, &mut report);
+    let family_param = check_params(&mut instance, &mut report)?;
+    if let Some(value) = family {
+        // before activation, as a host restores a project: the plugin reads it when activated
+        let params: PluginParams = instance
+            .plugin_handle()
+            .get_extension()
+            .context("no params extension")?;
+        let mut buffer = EventBuffer::with_capacity(1);
+        buffer.push(&ParamValueEvent::new(
+            0,
+            family_param,
+            Pckn::match_all(),
+            value,
+        ));
+        let mut inactive = instance
+            .inactive_plugin_handle()
+            .context("the plugin is active before activation")?;
+        params.flush(
+            &mut inactive,
+            &InputEvents::from_buffer(&buffer),
+            &mut OutputEvents::void(),
+        );
+    }
+    check_state_round_trip(&mut instance, &mut report)?;
+
+    let first = render(
+        &mut instance,
+        &midi,
+        rate,
+        block,
+        reference.len(),
+        &mut report,
+    )?;
+    let err = rel_l2(&first, &reference);
+    report.check(
+        err <= limit,
+        format!(
+            "relative L2 {err:.2e} <= {limit:e} against the reference at {rate} Hz, block {block}"
+        ),
+    );
+    // a second bounce of the same project renders the same samples
+    let second = render(
+        &mut instance,
+        &midi,
+        rate,
+        block,
+        reference.len(),
+        &mut report,
+    )?;
+    report.check(
+        first == second,
+        "a second bounce after deactivate/activate is identical",
+    );
+
+    println!("{} passed, {} failed", report.passed, report.failed);
+    if report.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Stereo and mono outputs, no audio input, one note port taking MIDI.
+fn check_ports(instance: &mut PluginInstance<Host>, report: &mut Report) {
+    let handle = instance.plugin_handle();
+    match handle.get_extension::<PluginAudioPorts>() {
+        Some(ports) => {
+            let inputs = ports.count(&handle, true);
+            report.check(
+                inputs == 0,
+                format!("{inputs} audio inputs (an instrument has none)"),
+            );
+            let mut buffer = AudioPortInfoBuffer::new();
+            let channels = ports
+                .get(&handle, 0, false, &mut buffer)
+                .map(|p| p.channel_count);
+            report.check(
+                channels == Some(2),
+                format!("main output has {channels:?} channels, stereo expected"),
+            );
+        }
+        None => report.check(false, "audio-ports extension present"),
+    }
+    match handle.get_extension::<PluginNotePorts>() {
+        Some(ports) => {
+            let mut buffer = NotePortInfoBuffer::new();
+            let info = ports.get(&handle, 0, true, &mut buffer);
+            let midi = info.is_some_and(|p| p.supported_dialects.contains(NoteDialects::MIDI));
+            report.check(
+                ports.count(&handle, true) == 1 && midi,
+                "one note input port that accepts MIDI",
+            );
+        }
+        None => report.check(false, "note-ports extension present"),
+    }
+}
+
+/// Every parameter has a unique id, a name, a default inside its range and a display text;
+/// returns the id of "Model family".
+fn check_params(instance: &mut PluginInstance<Host>, report: &mut Report) -> Result<ClapId> {
+    let handle = instance.plugin_handle();
+    let params: PluginParams = handle.get_extension().context("no params extension")?;
+    let mut ids = Vec::new();
+    let mut family = None;
+    let mut sane = true;
+    for i in 0..params.count(&handle) {
+        let mut buffer = ParamInfoBuffer::new();
+        let info = params
+            .get_info(&handle, i, &mut buffer)
+            .with_context(|| format!("parameter {i} has no info"))?;
+        let name = String::from_utf8_lossy(info.name).into_owned();
+        let value = params.get_value(&handle, info.id);
+        let mut text = [0u8; 128];
+        let shown = value
+            .and_then(|v| params.value_to_text(&handle, info.id, v, &mut text).ok())
+            .is_some();
+        sane &= !name.is_empty()
+            && (info.min_value..=info.max_value).contains(&info.default_value)
+            && value.is_some_and(|v| (info.min_value..=info.max_value).contains(&v))
+            && shown;
+        if name == "Model family" {
+            family = Some(info.id);
+        }
+        ids.push(info.id);
+    }
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    report.check(
+        count >= 4 && ids.len() == count,
+        format!("{count} parameters with unique ids"),
+    );
+    report.check(
+        sane,
+        "every parameter has a name, an in-range default and value, and a display text",
+    );
+    family.context("no \"Model family\" parameter")
+}
+
+/// Saving and loading the state gives back the same bytes (the project reopens as saved).
+fn check_state_round_trip(instance: &mut PluginInstance<Host>, report: &mut Report) -> Result<()> {
+    let mut handle = instance.plugin_handle();
+    let state: PluginState = handle.get_extension().context("no state extension")?;
+    let mut saved = Vec::new();
+    state
+        .save(&mut handle, &mut saved)
+        .map_err(|e| anyhow!("state save: {e:?}"))?;
+    state
+        .load(&mut handle, &mut saved.as_slice())
+        .map_err(|e| anyhow!("state load: {e:?}"))?;
+    let mut again = Vec::new();
+    state
+        .save(&mut handle, &mut again)
+        .map_err(|e| anyhow!("state save: {e:?}"))?;
+    report.check(
+        !saved.is_empty() && saved == again,
+        format!("state of {} bytes survives save → load → save", saved.len()),
+    );
+    Ok(())
+}
+
+/// Activates at `rate`, plays the file in blocks of `block` and returns the left channel,
+/// latency-compensated, `len` samples long; checks that both channels carry the same signal.
+fn render(
+    instance: &mut PluginInstance<Host>,
+    midi: &MidiFile,
+    rate: u32,
+    block: u32,
+    len: usize,
+    report: &mut Report,
+) -> Result<Vec<f32>> {
+    let config = PluginAudioConfiguration {
+        sample_rate: rate as f64,
+        min_frames_count: 1,
+        max_frames_count: block,
+    };
+    let processor = instance.activate(|_, _| (), config)?;
+    let latency = {
+        let handle = instance.plugin_handle();
+        let ext: PluginLatency = handle.get_extension().context("no latency extension")?;
+        ext.get(&handle) as usize
+    };
+    let events: Vec<(u64, [u8; 3])> = midi
+        .events
+        .iter()
+        .filter_map(|e| {
+            Some((
+                (e.seconds * rate as f64).floor() as u64,
+                midi_bytes(e.event)?,
+            ))
+        })
+        .collect();
+    let total = len + latency;
+    let (mut left, mut right) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    let mut processor = processor
+        .start_processing()
+        .map_err(|e| anyhow!("start_processing: {e}"))?;
+    let mut ports = AudioPorts::with_capacity(2, 1);
+    let mut buffers = vec![vec![0.0f32; block as usize]; 2];
+    let mut next = 0;
+    let mut start = 0u64;
+    while (start as usize) < total {
+        let n = (block as usize).min(total - start as usize);
+        let mut input = EventBuffer::with_capacity(16);
+        while next < events.len() && events[next].0 < start + n as u64 {
+            input.push(&MidiEvent::new(
+                (events[next].0 - start) as u32,
+                0,
+                events[next].1,
+            ));
+            next += 1;
+        }
+        let [l, r] = buffers.as_mut_slice() else {
+            unreachable!()
+        };
+        let mut outputs = ports.with_output_buffers([AudioPortBuffer {
+            latency: 0,
+            channels: AudioPortBufferType::f32_output_only([&mut l[..n], &mut r[..n]].into_iter()),
+        }]);
+        processor.process(
+            &InputAudioBuffers::empty(),
+            &mut outputs,
+            &InputEvents::from_buffer(&input),
+            &mut OutputEvents::void(),
+            Some(start),
+            None,
+        )?;
+        left.extend_from_slice(&l[..n]);
+        right.extend_from_slice(&r[..n]);
+        start += n as u64;
+    }
+    instance.deactivate(processor.stop_processing());
+    report.check(
+        left[..latency].iter().all(|&v| v == 0.0),
+        format!("silent for the {latency} samples of reported latency"),
+    );
+    report.check(left == right, "both channels carry the mono model output");
+    Ok(left.split_off(latency))
+}
+
+/// The raw MIDI bytes of a file event (channel 1).
+fn midi_bytes(event: KeyEvent) -> Option<[u8; 3]> {
+    Some(match event {
+        KeyEvent::NoteOn { note, velocity } => [0x90, note, velocity],
+        KeyEvent::NoteOff { note } => [0x80, note, 0],
+        KeyEvent::Sustain { value } => [0xB0, 64, value],
+        KeyEvent::AllNotesOff => [0xB0, 123, 0],
+        KeyEvent::AllSoundOff => [0xB0, 120, 0],
+        KeyEvent::ResetControllers => [0xB0, 121, 0],
+        KeyEvent::Reset => return None,
+    })
+}
+
+fn read_wav(path: &Path) -> Result<Vec<f32>> {
+    let mut reader =
+        hound::WavReader::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let spec = reader.spec();
+    if spec.sample_format != hound::SampleFormat::Float || spec.channels != 1 {
+        bail!(
+            "{}: expected a mono float WAV from `piano-ssm render`",
+            path.display()
+        );
+    }
+    reader
+        .samples::<f32>()
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The `audio` tensor of a reference case.
+fn read_case(path: &Path) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let audio = tensors
+        .tensor("audio")
+        .with_context(|| format!("{} has no audio tensor", path.display()))?;
+    if audio.dtype() != safetensors::Dtype::F32 {
+        bail!(
+            "{}: audio is {:?}, f32 expected",
+            path.display(),
+            audio.dtype()
+        );
+    }
+    Ok(audio
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        diff += ((x - y) as f64).powi(2);
+        norm += (*y as f64).powi(2);
+    }
+    (diff / norm.max(1e-300)).sqrt()
+}
