@@ -83,6 +83,14 @@ done
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
     ../shared/reference/midi/scale.mid ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 1e-3 1
 
+# the CPU-load table of the README (informative: CI machines are shared), for the published
+# S, L and XL imported as one family
+for size in S L; do
+    target/release/piano-ssm import "../shared/reference/weights/PianoSSM_${size}_MH_maestro_all_44100_model.pth" "$models/$size.safetensors"
+done
+XDG_DATA_HOME="$host_tmp/data" target/release/clap-render cpu target/bundled/Piano-SSM.clap \
+    ../shared/reference/midi/pedal.mid 48000 128 1
+
 step "the panel under Xvfb (screenshot kept as target/artefacts/panel.png)"
 cargo build --release --locked -p plugin --bin piano-ssm-standalone
 mkdir -p target/artefacts

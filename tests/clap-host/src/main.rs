@@ -7,12 +7,16 @@
 //! REFERENCE is a mono float WAV from `piano-ssm render` or a reference case from
 //! `../shared/reference/cases` (its `audio` tensor).
 //!
+//! or:    clap-render cpu PLUGIN.clap IN.mid SAMPLE_RATE BLOCK_SIZE FAMILY
+//!        prints the audio callback's CPU load (percent of the block's duration) for S, L and XL
+//!
 //! Events go in at `floor(time · rate)` within their block, as a sample-accurate host places
 //! them; the plugin's reported latency is compensated by dropping that many leading samples, as
 //! a DAW's delay compensation does. Prints one line per check, exits non-zero on any failure.
 
 use std::ffi::CStr;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
@@ -45,11 +49,15 @@ impl HostHandlers for Host {
 struct Report {
     failed: usize,
     passed: usize,
+    /// Count without printing (the CPU table).
+    quiet: bool,
 }
 
 impl Report {
     fn check(&mut self, ok: bool, what: impl AsRef<str>) {
-        println!("{} {}", if ok { "ok  " } else { "FAIL" }, what.as_ref());
+        if !self.quiet || !ok {
+            println!("{} {}", if ok { "ok  " } else { "FAIL" }, what.as_ref());
+        }
         if ok {
             self.passed += 1;
         } else {
@@ -67,6 +75,9 @@ fn main() {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "cpu") {
+        return cpu_table(&args[2..]);
+    }
     if args.len() < 7 {
         bail!("usage: clap-render PLUGIN.clap IN.mid REFERENCE SAMPLE_RATE BLOCK_SIZE MAX_REL_L2 [FAMILY]");
     }
@@ -92,6 +103,7 @@ fn run() -> Result<()> {
     let mut report = Report {
         failed: 0,
         passed: 0,
+        quiet: false,
     };
     let factory = entry
         .get_plugin_factory()
@@ -133,29 +145,11 @@ fn run() -> Result<()> {
     let family_param = check_params(&mut instance, &mut report)?;
     if let Some(value) = family {
         // before activation, as a host restores a project: the plugin reads it when activated
-        let params: PluginParams = instance
-            .plugin_handle()
-            .get_extension()
-            .context("no params extension")?;
-        let mut buffer = EventBuffer::with_capacity(1);
-        buffer.push(&ParamValueEvent::new(
-            0,
-            family_param,
-            Pckn::match_all(),
-            value,
-        ));
-        let mut inactive = instance
-            .inactive_plugin_handle()
-            .context("the plugin is active before activation")?;
-        params.flush(
-            &mut inactive,
-            &InputEvents::from_buffer(&buffer),
-            &mut OutputEvents::void(),
-        );
+        set_params(&mut instance, &[(family_param, value)])?;
     }
     check_state_round_trip(&mut instance, &mut report)?;
 
-    let first = render(
+    let (first, _) = render(
         &mut instance,
         &midi,
         rate,
@@ -171,7 +165,7 @@ fn run() -> Result<()> {
         ),
     );
     // a second bounce of the same project renders the same samples
-    let second = render(
+    let (second, _) = render(
         &mut instance,
         &midi,
         rate,
@@ -187,6 +181,90 @@ fn run() -> Result<()> {
     println!("{} passed, {} failed", report.passed, report.failed);
     if report.failed > 0 {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The id of the parameter called `name`.
+fn param_id(instance: &mut PluginInstance<Host>, name: &str) -> Result<ClapId> {
+    let handle = instance.plugin_handle();
+    let params: PluginParams = handle.get_extension().context("no params extension")?;
+    (0..params.count(&handle))
+        .find_map(|i| {
+            let mut buffer = ParamInfoBuffer::new();
+            let info = params.get_info(&handle, i, &mut buffer)?;
+            (info.name == name.as_bytes()).then_some(info.id)
+        })
+        .with_context(|| format!("no parameter {name:?}"))
+}
+
+/// Sets parameters while the plugin is inactive (as a host restoring a project does).
+fn set_params(instance: &mut PluginInstance<Host>, values: &[(ClapId, f64)]) -> Result<()> {
+    let params: PluginParams = instance
+        .plugin_handle()
+        .get_extension()
+        .context("no params extension")?;
+    let mut buffer = EventBuffer::with_capacity(values.len());
+    for &(id, value) in values {
+        buffer.push(&ParamValueEvent::new(0, id, Pckn::match_all(), value));
+    }
+    let mut inactive = instance
+        .inactive_plugin_handle()
+        .context("the plugin is active")?;
+    params.flush(
+        &mut inactive,
+        &InputEvents::from_buffer(&buffer),
+        &mut OutputEvents::void(),
+    );
+    Ok(())
+}
+
+/// The callback's CPU load for each model size of `family`: the MIDI file played twice (the
+/// first pass warms caches), time per `process` call over the block's real-time duration.
+fn cpu_table(args: &[String]) -> Result<()> {
+    let [plugin_path, midi_path, rate, block, family] = args else {
+        bail!("usage: clap-render cpu PLUGIN.clap IN.mid SAMPLE_RATE BLOCK_SIZE FAMILY");
+    };
+    let (rate, block, family): (u32, u32, f64) = (rate.parse()?, block.parse()?, family.parse()?);
+    let midi = MidiFile::load(Path::new(midi_path))?;
+    // SAFETY: as in `run`
+    let entry = unsafe { PluginEntry::load(plugin_path) }
+        .map_err(|e| anyhow!("cannot load {plugin_path}: {e:?}"))?;
+    let host_info = HostInfo::new(
+        "piano-ssm clap-render",
+        "Piano-SSM",
+        "https://example.invalid",
+        "0.1.0",
+    )?;
+    let id = CStr::from_bytes_with_nul(b"org.piano-ssm.piano-ssm\0")?;
+    let mut report = Report {
+        failed: 0,
+        passed: 0,
+        quiet: true,
+    };
+    let len = ((midi.duration() + 1.5) * rate as f64) as usize;
+    let budget = block as f64 / rate as f64;
+    println!("| model | {rate} Hz, {block}-sample blocks | mean load | p99 | p99.9 | max |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (size, name) in ["S", "L", "XL"].iter().enumerate() {
+        let mut instance = PluginInstance::<Host>::new(|_| Shared, |_| (), &entry, id, &host_info)?;
+        let (f, z) = (
+            param_id(&mut instance, "Model family")?,
+            param_id(&mut instance, "Model size")?,
+        );
+        set_params(&mut instance, &[(f, family), (z, size as f64)])?;
+        render(&mut instance, &midi, rate, block, len, &mut report)?;
+        let (_, mut seconds) = render(&mut instance, &midi, rate, block, len, &mut report)?;
+        seconds.sort_by(f64::total_cmp);
+        let load = |q: f64| 100.0 * seconds[((seconds.len() - 1) as f64 * q) as usize] / budget;
+        let mean = 100.0 * seconds.iter().sum::<f64>() / seconds.len() as f64 / budget;
+        println!(
+            "| {name} | {} blocks | {mean:.1} % | {:.1} % | {:.1} % | {:.1} % |",
+            seconds.len(),
+            load(0.99),
+            load(0.999),
+            load(1.0)
+        );
     }
     Ok(())
 }
@@ -299,7 +377,7 @@ fn render(
     block: u32,
     len: usize,
     report: &mut Report,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, Vec<f64>)> {
     let config = PluginAudioConfiguration {
         sample_rate: rate as f64,
         min_frames_count: 1,
@@ -330,6 +408,7 @@ fn render(
     let mut buffers = vec![vec![0.0f32; block as usize]; 2];
     let mut next = 0;
     let mut start = 0u64;
+    let mut seconds = Vec::with_capacity(total / block as usize + 1);
     while (start as usize) < total {
         let n = (block as usize).min(total - start as usize);
         let mut input = EventBuffer::with_capacity(16);
@@ -348,6 +427,7 @@ fn render(
             latency: 0,
             channels: AudioPortBufferType::f32_output_only([&mut l[..n], &mut r[..n]].into_iter()),
         }]);
+        let t0 = Instant::now();
         processor.process(
             &InputAudioBuffers::empty(),
             &mut outputs,
@@ -356,6 +436,7 @@ fn render(
             Some(start),
             None,
         )?;
+        seconds.push(t0.elapsed().as_secs_f64());
         left.extend_from_slice(&l[..n]);
         right.extend_from_slice(&r[..n]);
         start += n as u64;
@@ -366,7 +447,7 @@ fn render(
         format!("silent for the {latency} samples of reported latency"),
     );
     report.check(left == right, "both channels carry the mono model output");
-    Ok(left.split_off(latency))
+    Ok((left.split_off(latency), seconds))
 }
 
 /// The raw MIDI bytes of a file event (channel 1).
