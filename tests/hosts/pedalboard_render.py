@@ -11,30 +11,13 @@ pedalboard compensates latency for effects but not for instruments, so this harn
 what a DAW's delay compensation does and drops that many leading samples.
 Prints one line per check and a closing 'N passed, N failed' line; exits non-zero on failure.
 """
-import json
 import sys
 
 import mido
 import numpy as np
 import pedalboard
 
-
-def read_float_wav(path):
-    # piano-ssm writes 32-bit float WAV (format 3), which the wave module cannot read
-    data = open(path, "rb").read()
-    i = data.find(b"data")
-    n = int.from_bytes(data[i + 4:i + 8], "little")
-    return np.frombuffer(data[i + 8:i + 8 + n], dtype="<f4")
-
-
-def read_case_audio(path):
-    """The `audio` tensor (f32) of a safetensors reference case."""
-    data = open(path, "rb").read()
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    start, end = header["audio"]["data_offsets"]
-    assert header["audio"]["dtype"] == "F32", header["audio"]["dtype"]
-    return np.frombuffer(data[8 + n + start:8 + n + end], dtype="<f4")
+from audio_files import read_case_audio, read_float_wav
 
 
 def messages(path):
