@@ -4,9 +4,10 @@
 //! * [`loss`] — SpectralLoss (MSSL) and CombinedSpectralLoss.
 //! * [`data`] — MAESTRO, MAPS and the synthetic SoundFont dataset, as batches of rolls + audio.
 //! * [`optim`] — Adam and the paper's learning-rate schedule, with state that checkpoints.
-//! * [`train`] / [`eval`] — the `train` and `eval` commands.
+//! * [`train`] / [`eval`] / [`compare`] — the `train`, `eval` and `compare` commands.
 
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod loss;

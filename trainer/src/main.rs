@@ -1,6 +1,7 @@
 //! `cargo run -p trainer [OPTIONS]` trains; `cargo run -p trainer -- eval …` scores models.
 
 use clap::{Parser, Subcommand};
+use trainer::compare::{self, CompareArgs};
 use trainer::eval::{self, EvalArgs};
 use trainer::train::{self, TrainArgs};
 
@@ -24,6 +25,8 @@ enum Command {
     Train(TrainArgs),
     /// Score models on a dataset's test split, beside baselines.
     Eval(EvalArgs),
+    /// Play a MIDI file with the SoundFont and a model: two WAVs and their spectrograms.
+    Compare(CompareArgs),
 }
 
 fn main() {
@@ -32,6 +35,7 @@ fn main() {
         Some(Command::Eval(args)) => {
             eval::run(&args).map(|scores| print!("{}", eval::table(&scores)))
         }
+        Some(Command::Compare(args)) => compare::run(&args),
         Some(Command::Train(args)) => report(train::train(&args)),
         None => report(train::train(&cli.train)),
     };

@@ -372,7 +372,8 @@ pub struct InitOptions {
     pub seed: u64,
 }
 
-/// Initial weights: poles as `PoleInit` says, B and C Gaussian scaled by fan-in, biases zero.
+/// Initial weights: poles as `PoleInit` says, B scaled to unit state gain (see
+/// [`unit_gain_row`]), C and the skips Gaussian scaled by fan-in, biases zero.
 struct Init {
     layers: Vec<SsmLayer>,
     head_weight: Vec<f32>,
@@ -396,19 +397,22 @@ impl Init {
                 }
                 PoleInit::LogUniform => log_uniform_poles(state, i),
             };
-            let b_scale = 1.0 / (inp as f64).sqrt();
-            let c_scale = 1.0 / (state as f64).sqrt();
+            let skip_scale = 1.0 / (inp as f64).sqrt();
+            let c_scale = 0.7 / (state as f64).sqrt();
             layers.push(SsmLayer {
                 inputs: inp,
                 outputs: out,
                 state,
                 norm: poles.iter().map(|l| l.norm().ln() as f32).collect(),
                 angle: poles.iter().map(|l| l.arg() as f32).collect(),
-                b: (0..state * inp * 2).map(|_| normal(b_scale)).collect(),
+                b: poles
+                    .iter()
+                    .flat_map(|l| unit_gain_row(l, inp, &mut normal))
+                    .collect(),
                 b_bias: vec![0.0; state * 2],
                 c: (0..out * state * 2).map(|_| normal(c_scale)).collect(),
                 c_bias: vec![0.0; out * 2],
-                skip: (i > 0).then(|| (0..out * inp).map(|_| normal(b_scale)).collect()),
+                skip: (i > 0).then(|| (0..out * inp).map(|_| normal(skip_scale)).collect()),
             });
         }
         let last = *WIDTHS.last().unwrap();
@@ -421,6 +425,19 @@ impl Init {
             head_bias: vec![0.0; heads],
         }
     }
+}
+
+/// One state's B row (`inputs` complex weights, interleaved), scaled by the pole's magnitude.
+///
+/// Why: a constant input v drives a state to −B·v/λ and a step rings with the same amplitude,
+/// so with |λ| ≪ 1 per sample (slow or low poles) a fan-in-scaled B gives states hundreds of
+/// times their input, every tanh saturates and the untrained network plays clipped noise that
+/// a spectral loss cannot climb out of. Scaled by |λ|, each state answers a key with about
+/// half its velocity, as in the published checkpoints (median |B_k| / |λ_k| ≈ 0.5 in every
+/// layer).
+fn unit_gain_row(pole: &Complex64, inputs: usize, normal: &mut impl FnMut(f64) -> f32) -> Vec<f32> {
+    let scale = 0.5 * pole.norm() / std::f64::consts::SQRT_2;
+    (0..inputs * 2).map(|_| normal(scale)).collect()
 }
 
 /// Continuous-time pole (unit: one training sample) ringing at `hz` with a 60 dB decay time

@@ -469,3 +469,48 @@ fn keyboard_init_rings_on_the_keys() {
         .count();
     assert!(covered < 20, "log-uniform poles hit {covered} keys");
 }
+
+/// A fresh model's states answer a key with about half its velocity whatever their pole:
+/// B scaled by |λ| (fan-in scaling alone drives slow poles' states hundreds of times higher
+/// and every tanh into saturation).
+#[test]
+fn fresh_states_have_unit_gain() {
+    for poles in [PoleInit::Keyboard, PoleInit::LogUniform] {
+        let net = PianoSsm::new(
+            Device::Cpu,
+            Size::S,
+            1,
+            Activation::Tanh,
+            InitOptions {
+                poles,
+                sample_rate: 16_000,
+                seed: 5,
+            },
+        );
+        let vars = net.vs.variables();
+        let values = |name: String| {
+            Vec::<f64>::try_from(vars[&name].to_kind(tch::Kind::Double).flatten(0, -1)).unwrap()
+        };
+        for i in 0..4 {
+            let (norm, b) = (
+                values(format!("layers.{i}.norm")),
+                values(format!("layers.{i}.B")),
+            );
+            let inputs = b.len() / (2 * norm.len());
+            let mut gains: Vec<f64> = norm
+                .iter()
+                .enumerate()
+                .map(|(k, n)| {
+                    let row = &b[k * inputs * 2..(k + 1) * inputs * 2];
+                    (row.iter().map(|v| v * v).sum::<f64>() / inputs as f64).sqrt() / n.exp()
+                })
+                .collect();
+            gains.sort_by(f64::total_cmp);
+            let (lo, hi) = (gains[0], gains[gains.len() - 1]);
+            assert!(
+                lo > 0.3 && hi < 0.8,
+                "{poles:?} layer {i}: |B_k| / |λ_k| from {lo:.3} to {hi:.3}"
+            );
+        }
+    }
+}

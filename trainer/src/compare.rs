@@ -1,0 +1,107 @@
+//! `trainer compare`: one MIDI file played by the SoundFont the synthetic set is rendered
+//! with and by a model, written as WAVs and as stacked spectrograms (the README's picture).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ssm_runtime::render::{self, render_roll, WavFormat};
+use ssm_runtime::{Engine, KeyEvent, MidiFile, Model};
+use tch::Tensor;
+
+use crate::data::performance::Performance;
+use crate::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
+use crate::data::Rates;
+use crate::plots;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// The MIDI file to play.
+    pub midi: PathBuf,
+    /// A runtime model (.safetensors); the built-in model of `--size` when omitted.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Built-in model size, without --model.
+    #[arg(long, default_value = ssm_runtime::builtin::DEFAULT_SIZE)]
+    pub size: String,
+    /// The SoundFont of the target (the synthetic set's, FluidR3_GM, by default).
+    #[arg(long)]
+    pub soundfont: Option<PathBuf>,
+    /// Only the first this many seconds.
+    #[arg(long, default_value_t = 12.0)]
+    pub seconds: f64,
+    /// The spectrogram picture (PNG); the two WAVs go beside it.
+    #[arg(long, default_value = "compare.png")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: &CompareArgs) -> Result<()> {
+    let model = match &args.model {
+        Some(path) => {
+            Model::load(path).with_context(|| format!("cannot load {}", path.display()))?
+        }
+        None => match ssm_runtime::builtin::load(&args.size) {
+            Some(model) => model?,
+            None => bail!(
+                "no built-in {} model (built in: {})",
+                args.size,
+                ssm_runtime::builtin::sizes().join(", ")
+            ),
+        },
+    };
+    let rates = Rates::new(model.info.train_rate, model.info.midi_rate)?;
+    let midi = MidiFile::load(&args.midi)?;
+    let frames = (args.seconds * rates.midi_rate as f64) as usize;
+    let perf = performance(&midi, rates.midi_rate, frames as u64);
+    let font = args
+        .soundfont
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SOUNDFONT.into());
+    let target = SynthSource::open(&font, rates, 0)?.render(&perf, frames)?;
+    let mut roll = midi.roll(rates.midi_rate, 0.0);
+    roll.frames.resize(frames, [0; ssm_runtime::KEYS]);
+    let mut engine = Engine::new(&model, rates.sample_rate)?;
+    let pred = render_roll(&mut engine, &roll, |_, _| {});
+    let (target_wav, model_wav) = (
+        sibling(&args.out, "soundfont.wav"),
+        sibling(&args.out, "model.wav"),
+    );
+    write_wav(&target_wav, &target, rates.sample_rate)?;
+    write_wav(&model_wav, &pred, rates.sample_rate)?;
+    plots::spectrograms(
+        &args.out,
+        &Tensor::from_slice(&target),
+        &Tensor::from_slice(&pred),
+        rates.sample_rate,
+    )?;
+    println!(
+        "{}: {} {} vs {}",
+        args.out.display(),
+        model.info.family,
+        model.info.size,
+        font.display()
+    );
+    println!("{}\n{}", target_wav.display(), model_wav.display());
+    Ok(())
+}
+
+/// The file's events on the frame grid, as the synthetic set's performances are.
+fn performance(midi: &MidiFile, midi_rate: u32, frames: u64) -> Performance {
+    let events: Vec<(u64, KeyEvent)> = midi
+        .events
+        .iter()
+        .map(|e| ((e.seconds * midi_rate as f64).floor() as u64, e.event))
+        .filter(|&(frame, _)| frame < frames)
+        .collect();
+    Performance { events }
+}
+
+/// `out` with its extension replaced by `suffix` (compare.png → compare.model.wav).
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    out.with_extension(suffix)
+}
+
+fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<()> {
+    render::write_wav(path, samples, rate, WavFormat::F32, 1)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
