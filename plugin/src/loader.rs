@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::RwLock;
 use ssm_runtime::Engine;
 
@@ -99,10 +99,7 @@ impl LoaderHandle {
 
     /// A finished engine, if one is waiting. Never blocks.
     pub fn take_ready(&self) -> Option<(ModelKey, Box<Engine>)> {
-        match self.ready.try_recv() {
-            Ok(r) => Some(r),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.ready.try_recv().ok()
     }
 }
 

@@ -34,8 +34,7 @@ pub fn train_rate_from_name(path: &Path) -> Option<u32> {
     let stem = path.file_stem()?.to_string_lossy().into_owned();
     stem.split(['_', '-', '.'])
         .filter_map(|t| t.parse::<u32>().ok())
-        .filter(|r| (8_000..=192_000).contains(r))
-        .last()
+        .rfind(|r| (8_000..=192_000).contains(r))
 }
 
 /// Options that cannot be read from the tensors themselves.

@@ -368,7 +368,7 @@ fn check_info(info: &ModelInfo) -> Result<(), ModelError> {
             ),
         );
     }
-    if info.midi_rate == 0 || info.train_rate % info.midi_rate != 0 {
+    if info.midi_rate == 0 || !info.train_rate.is_multiple_of(info.midi_rate) {
         return bad(
             "midi_rate",
             format!(

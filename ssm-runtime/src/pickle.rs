@@ -272,7 +272,7 @@ impl Machine<'_> {
     }
 
     fn dict_insert(&mut self, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("odd number of dictionary items".into());
         }
         let Value::Dict(d) = self.top()? else {

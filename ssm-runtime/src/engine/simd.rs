@@ -103,8 +103,8 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
         let mut r = c.0;
-        for i in 0..8 {
-            r[i] += a.0[i] * b.0[i];
+        for ((r, a), b) in r.iter_mut().zip(a.0).zip(b.0) {
+            *r += a * b;
         }
         Portable(r)
     }
@@ -133,7 +133,7 @@ impl Packed {
         pw: usize,
         w: impl Fn(usize, usize) -> f32,
     ) -> Packed {
-        assert!(m_pad % pw == 0 && m_pad >= cols);
+        assert!(m_pad.is_multiple_of(pw) && m_pad >= cols);
         let mut data = vec![0.0; rows * m_pad];
         for j in 0..m_pad / pw {
             for k in 0..rows {

@@ -14,7 +14,6 @@
 //! them; the plugin's reported latency is compensated by dropping that many leading samples, as
 //! a DAW's delay compensation does. Prints one line per check, exits non-zero on any failure.
 
-use std::ffi::CStr;
 use std::path::Path;
 use std::time::Instant;
 
@@ -138,7 +137,7 @@ fn run() -> Result<()> {
         "https://example.invalid",
         "0.1.0",
     )?;
-    let id = CStr::from_bytes_with_nul(b"org.piano-ssm.piano-ssm\0")?;
+    let id = c"org.piano-ssm.piano-ssm";
     let mut instance = PluginInstance::<Host>::new(|_| Shared, |_| (), &entry, id, &host_info)?;
 
     check_ports(&mut instance, &mut report);
@@ -236,7 +235,7 @@ fn cpu_table(args: &[String]) -> Result<()> {
         "https://example.invalid",
         "0.1.0",
     )?;
-    let id = CStr::from_bytes_with_nul(b"org.piano-ssm.piano-ssm\0")?;
+    let id = c"org.piano-ssm.piano-ssm";
     let mut report = Report {
         failed: 0,
         passed: 0,
@@ -348,18 +347,18 @@ fn check_params(instance: &mut PluginInstance<Host>, report: &mut Report) -> Res
 
 /// Saving and loading the state gives back the same bytes (the project reopens as saved).
 fn check_state_round_trip(instance: &mut PluginInstance<Host>, report: &mut Report) -> Result<()> {
-    let mut handle = instance.plugin_handle();
+    let handle = instance.plugin_handle();
     let state: PluginState = handle.get_extension().context("no state extension")?;
     let mut saved = Vec::new();
     state
-        .save(&mut handle, &mut saved)
+        .save(&handle, &mut saved)
         .map_err(|e| anyhow!("state save: {e:?}"))?;
     state
-        .load(&mut handle, &mut saved.as_slice())
+        .load(&handle, &mut saved.as_slice())
         .map_err(|e| anyhow!("state load: {e:?}"))?;
     let mut again = Vec::new();
     state
-        .save(&mut handle, &mut again)
+        .save(&handle, &mut again)
         .map_err(|e| anyhow!("state save: {e:?}"))?;
     report.check(
         !saved.is_empty() && saved == again,
