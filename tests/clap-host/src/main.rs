@@ -27,7 +27,7 @@ use clack_host::events::event_types::{MidiEvent, ParamValueEvent};
 use clack_host::prelude::*;
 use ssm_runtime::{KeyEvent, MidiFile};
 
-const PLUGIN_ID: &[u8] = b"org.piano-ssm.piano-ssm";
+const PLUGIN_ID: &std::ffi::CStr = c"org.piano-ssm.piano-ssm";
 
 struct Host;
 struct Shared;
@@ -96,9 +96,7 @@ fn run() -> Result<()> {
         read_wav(ref_path)?
     };
 
-    // SAFETY: loading a shared library runs its initialisers; this is our own freshly built bundle
-    let entry = unsafe { PluginEntry::load(plugin_path) }
-        .map_err(|e| anyhow!("cannot load {plugin_path}: {e:?}"))?;
+    let entry = load_entry(plugin_path)?;
     let mut report = Report {
         failed: 0,
         passed: 0,
@@ -112,11 +110,8 @@ fn run() -> Result<()> {
         .filter_map(|d| d.id().map(|id| id.to_bytes().to_vec()))
         .collect();
     report.check(
-        ids == [PLUGIN_ID.to_vec()],
-        format!(
-            "the factory lists exactly {}",
-            String::from_utf8_lossy(PLUGIN_ID)
-        ),
+        ids == [PLUGIN_ID.to_bytes().to_vec()],
+        format!("the factory lists exactly {}", PLUGIN_ID.to_string_lossy()),
     );
     let descriptor = factory
         .plugin_descriptors()
@@ -131,14 +126,7 @@ fn run() -> Result<()> {
         format!("descriptor features {features:?} include \"instrument\""),
     );
 
-    let host_info = HostInfo::new(
-        "piano-ssm clap-render",
-        "Piano-SSM",
-        "https://example.invalid",
-        "0.1.0",
-    )?;
-    let id = c"org.piano-ssm.piano-ssm";
-    let mut instance = PluginInstance::<Host>::new(|_| Shared, |_| (), &entry, id, &host_info)?;
+    let mut instance = new_instance(&entry)?;
 
     check_ports(&mut instance, &mut report);
     let family_param = check_params(&mut instance, &mut report)?;
@@ -184,6 +172,28 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+fn load_entry(path: &str) -> Result<PluginEntry> {
+    // SAFETY: loading a shared library runs its initialisers; this is our own freshly built bundle
+    unsafe { PluginEntry::load(path) }.map_err(|e| anyhow!("cannot load {path}: {e:?}"))
+}
+
+fn new_instance(entry: &PluginEntry) -> Result<PluginInstance<Host>> {
+    let host_info = HostInfo::new(
+        "piano-ssm clap-render",
+        "Piano-SSM",
+        "https://example.invalid",
+        "0.1.0",
+    )?;
+    let id = c"org.piano-ssm.piano-ssm";
+    Ok(PluginInstance::<Host>::new(
+        |_| Shared,
+        |_| (),
+        entry,
+        id,
+        &host_info,
+    )?)
+}
+
 /// The id of the parameter called `name`.
 fn param_id(instance: &mut PluginInstance<Host>, name: &str) -> Result<ClapId> {
     let handle = instance.plugin_handle();
@@ -226,16 +236,7 @@ fn cpu_table(args: &[String]) -> Result<()> {
     };
     let (rate, block, family): (u32, u32, f64) = (rate.parse()?, block.parse()?, family.parse()?);
     let midi = MidiFile::load(Path::new(midi_path))?;
-    // SAFETY: as in `run`
-    let entry = unsafe { PluginEntry::load(plugin_path) }
-        .map_err(|e| anyhow!("cannot load {plugin_path}: {e:?}"))?;
-    let host_info = HostInfo::new(
-        "piano-ssm clap-render",
-        "Piano-SSM",
-        "https://example.invalid",
-        "0.1.0",
-    )?;
-    let id = c"org.piano-ssm.piano-ssm";
+    let entry = load_entry(plugin_path)?;
     let mut report = Report {
         failed: 0,
         passed: 0,
@@ -246,7 +247,7 @@ fn cpu_table(args: &[String]) -> Result<()> {
     println!("| model | {rate} Hz, {block}-sample blocks | mean load | p99 | p99.9 | max |");
     println!("|---|---|---:|---:|---:|---:|");
     for (size, name) in ["S", "L", "XL"].iter().enumerate() {
-        let mut instance = PluginInstance::<Host>::new(|_| Shared, |_| (), &entry, id, &host_info)?;
+        let mut instance = new_instance(&entry)?;
         let (f, z) = (
             param_id(&mut instance, "Model family")?,
             param_id(&mut instance, "Model size")?,
