@@ -15,6 +15,9 @@ use crate::shared::Shared;
 
 /// Length of the crossfade when the model changes.
 const FADE_SECONDS: f32 = 0.02;
+/// Time constant of the output gain's smoothing: a gain change (automation, a dragged knob)
+/// glides instead of stepping, which would click.
+const GAIN_SECONDS: f32 = 0.005;
 
 /// What the host's parameters ask for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,6 +45,10 @@ pub struct Instrument {
     sample_rate: u32,
     events: Vec<(u32, KeyEvent)>,
     scratch: Vec<f32>,
+    /// The gain applied to the last sample, gliding towards the setting.
+    gain: f32,
+    /// Per-sample smoothing coefficient for `GAIN_SECONDS`.
+    gain_coef: f32,
 }
 
 impl Instrument {
@@ -90,6 +97,8 @@ impl Instrument {
             fading: None,
             fade_done: 0,
             fade_len: (FADE_SECONDS * sample_rate as f32) as usize,
+            gain: settings.gain,
+            gain_coef: 1.0 - (-1.0 / (GAIN_SECONDS * sample_rate as f32)).exp(),
             garbage: None,
             loader: LoaderHandle::start(catalog, shared.clone()),
             shared,
@@ -221,10 +230,20 @@ impl Instrument {
     }
 
     /// Output is always finite: a NaN or infinity resets the model and silences the block.
-    fn guard_and_gain(&mut self, gain: f32, out: &mut [f32]) {
+    fn guard_and_gain(&mut self, target: f32, out: &mut [f32]) {
         if out.iter().all(|v| v.is_finite()) {
+            if self.gain == target {
+                out.iter_mut().for_each(|v| *v *= target);
+                return;
+            }
             for v in out.iter_mut() {
-                *v *= gain;
+                self.gain += (target - self.gain) * self.gain_coef;
+                *v *= self.gain;
+            }
+            // within 0.001 dB: stop gliding and be exact again (in f32 the glide itself would
+            // stall a few ulps short)
+            if (self.gain - target).abs() <= 1e-4 * target.abs().max(1e-6) {
+                self.gain = target;
             }
             return;
         }

@@ -307,3 +307,80 @@ fn the_built_in_model_plays_without_any_file() {
     );
     assert!(!shared.status().is_error, "{:?}", shared.status());
 }
+
+/// A gain change glides over a few milliseconds instead of stepping (a step clicks), then
+/// settles exactly on the new gain.
+#[test]
+fn gain_changes_glide() {
+    let empty = tempfile::tempdir().unwrap();
+    let rate = 48_000;
+    let unity = Settings {
+        family: 0,
+        size: 0,
+        head: 0,
+        gain: 1.0,
+    };
+    let quarter = Settings {
+        gain: 0.25,
+        ..unity
+    };
+    let mut play_with = |change_at: Option<usize>| -> Vec<f32> {
+        let catalog = Arc::new(RwLock::new(Catalog::scan(Some(empty.path()))));
+        let mut inst = Instrument::new(catalog, Arc::new(Shared::default()), rate, 256, &unity);
+        for key in [48, 55, 60, 64] {
+            inst.push_event(
+                0,
+                KeyEvent::NoteOn {
+                    note: key,
+                    velocity: 100,
+                },
+            );
+        }
+        let mut out = vec![0.0f32; 256 * 40];
+        for (b, block) in out.chunks_mut(256).enumerate() {
+            let settings = if change_at.is_some_and(|c| b >= c) {
+                &quarter
+            } else {
+                &unity
+            };
+            inst.process(settings, block);
+        }
+        out
+    };
+    let (a, b) = (play_with(None), play_with(Some(20)));
+    let change = 20 * 256;
+    assert_eq!(
+        a[..change],
+        b[..change],
+        "nothing changes before the gain does"
+    );
+    // the ratio of the two outputs is the applied gain (where the signal is not tiny)
+    let gain_at = |i: usize| {
+        (i..i + 64)
+            .filter(|&j| a[j].abs() > 1e-4)
+            .map(|j| b[j] / a[j])
+            .next()
+            .unwrap()
+    };
+    let first = gain_at(change);
+    assert!(first > 0.9, "the gain jumped to {first} at once");
+    let mut last = first;
+    for ms in 1..=50 {
+        let g = gain_at(change + ms * rate as usize / 1000);
+        assert!(
+            g <= last + 1e-6,
+            "the glide is not monotone: {g} after {last}"
+        );
+        last = g;
+    }
+    assert!(
+        (last - 0.25).abs() < 1e-3,
+        "50 ms after the change the gain is {last}, not 0.25"
+    );
+    let end = &b[b.len() - 256..];
+    let ratio_exact = end
+        .iter()
+        .zip(&a[a.len() - 256..])
+        .all(|(y, x)| *y == *x * 0.25);
+    assert!(ratio_exact, "the gain settles exactly on 0.25");
+}
