@@ -258,7 +258,7 @@ fn without_models_it_is_silent_and_says_why() {
 }
 
 /// With an empty user folder the built-in family is there, first, and plays what
-/// `piano-ssm render` plays with its built-in default.
+/// `piano-ssm render --size L` plays.
 #[test]
 fn the_built_in_model_plays_without_any_file() {
     let empty = tempfile::tempdir().unwrap();
@@ -278,9 +278,8 @@ fn the_built_in_model_plays_without_any_file() {
     let mut inst = Instrument::new(catalog, shared.clone(), rate, 256, &settings);
     let midi = MidiFile::load(&reference().join("midi/scale.mid")).unwrap();
     let roll = midi.roll(1000, 0.5);
-    let model = ssm_runtime::builtin::load(ssm_runtime::builtin::DEFAULT_SIZE)
-        .unwrap()
-        .unwrap();
+    // settings.size 1 is L
+    let model = ssm_runtime::builtin::load("L").unwrap().unwrap();
     let mut engine = Engine::new(&model, rate).unwrap();
     let expected = render_roll(&mut engine, &roll, |_, _| {});
     let latency = inst.latency() as usize;
