@@ -39,6 +39,17 @@ pub fn load(size: &str) -> Option<Result<Model, ModelError>> {
         .map(|m| Model::from_bytes(m.bytes))
 }
 
+/// The built-in model of `size`, or an error naming the sizes this build has.
+pub fn require(size: &str) -> Result<Model, String> {
+    match load(size) {
+        Some(model) => model.map_err(|e| format!("built-in model {size}: {e}")),
+        None => Err(format!(
+            "no built-in {size} model: this build has {}; pass --model FILE for others",
+            sizes().join(", ")
+        )),
+    }
+}
+
 /// The sizes that are built in, e.g. "S".
 pub fn sizes() -> Vec<&'static str> {
     MODELS.iter().map(|m| m.size).collect()

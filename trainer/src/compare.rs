@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ssm_runtime::render::{self, render_roll, WavFormat};
 use ssm_runtime::{Engine, KeyEvent, MidiFile, Model};
 use tch::Tensor;
@@ -39,14 +39,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         Some(path) => {
             Model::load(path).with_context(|| format!("cannot load {}", path.display()))?
         }
-        None => match ssm_runtime::builtin::load(&args.size) {
-            Some(model) => model?,
-            None => bail!(
-                "no built-in {} model (built in: {})",
-                args.size,
-                ssm_runtime::builtin::sizes().join(", ")
-            ),
-        },
+        None => ssm_runtime::builtin::require(&args.size).map_err(anyhow::Error::msg)?,
     };
     let rates = Rates::new(model.info.train_rate, model.info.midi_rate)?;
     let midi = MidiFile::load(&args.midi)?;
@@ -62,8 +55,8 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let mut engine = Engine::new(&model, rates.sample_rate)?;
     let pred = render_roll(&mut engine, &roll, |_, _| {});
     let (target_wav, model_wav) = (
-        sibling(&args.out, "soundfont.wav"),
-        sibling(&args.out, "model.wav"),
+        args.out.with_extension("soundfont.wav"),
+        args.out.with_extension("model.wav"),
     );
     write_wav(&target_wav, &target, rates.sample_rate)?;
     write_wav(&model_wav, &pred, rates.sample_rate)?;
@@ -93,11 +86,6 @@ fn performance(midi: &MidiFile, midi_rate: u32, frames: u64) -> Performance {
         .filter(|&(frame, _)| frame < frames)
         .collect();
     Performance { events }
-}
-
-/// `out` with its extension replaced by `suffix` (compare.png → compare.model.wav).
-fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    out.with_extension(suffix)
 }
 
 fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<()> {

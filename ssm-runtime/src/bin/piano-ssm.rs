@@ -192,14 +192,7 @@ fn load_model(path: &Path, import: &ImportOptions) -> Result<Model, String> {
 fn resolve_model(path: Option<&Path>, size: Option<Size>) -> Result<Model, String> {
     let Some(path) = path else {
         // no file: the built-in family
-        let label = size.map_or(builtin::DEFAULT_SIZE, |s| s.label());
-        return match builtin::load(label) {
-            Some(model) => model.map_err(|e| format!("built-in model {label}: {e}")),
-            None => Err(format!(
-                "no built-in {label} model: this build has {}; pass --model FILE for others",
-                builtin::sizes().join(", ")
-            )),
-        };
+        return builtin::require(size.map_or(builtin::DEFAULT_SIZE, |s| s.label()));
     };
     let model = load_model(path, &ImportOptions::default())?;
     if let Some(size) = size {
