@@ -8,6 +8,7 @@
 //! * [`engine`] — the allocation-free, sample-rate-agnostic SSM engine.
 //! * [`player`] — encoder + engine for live MIDI with sample offsets.
 //! * [`render`] — whole-file rendering and WAV output, as used by the `piano-ssm` command.
+//! * [`soundcheck`] — listening checks (pitch, dynamics, onsets, silence, pedal) as measurements.
 
 pub mod builtin;
 pub mod checkpoint;
@@ -20,6 +21,7 @@ mod pickle;
 pub mod player;
 pub mod render;
 pub mod roll;
+pub mod soundcheck;
 
 pub use engine::{Engine, Isa, MAX_BLOCK};
 pub use error::{EngineError, MidiError, ModelError};
