@@ -38,7 +38,8 @@ fn main() {
             sample_rate: rate,
             seed: 0,
         },
-    );
+    )
+    .expect("keyboard init");
     let losses = Losses::new(rate, Device::Cpu);
     let frames = rates.frames(4.0);
     let mut rng = ChaCha8Rng::seed_from_u64(1);

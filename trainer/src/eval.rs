@@ -139,7 +139,7 @@ fn score_baseline(
                 reference.head_count(),
                 reference.info.activation,
                 init,
-            );
+            )?;
             let norm = Norm {
                 mean: reference.info.norm_mean,
                 std: reference.info.norm_std,

@@ -1,15 +1,19 @@
 //! Piano-SSM trainer: the network in libtorch, its losses, datasets and training loop.
 //!
 //! * [`model`] — the network, FFT-convolution forward, import/export of runtime models.
+//! * [`init`] — where a fresh network starts (keyboard poles, gated key resonators).
 //! * [`loss`] — SpectralLoss (MSSL) and CombinedSpectralLoss.
 //! * [`data`] — MAESTRO, MAPS and the synthetic SoundFont dataset, as batches of rolls + audio.
 //! * [`optim`] — Adam and the paper's learning-rate schedule, with state that checkpoints.
-//! * [`train`] / [`eval`] / [`compare`] — the `train`, `eval` and `compare` commands.
+//! * [`train`] / [`eval`] / [`compare`] / [`check`] — the `train`, `eval`, `compare` and `check`
+//!   commands.
 
+pub mod check;
 pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod eval;
+pub mod init;
 pub mod loss;
 pub mod model;
 pub mod optim;

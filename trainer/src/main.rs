@@ -1,6 +1,8 @@
-//! `cargo run -p trainer [OPTIONS]` trains; `cargo run -p trainer -- eval …` scores models.
+//! `cargo run -p trainer [OPTIONS]` trains; `cargo run -p trainer -- eval …` scores models;
+//! `… -- check` runs the listening checks.
 
 use clap::{Parser, Subcommand};
+use trainer::check::{self, CheckArgs};
 use trainer::compare::{self, CompareArgs};
 use trainer::eval::{self, EvalArgs};
 use trainer::train::{self, TrainArgs};
@@ -27,6 +29,8 @@ enum Command {
     Eval(EvalArgs),
     /// Play a MIDI file with the SoundFont and a model: two WAVs and their spectrograms.
     Compare(CompareArgs),
+    /// Listening checks (pitch, dynamics, onsets, silence, pedal) for models or the SoundFont.
+    Check(CheckArgs),
 }
 
 fn main() {
@@ -36,6 +40,7 @@ fn main() {
             eval::run(&args).map(|scores| print!("{}", eval::table(&scores)))
         }
         Some(Command::Compare(args)) => compare::run(&args),
+        Some(Command::Check(args)) => check::run(&args).map(|r| print!("{}", check::report(&r))),
         Some(Command::Train(args)) => report(train::train(&args)),
         None => report(train::train(&cli.train)),
     };

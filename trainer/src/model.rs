@@ -1,5 +1,6 @@
 //! The Piano-SSM network in libtorch, parameterised exactly like the published checkpoints
 //! and the runtime's model format, with the diagonal recurrence evaluated as an FFT convolution.
+//! Where a fresh network starts is [`crate::init`]'s business.
 //!
 //! Why FFT convolution: a diagonal linear recurrence `x_t = a x_{t-1} + g v_t` with x_{-1} = 0 is
 //! the convolution `x = (g a^t) * v`. On CPU one FFT pair per layer beats any scan (see
@@ -8,11 +9,11 @@
 //! (re, im)-interleaved spectra, and only the out-channels are transformed back.
 
 use anyhow::{bail, Context, Result};
-use num_complex::Complex64;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use ssm_runtime::model::{Activation, Model, ModelInfo, SsmLayer, KEYS};
 use tch::{nn, Device, Kind, Tensor};
+
+use crate::init::Init;
+pub use crate::init::{InitOptions, PoleInit};
 
 /// Channel widths of the paper's network: 88 keys in, 20 features into the heads.
 pub const WIDTHS: [usize; 5] = [KEYS, 88, 60, 40, 20];
@@ -88,16 +89,30 @@ impl PianoSsm {
         heads: usize,
         activation: Activation,
         init: InitOptions,
-    ) -> PianoSsm {
-        let init = Init::new(size.state(), heads, init);
-        Self::from_parts(
+    ) -> Result<PianoSsm> {
+        let init = Init::new(size.state(), heads, init)?;
+        Ok(Self::from_parts(
             device,
             &init.layers,
             &init.head_weight,
             &init.head_bias,
             heads,
             activation,
-        )
+        ))
+    }
+
+    /// Scales the heads so that the network's output has the RMS of `target` on `batch`
+    /// (normalised units), leaving its rest level at zero. For a network whose output level
+    /// is not set by its initialisation (`PoleInit::GatedKeys`).
+    pub fn match_level(&mut self, batch: &crate::data::Batch, hold: i64) -> f64 {
+        let _guard = tch::no_grad_guard();
+        let pred = self.forward(&batch.roll, &batch.heads, hold, 1.0);
+        let rms = |t: &Tensor| t.square().mean(Kind::Double).sqrt().double_value(&[]);
+        let (have, want) = (rms(&pred), rms(&batch.audio));
+        let gain = if have > 0.0 { want / have } else { 1.0 };
+        let _ = self.head_weight.g_mul_scalar_(gain);
+        let _ = self.head_bias.g_mul_scalar_(gain);
+        gain
     }
 
     /// Loads weights from a runtime model (e.g. an imported published checkpoint).
@@ -346,150 +361,4 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
             .to_kind(Kind::Float)
             .flatten(0, -1),
     )?)
-}
-
-/// Where the poles start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
-pub enum PoleInit {
-    /// Half the poles ring for seconds at equal-temperament key frequencies (each layer takes an
-    /// interleaved share of the keyboard), half are short-lived and spread log-uniformly. This is
-    /// the structure trained models end up with (about half of the published checkpoints' poles
-    /// sit within 10 cents of a key), so training starts where it would otherwise spend most of
-    /// its steps: a spectral loss barely moves a narrow resonance that does not yet overlap its
-    /// target partial.
-    #[default]
-    Keyboard,
-    /// Frequencies log-uniform over the whole band, decays log-uniform from 5 ms to 5 s.
-    LogUniform,
-}
-
-/// How a fresh model is initialised.
-#[derive(Debug, Clone, Copy)]
-pub struct InitOptions {
-    pub poles: PoleInit,
-    /// Training sample rate: the keyboard layout is in Hz.
-    pub sample_rate: u32,
-    pub seed: u64,
-}
-
-/// Initial weights: poles as `PoleInit` says, B scaled to unit state gain (see
-/// [`unit_gain_row`]), C and the skips Gaussian scaled by fan-in, biases zero.
-struct Init {
-    layers: Vec<SsmLayer>,
-    head_weight: Vec<f32>,
-    head_bias: Vec<f32>,
-}
-
-impl Init {
-    fn new(state: usize, heads: usize, options: InitOptions) -> Init {
-        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-        let mut normal = move |scale: f64| -> f32 {
-            // Box–Muller: rand_distr is not worth a dependency for this
-            let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * scale) as f32
-        };
-        let mut layers = Vec::new();
-        for (i, pair) in WIDTHS.windows(2).enumerate() {
-            let (inp, out) = (pair[0], pair[1]);
-            let poles = match options.poles {
-                PoleInit::Keyboard => {
-                    keyboard_poles(state, i, WIDTHS.len() - 1, options.sample_rate as f64)
-                }
-                PoleInit::LogUniform => log_uniform_poles(state, i),
-            };
-            let skip_scale = 1.0 / (inp as f64).sqrt();
-            let c_scale = 0.7 / (state as f64).sqrt();
-            layers.push(SsmLayer {
-                inputs: inp,
-                outputs: out,
-                state,
-                norm: poles.iter().map(|l| l.norm().ln() as f32).collect(),
-                angle: poles.iter().map(|l| l.arg() as f32).collect(),
-                b: poles
-                    .iter()
-                    .flat_map(|l| unit_gain_row(l, inp, &mut normal))
-                    .collect(),
-                b_bias: vec![0.0; state * 2],
-                c: (0..out * state * 2).map(|_| normal(c_scale)).collect(),
-                c_bias: vec![0.0; out * 2],
-                skip: (i > 0).then(|| (0..out * inp).map(|_| normal(skip_scale)).collect()),
-            });
-        }
-        let last = *WIDTHS.last().unwrap();
-        let head_weight = (0..heads * last)
-            .map(|_| normal(0.1 / (last as f64).sqrt()))
-            .collect();
-        Init {
-            layers,
-            head_weight,
-            head_bias: vec![0.0; heads],
-        }
-    }
-}
-
-/// One state's B row (`inputs` complex weights, interleaved), scaled by the pole's magnitude.
-///
-/// Why: a constant input v drives a state to −B·v/λ and a step rings with the same amplitude,
-/// so with |λ| ≪ 1 per sample (slow or low poles) a fan-in-scaled B gives states hundreds of
-/// times their input, every tanh saturates and the untrained network plays clipped noise that
-/// a spectral loss cannot climb out of. Scaled by |λ|, each state answers a key with about
-/// half its velocity, as in the published checkpoints (median |B_k| / |λ_k| ≈ 0.5 in every
-/// layer).
-fn unit_gain_row(pole: &Complex64, inputs: usize, normal: &mut impl FnMut(f64) -> f32) -> Vec<f32> {
-    let scale = 0.5 * pole.norm() / std::f64::consts::SQRT_2;
-    (0..inputs * 2).map(|_| normal(scale)).collect()
-}
-
-/// Continuous-time pole (unit: one training sample) ringing at `hz` with a 60 dB decay time
-/// of `t60` seconds.
-fn pole(hz: f64, t60: f64, sample_rate: f64) -> Complex64 {
-    Complex64::new(
-        -6.9 / (t60 * sample_rate),
-        2.0 * std::f64::consts::PI * hz / sample_rate,
-    )
-}
-
-/// `PoleInit::Keyboard` for layer `layer` of `layers`.
-fn keyboard_poles(state: usize, layer: usize, layers: usize, sample_rate: f64) -> Vec<Complex64> {
-    let key_hz = |midi: f64| 440.0 * 2f64.powf((midi - 69.0) / 12.0);
-    // A0 upwards, as far as the training rate carries (partials of the top keys continue
-    // above C8)
-    let keys: Vec<f64> = (21..128)
-        .map(f64::from)
-        .take_while(|&m| key_hz(m) < 0.45 * sample_rate)
-        .collect();
-    let pitched = state / 2;
-    let ringing = (0..pitched).map(|k| {
-        // each layer is offset by a fraction of the key spacing so the layers together cover
-        // the keyboard
-        let at =
-            (k as f64 + (layer as f64 + 0.5) / layers as f64) * keys.len() as f64 / pitched as f64;
-        let midi = keys[(at as usize).min(keys.len() - 1)];
-        // bass strings ring longer than treble ones: 8 s at A0 down to 1 s at C8
-        let t60 = 8.0 * (1.0f64 / 8.0).powf(((midi - 21.0) / 87.0).clamp(0.0, 1.0));
-        pole(key_hz(midi), t60, sample_rate)
-    });
-    let short = state - pitched;
-    let transients = (0..short).map(|k| {
-        let frac = (k as f64 + 0.5) / short as f64;
-        let hz = 5.0 * (0.45 * sample_rate / 5.0).powf(frac);
-        // decays scrambled against frequency: 5 ms … 300 ms
-        let d = ((k * 7919 + layer * 31) % short) as f64 / short as f64;
-        pole(hz, 0.005 * 60f64.powf(d), sample_rate)
-    });
-    ringing.chain(transients).collect()
-}
-
-/// `PoleInit::LogUniform`: partial frequencies spread log-uniformly over the band, decay times
-/// log-uniform from 80 to 80 000 samples, scrambled against frequency.
-fn log_uniform_poles(state: usize, layer: usize) -> Vec<Complex64> {
-    (0..state)
-        .map(|k| {
-            let frac = (k as f64 + 0.5) / state as f64;
-            let omega = 0.005 * (std::f64::consts::PI / 0.005).powf(frac); // rad/sample
-            let decay = 1.0
-                / (80.0 * 1000f64.powf(((k * 7919 + layer * 31) % state) as f64 / state as f64));
-            Complex64::new(-decay, omega)
-        })
-        .collect()
 }

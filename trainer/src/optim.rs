@@ -13,6 +13,9 @@ pub struct Adam {
     pub weight_decay: f64,
     /// Optimizer steps taken so far.
     pub step: i64,
+    /// Learning-rate factor for the poles (`norm`, `angle`): Adam moves every parameter by
+    /// about the rate per step, which for a pole's angle is a large change of its decay time.
+    pub pole_lr: f64,
     /// First and second moments by parameter name.
     pub m: BTreeMap<String, Tensor>,
     pub v: BTreeMap<String, Tensor>,
@@ -26,6 +29,7 @@ impl Adam {
             eps: 1e-8,
             weight_decay,
             step: 0,
+            pole_lr: 1.0,
             m: BTreeMap::new(),
             v: BTreeMap::new(),
         }
@@ -54,7 +58,13 @@ impl Adam {
                 .g_mul_scalar_(self.beta2)
                 .g_add_(&(g.square() * (1.0 - self.beta2)));
             let denom = (&*v / bc2).sqrt() + self.eps;
-            let update = &*m / &denom * (lr / bc1);
+            let mut update = &*m / &denom * (lr / bc1);
+            if is_pole(name) {
+                update *= self.pole_lr;
+            }
+            if let Some(magnitude) = input_row_scale(params, name) {
+                update *= magnitude;
+            }
             let mut p = p.shallow_clone();
             let _ = p.g_sub_(&update);
         }
@@ -79,6 +89,33 @@ impl Adam {
             .sum::<f64>()
             .sqrt()
     }
+}
+
+/// For a layer's input weights (`layers.i.B`, `layers.i.B_bias`): each state's pole magnitude
+/// |λ| = exp(norm), shaped to scale that state's row of the update.
+///
+/// Why: a state answers a constant input with B/|λ|, so B's natural scale is |λ|, 0.003 for
+/// a bass resonance at 16 kHz and 0.5 for a fast transient. Adam moves every parameter by
+/// about the learning rate whatever its scale, which would wipe out the slow states' B in a
+/// step; scaled by |λ|, every state's gain moves by about the learning rate.
+fn input_row_scale(params: &BTreeMap<String, Tensor>, name: &str) -> Option<Tensor> {
+    let layer = name
+        .strip_suffix(".B")
+        .or_else(|| name.strip_suffix(".B_bias"))?;
+    let norm = params.get(&format!("{layer}.norm"))?;
+    let magnitude = norm.exp();
+    // B is (P, in, 2), B_bias (P, 2)
+    let shape: Vec<i64> = if name.ends_with(".B") {
+        vec![-1, 1, 1]
+    } else {
+        vec![-1, 1]
+    };
+    Some(magnitude.view(shape.as_slice()))
+}
+
+/// Whether a parameter is a layer's pole (`layers.i.norm` or `layers.i.angle`).
+fn is_pole(name: &str) -> bool {
+    name.ends_with(".norm") || name.ends_with(".angle")
 }
 
 /// Cosine annealing with linear warm-up and warm restarts (the paper's
@@ -136,5 +173,41 @@ impl Schedule {
             let x = (t - self.warmup_steps) / (self.cycle_steps - self.warmup_steps);
             self.min_lr + (peak - self.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the same gradient, a slow state's B moves by |λ| times what a fast one's does, and
+    /// the poles move by `pole_lr` times the rate.
+    #[test]
+    fn input_weights_step_in_units_of_their_pole() {
+        let magnitudes = [0.002f32, 0.5];
+        let mut params = BTreeMap::new();
+        let norm = Tensor::from_slice(&magnitudes.map(f32::ln)).set_requires_grad(true);
+        let b = Tensor::zeros([2, 3, 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let c = Tensor::zeros([4, 2, 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        ((&b + 1.0).sum(Kind::Float) + (&c + 1.0).sum(Kind::Float) + norm.sum(Kind::Float))
+            .backward();
+        let before = norm.detach().copy();
+        params.insert("layers.0.B".to_string(), b.shallow_clone());
+        params.insert("layers.0.C".to_string(), c.shallow_clone());
+        params.insert("layers.0.norm".to_string(), norm.shallow_clone());
+        let mut adam = Adam::new(0.0);
+        adam.pole_lr = 0.25;
+        adam.step(&params, 1e-3);
+        // Adam's first step is the rate itself, whatever the gradient's size
+        let step = |t: &Tensor| -> Vec<f32> { Vec::try_from(t.detach().flatten(0, -1)).unwrap() };
+        let b_steps = step(&b);
+        for (row, m) in magnitudes.iter().enumerate() {
+            for v in &b_steps[row * 6..(row + 1) * 6] {
+                assert!((v + 1e-3 * m).abs() < 1e-9, "row {row}: {v}");
+            }
+        }
+        assert!(step(&c).iter().all(|v| (v + 1e-3).abs() < 1e-9));
+        let moved = step(&(norm.detach() - before));
+        assert!(moved.iter().all(|v| (v + 2.5e-4).abs() < 1e-6), "{moved:?}");
     }
 }

@@ -101,6 +101,9 @@ pub struct TrainArgs {
     pub device: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Learning-rate factor for the poles (norm, angle), 1 as in the paper.
+    #[arg(long, default_value_t = 1.0)]
+    pub pole_lr: f64,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -257,6 +260,9 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if !(args.sample_length > 0.0 && args.sample_length <= 60.0) {
         bail!("--sample-length must be in (0, 60] seconds");
     }
+    if !(args.pole_lr > 0.0 && args.pole_lr.is_finite()) {
+        bail!("--pole-lr must be a positive factor");
+    }
     if args.criterion.is_empty() {
         bail!("--criterion needs at least one of combined-spectral, spectral");
     }
@@ -284,7 +290,7 @@ impl<'a> Run<'a> {
         source: Box<dyn Source>,
     ) -> Result<Run<'a>> {
         let heads = source.heads();
-        let net = match &args.weights {
+        let mut net = match &args.weights {
             Some(path) => {
                 let model = load_weights(path)?;
                 if model.head_count() != heads.len() {
@@ -304,11 +310,12 @@ impl<'a> Run<'a> {
                     sample_rate: rates.sample_rate,
                     seed: args.seed,
                 };
-                PianoSsm::new(device, args.model, heads.len(), args.activation.0, init)
+                PianoSsm::new(device, args.model, heads.len(), args.activation.0, init)?
             }
         };
         let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
         let mut adam = Adam::new(1e-4);
+        adam.pole_lr = args.pole_lr;
         let ckpt = args.out.join("checkpoint.safetensors");
         let state = if args.resume && ckpt.is_file() {
             let state = checkpoint::load(&ckpt, &params, &mut adam)?;
@@ -325,10 +332,15 @@ impl<'a> Run<'a> {
             if args.resume {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
+            let norm = normalisation(args, &*source, rates)?;
+            if args.weights.is_none() && args.init == PoleInit::GatedKeys {
+                let gain = match_level(&mut net, args, &*source, rates, norm, device)?;
+                eprintln!("gated-keys init: head gain {gain:.3} matches the training level");
+            }
             LoopState {
                 epochs_done: 0,
                 adam_step: 0,
-                norm: normalisation(args, &*source, rates)?,
+                norm,
                 fingerprint: fingerprint(args),
                 log: Vec::new(),
                 seconds: 0.0,
@@ -421,6 +433,10 @@ impl<'a> Run<'a> {
             self.state.log.push(row);
             checkpoint::save(&ckpt, &self.params, &self.adam, &self.state)?;
             self.write_log()?;
+            self.export()?;
+        }
+        if self.state.log.is_empty() {
+            // `--epochs 0`: the initialised network, e.g. to listen to an initialisation
             self.export()?;
         }
         let plots = self.plots()?;
@@ -612,6 +628,28 @@ impl<'a> Run<'a> {
         written.push(spec);
         Ok(written)
     }
+}
+
+/// Clips the gated-keys network's output level is matched on.
+const LEVEL_CLIPS: usize = 4;
+
+/// Sets a fresh gated-keys network's head gain to the training data's level, on clips of
+/// their own seed stream (the training crops are not disturbed).
+fn match_level(
+    net: &mut PianoSsm,
+    args: &TrainArgs,
+    source: &dyn Source,
+    rates: Rates,
+    norm: Norm,
+    device: Device,
+) -> Result<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(synth::clip_seed(args.seed, u64::MAX - 1));
+    let frames = rates.frames(args.sample_length);
+    let clips = (0..LEVEL_CLIPS)
+        .map(|_| source.train_clip(&mut rng, frames))
+        .collect::<Result<Vec<_>>>()?;
+    let batch = Batch::new(&clips, norm, device);
+    Ok(net.match_level(&batch, rates.hold() as i64))
 }
 
 /// Normalisation statistics: MAESTRO's published ones, or measured on training crops.

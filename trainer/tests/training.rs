@@ -403,7 +403,8 @@ fn fresh_poles(size: Size, poles: PoleInit, rate: u32) -> Vec<Vec<(f64, f64)>> {
             sample_rate: rate,
             seed: 3,
         },
-    );
+    )
+    .unwrap();
     let vars = net.vs.variables();
     let values =
         |name: String| Vec::<f64>::try_from(vars[&name].to_kind(tch::Kind::Double)).unwrap();
@@ -486,7 +487,8 @@ fn fresh_states_have_unit_gain() {
                 sample_rate: 16_000,
                 seed: 5,
             },
-        );
+        )
+        .unwrap();
         let vars = net.vs.variables();
         let values = |name: String| {
             Vec::<f64>::try_from(vars[&name].to_kind(tch::Kind::Double).flatten(0, -1)).unwrap()

@@ -1,0 +1,103 @@
+//! The gated-keys initialisation: the untrained network already plays like a damped piano
+//! (the listening checks the built-in models must pass), rests at exact silence, and refuses
+//! sizes too small to hold one resonance per key. And the checks themselves: the SoundFont the
+//! synthetic set is rendered with passes them.
+
+use clap::Parser;
+use ssm_runtime::soundcheck::{self, ModelRenderer};
+use ssm_runtime::{Activation, Model};
+use tch::{Device, Kind, Tensor};
+use trainer::check::SoundFontRenderer;
+use trainer::data::synth::DEFAULT_SOUNDFONT;
+use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::train::{train, TrainArgs};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+fn fresh(size: Size) -> anyhow::Result<PianoSsm> {
+    PianoSsm::new(
+        Device::Cpu,
+        size,
+        1,
+        Activation::Tanh,
+        InitOptions {
+            poles: PoleInit::GatedKeys,
+            sample_rate: 16_000,
+            seed: 2,
+        },
+    )
+}
+
+#[test]
+fn the_soundfont_target_passes_the_listening_checks() {
+    let mut r = SoundFontRenderer::open(DEFAULT_SOUNDFONT.as_ref(), 48_000).unwrap();
+    for o in soundcheck::all(&mut r) {
+        assert!(o.passed, "the training target fails a check: {o}");
+    }
+}
+
+/// `--epochs 0` exports the initialised network, its level matched to the training data.
+#[test]
+fn untrained_gated_keys_network_passes_the_listening_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let argv = [
+        "trainer",
+        "--model",
+        "L",
+        "--init",
+        "gated-keys",
+        "--epochs",
+        "0",
+        "--sample-length",
+        "2",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let args: TrainArgs = Cli::try_parse_from(argv).unwrap().args;
+    train(&args).unwrap();
+    let model = Model::load(&out.join("model.safetensors")).unwrap();
+    let outcomes = soundcheck::all(&mut ModelRenderer {
+        model: &model,
+        sample_rate: 48_000,
+    });
+    for o in &outcomes {
+        assert!(o.passed, "{o}");
+    }
+}
+
+#[test]
+fn gated_keys_rests_at_silence_and_rings_when_played() {
+    let net = fresh(Size::L).unwrap();
+    let _guard = tch::no_grad_guard();
+    let mut roll = vec![0f32; 88 * 300];
+    let silent = Tensor::from_slice(&roll).reshape([1, 88, 300]);
+    let heads = Tensor::from_slice(&[0i64]);
+    let rest = net.forward(&silent, &heads, 16, 1.0);
+    // the high-passes and input biases leave only float32 FFT rounding of the cancelled rest
+    let peak = rest.abs().max().double_value(&[]);
+    // A4 held for the whole roll
+    for f in 0..300 {
+        roll[48 * 300 + f] = 1.0;
+    }
+    let played = net.forward(&Tensor::from_slice(&roll).reshape([1, 88, 300]), &heads, 16, 1.0);
+    let level = played.square().mean(Kind::Double).sqrt().double_value(&[]);
+    assert!(
+        peak < 1e-3 * level,
+        "the silent network plays {peak:e}, a held key {level:e}"
+    );
+}
+
+#[test]
+fn gated_keys_refuses_a_size_without_a_resonance_per_key() {
+    let err = fresh(Size::S).err().expect("S has 64 states: too few");
+    assert!(format!("{err}").contains("needs at least 118 states"), "{err}");
+    assert!(fresh(Size::XL).is_ok());
+}
