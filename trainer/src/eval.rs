@@ -18,8 +18,10 @@ pub struct EvalArgs {
     /// Runtime models (.safetensors) to score; repeat for several.
     #[arg(long, num_args = 1..)]
     pub model: Vec<PathBuf>,
-    /// Baselines: `silence`, `untrained` (the first model's architecture, freshly initialised)
-    /// or `soundfont:FILE.sf2` (another piano playing the same notes, level-matched; synth only).
+    /// Baselines: `silence`, `untrained` (the first model's architecture, freshly initialised
+    /// with keyboard poles; `untrained:gated-keys` for the gated-keys initialisation, its level
+    /// matched on the first scored segments) or `soundfont:FILE.sf2` (another piano playing the
+    /// same notes, level-matched; synth only).
     #[arg(long, num_args = 1..)]
     pub baseline: Vec<String>,
     #[arg(long, value_enum, default_value_t = DatasetKind::Synth)]
@@ -123,17 +125,22 @@ fn score_baseline(
 ) -> Result<Score> {
     match name {
         "silence" => score("silence", clips, losses, device, |b| b.audio.zeros_like()),
-        "untrained" => {
+        "untrained" | "untrained:keyboard" | "untrained:gated-keys" => {
             let size =
                 <Size as clap::ValueEnum>::from_str(&reference.info.size, false).map_err(|_| {
                     anyhow::anyhow!("untrained baseline: unknown size {:?}", reference.info.size)
                 })?;
+            let poles = if name.ends_with("gated-keys") {
+                PoleInit::GatedKeys
+            } else {
+                PoleInit::Keyboard
+            };
             let init = InitOptions {
-                poles: PoleInit::default(),
+                poles,
                 sample_rate: rates.sample_rate,
                 seed: args.seed,
             };
-            let net = PianoSsm::new(
+            let mut net = PianoSsm::new(
                 device,
                 size,
                 reference.head_count(),
@@ -144,13 +151,20 @@ fn score_baseline(
                 mean: reference.info.norm_mean,
                 std: reference.info.norm_std,
             };
-            score(&format!("untrained {size:?}"), clips, losses, device, |b| {
+            if poles == PoleInit::GatedKeys {
+                // its level is set on data, as training does: here on the scored clips, the
+                // most an untrained network can be given
+                let batch = Batch::new(&clips[..clips.len().min(4)], norm, device);
+                net.match_level(&batch, rates.hold() as i64);
+            }
+            let label = format!("untrained {size:?} ({})", init_label(poles));
+            score(&label, clips, losses, device, |b| {
                 net.forward(&b.roll, &b.heads, rates.hold() as i64, 1.0) * norm.std + norm.mean
             })
         }
         other => {
             let path = other.strip_prefix("soundfont:").with_context(|| {
-                format!("unknown baseline {other:?}: use silence, untrained or soundfont:FILE")
+                format!("unknown baseline {other:?}: use silence, untrained[:keyboard|:gated-keys] or soundfont:FILE")
             })?;
             if args.dataset != DatasetKind::Synth {
                 bail!("the soundfont baseline replays the synthetic test set; use it with --dataset synth");
@@ -177,6 +191,13 @@ fn score_baseline(
                     .to_device(device)
             })
         }
+    }
+}
+
+fn init_label(poles: PoleInit) -> &'static str {
+    match poles {
+        PoleInit::GatedKeys => "gated-keys init",
+        _ => "keyboard init",
     }
 }
 

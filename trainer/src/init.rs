@@ -185,15 +185,22 @@ fn keyboard_poles(state: usize, layer: usize, layers: usize, sample_rate: f64) -
         let midi = keys[(at as usize).min(keys.len() - 1)];
         pole(key_hz(midi), key_t60(midi), sample_rate)
     });
-    let short = state - pitched;
-    let transients = (0..short).map(|k| {
-        let frac = (k as f64 + 0.5) / short as f64;
-        let hz = 5.0 * (0.45 * sample_rate / 5.0).powf(frac);
-        // decays scrambled against frequency: 5 ms … 300 ms
-        let d = ((k * 7919 + layer * 31) % short) as f64 / short as f64;
-        pole(hz, 0.005 * 60f64.powf(d), sample_rate)
-    });
-    ringing.chain(transients).collect()
+    ringing
+        .chain(transient_poles(state - pitched, layer, sample_rate))
+        .collect()
+}
+
+/// `count` short-lived poles: frequencies log-uniform from 5 Hz to 0.45·sr, decays from 5 to
+/// 300 ms scrambled against frequency.
+fn transient_poles(count: usize, layer: usize, sample_rate: f64) -> Vec<Complex64> {
+    (0..count)
+        .map(|k| {
+            let frac = (k as f64 + 0.5) / count as f64;
+            let hz = 5.0 * (0.45 * sample_rate / 5.0).powf(frac);
+            let d = ((k * 7919 + layer * 31) % count) as f64 / count as f64;
+            pole(hz, 0.005 * 60f64.powf(d), sample_rate)
+        })
+        .collect()
 }
 
 /// `PoleInit::LogUniform`: partial frequencies spread log-uniformly over the band, decay times
@@ -366,7 +373,8 @@ pub mod gated_keys {
     /// output's rest level by thousands of times the learning rate per step; behind these
     /// high-passes no weight change upstream reaches the output as an offset. Where a gate's
     /// thump clips the tanh, the clipped pulse still decays to zero. The rest of the states are
-    /// free (keyboard poles, random B, C = 0) for training to use.
+    /// free for training to use (random B, C = 0), with short-lived poles (5–300 ms): only
+    /// layer 1 is gated, so a pole that rang for seconds here would ring on after release.
     fn highpass_layer(
         state: usize,
         inp: usize,
@@ -376,7 +384,7 @@ pub mod gated_keys {
         normal: &mut Normal,
     ) -> SsmLayer {
         let pairs = out.div_ceil(2);
-        let free = keyboard_poles(state - 2 * pairs, index, WIDTHS.len() - 1, sr);
+        let free = transient_poles(state - 2 * pairs, index, sr);
         let wire = Complex64::new(-5.0, 0.0);
         let lowpass = real_pole(HIGHPASS_SECONDS, sr);
         let poles: Vec<Complex64> = std::iter::repeat_n(wire, pairs)
@@ -396,7 +404,8 @@ pub mod gated_keys {
                     }
                     // B = a·mix settles the state at the channel's input
                     for i in 0..inp {
-                        l.b[(p * inp + i) * 2 + component] = (-pole.re * w[j * inp + i] as f64) as f32;
+                        l.b[(p * inp + i) * 2 + component] =
+                            (-pole.re * w[j * inp + i] as f64) as f32;
                     }
                     // y_j = ± the state's real part (C = ±1) or imaginary part (C = ∓i)
                     let c = if component == 0 {

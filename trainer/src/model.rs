@@ -216,13 +216,33 @@ impl PianoSsm {
             + self.head_bias.index_select(0, heads).unsqueeze(1)
     }
 
-    fn activate(&self, y: &Tensor) -> Tensor {
-        match self.activation {
-            Activation::Tanh => y.tanh(),
-            Activation::Relu => y.relu(),
-            Activation::LeakyRelu => y.leaky_relu(),
-            Activation::Identity => y.shallow_clone(),
+    /// Sets every layer's input bias so that the zero state is the network's equilibrium for a
+    /// silent roll: B_bias = −B·(what the layer's input holds at rest). Then a render that
+    /// starts from zero, as the runtime's and every training crop's does, starts silent, and
+    /// an optimizer step cannot leave a thump at the start of every note-free stretch.
+    pub fn settle_rest(&mut self) {
+        let _guard = tch::no_grad_guard();
+        let sqrt2 = std::f64::consts::SQRT_2;
+        // layer 1's input, the roll, is zero at rest
+        let mut rest = Tensor::zeros(
+            [self.layers[0].b.size()[1]],
+            (Kind::Float, self.head_bias.device()),
+        );
+        for layer in &mut self.layers {
+            let b = layer.b.detach(); // (P, in, 2)
+            let bias = -(b * rest.view([1, -1, 1])).sum_dim_intlist(1, false, Kind::Float);
+            let _ = layer.b_bias.copy_(&bias);
+            // states at zero: y = Re(C_bias)
+            let y = self.activation.apply(&layer.c_bias.select(1, 0));
+            rest = match &layer.skip {
+                Some(w) => (y + w.matmul(&rest)) / sqrt2,
+                None => y / sqrt2,
+            };
         }
+    }
+
+    fn activate(&self, y: &Tensor) -> Tensor {
+        self.activation.apply(y)
     }
 
     /// The weights in the runtime's format, with `info` as metadata.
@@ -322,6 +342,22 @@ impl Layer {
         let y = channel_matmul(&c, &Tensor::cat(&[x_re, x_im], 0).view_as_real()).view_as_complex();
         let y = y.fft_irfft(n_fft, -1, "backward").narrow(2, 0, len);
         y + self.c_bias.select(1, 0).view([-1, 1, 1])
+    }
+}
+
+/// The activations on tensors.
+trait Apply {
+    fn apply(self, y: &Tensor) -> Tensor;
+}
+
+impl Apply for Activation {
+    fn apply(self, y: &Tensor) -> Tensor {
+        match self {
+            Activation::Tanh => y.tanh(),
+            Activation::Relu => y.relu(),
+            Activation::LeakyRelu => y.leaky_relu(),
+            Activation::Identity => y.shallow_clone(),
+        }
     }
 }
 

@@ -104,6 +104,10 @@ pub struct TrainArgs {
     /// Learning-rate factor for the poles (norm, angle), 1 as in the paper.
     #[arg(long, default_value_t = 1.0)]
     pub pole_lr: f64,
+    /// After every step, set the layers' input biases so that a silent roll leaves every state
+    /// at zero (no start-of-render transient; recommended with --init gated-keys).
+    #[arg(long)]
+    pub rest_at_zero: bool,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -333,6 +337,9 @@ impl<'a> Run<'a> {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
             let norm = normalisation(args, &*source, rates)?;
+            if args.rest_at_zero {
+                net.settle_rest();
+            }
             if args.weights.is_none() && args.init == PoleInit::GatedKeys {
                 let gain = match_level(&mut net, args, &*source, rates, norm, device)?;
                 eprintln!("gated-keys init: head gain {gain:.3} matches the training level");
@@ -423,17 +430,18 @@ impl<'a> Run<'a> {
                 audio_seconds_per_second: audio / seconds,
             };
             let fmt = |v: Option<f64>| v.map_or(String::new(), |x| format!(" valid {x:.4}"));
+            self.state.log.push(row.clone());
+            checkpoint::save(&ckpt, &self.params, &self.adam, &self.state)?;
+            self.write_log()?;
+            let model = self.export()?;
             println!(
-                "epoch {}/{}: loss {train_loss:.4}{} lr {lr:.2e}, {:.2} s of audio per second",
+                "epoch {}/{}: loss {train_loss:.4}{} lr {lr:.2e}, {:.2} s of audio per second; {}",
                 row.epoch,
                 self.total_epochs(),
                 fmt(valid_loss),
-                row.audio_seconds_per_second
+                row.audio_seconds_per_second,
+                listening_checks(&model)
             );
-            self.state.log.push(row);
-            checkpoint::save(&ckpt, &self.params, &self.adam, &self.state)?;
-            self.write_log()?;
-            self.export()?;
         }
         if self.state.log.is_empty() {
             // `--epochs 0`: the initialised network, e.g. to listen to an initialisation
@@ -510,6 +518,9 @@ impl<'a> Run<'a> {
                 lr = schedule.lr(self.adam.step as u64);
                 self.adam.step(&self.params, lr);
                 Adam::zero_grad(&self.params);
+                if self.args.rest_at_zero {
+                    self.net.settle_rest();
+                }
             }
             bar.set_message(format!("loss {value:.4} lr {lr:.2e}"));
             bar.inc(n as u64);
@@ -589,12 +600,14 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn export(&self) -> Result<()> {
+    /// Writes OUT/model.safetensors and returns the model.
+    fn export(&self) -> Result<Model> {
         let model = self.net.to_runtime(self.info())?;
         let path = self.args.out.join("model.safetensors");
         model
             .save(&path)
-            .with_context(|| format!("cannot write {}", path.display()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(model)
     }
 
     fn plots(&self) -> Result<Vec<PathBuf>> {
@@ -627,6 +640,29 @@ impl<'a> Run<'a> {
         )?;
         written.push(spec);
         Ok(written)
+    }
+}
+
+/// The listening checks at the training rate, as one line: how many pass, and which fail.
+fn listening_checks(model: &Model) -> String {
+    let outcomes = ssm_runtime::soundcheck::all(&mut ssm_runtime::soundcheck::ModelRenderer {
+        model,
+        sample_rate: model.info.train_rate,
+    });
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.passed)
+        .map(|o| o.name)
+        .collect();
+    let passed = outcomes.len() - failed.len();
+    if failed.is_empty() {
+        format!("checks {passed}/{}", outcomes.len())
+    } else {
+        format!(
+            "checks {passed}/{} (failing: {})",
+            outcomes.len(),
+            failed.join(", ")
+        )
     }
 }
 

@@ -87,7 +87,12 @@ fn gated_keys_rests_at_silence_and_rings_when_played() {
     for f in 0..300 {
         roll[48 * 300 + f] = 1.0;
     }
-    let played = net.forward(&Tensor::from_slice(&roll).reshape([1, 88, 300]), &heads, 16, 1.0);
+    let played = net.forward(
+        &Tensor::from_slice(&roll).reshape([1, 88, 300]),
+        &heads,
+        16,
+        1.0,
+    );
     let level = played.square().mean(Kind::Double).sqrt().double_value(&[]);
     assert!(
         peak < 1e-3 * level,
@@ -98,6 +103,43 @@ fn gated_keys_rests_at_silence_and_rings_when_played() {
 #[test]
 fn gated_keys_refuses_a_size_without_a_resonance_per_key() {
     let err = fresh(Size::S).err().expect("S has 64 states: too few");
-    assert!(format!("{err}").contains("needs at least 118 states"), "{err}");
+    assert!(
+        format!("{err}").contains("needs at least 118 states"),
+        "{err}"
+    );
     assert!(fresh(Size::XL).is_ok());
+}
+
+/// After any change of the input weights, `settle_rest` puts the zero state back at the
+/// silent network's equilibrium: a silent roll plays a constant (no start-of-render thump).
+#[test]
+fn settle_rest_keeps_a_silent_roll_silent() {
+    let mut net = fresh(Size::L).unwrap();
+    let heads = Tensor::from_slice(&[0i64]);
+    let silent = Tensor::zeros([1, 88, 200], (Kind::Float, Device::Cpu));
+    let wobble = |net: &PianoSsm| {
+        let _guard = tch::no_grad_guard();
+        let out = net.forward(&silent, &heads, 16, 1.0);
+        (out.max() - out.min()).double_value(&[])
+    };
+    {
+        // as an optimizer step would: every input weight moves
+        let _guard = tch::no_grad_guard();
+        for (name, mut t) in net.vs.variables() {
+            if name.ends_with(".B") {
+                let _ = t.g_add_(&(t.randn_like() * 1e-3));
+            }
+        }
+    }
+    let moved = wobble(&net);
+    net.settle_rest();
+    let settled = wobble(&net);
+    assert!(
+        moved > 1e-3,
+        "the perturbation should disturb the rest: {moved:e}"
+    );
+    assert!(
+        settled < 1e-3 * moved,
+        "settled {settled:e}, perturbed {moved:e}"
+    );
 }
