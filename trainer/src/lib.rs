@@ -22,6 +22,22 @@ pub mod train;
 
 use tch::{Device, Kind, Tensor};
 
+/// Makes glibc's malloc, which libtorch allocates through, keep freed memory for reuse.
+///
+/// Why: a training step allocates and frees tensors of 10–200 MB. glibc serves blocks above
+/// its mmap threshold (at most 32 MB) with fresh mmaps and returns them on free, so every
+/// operation faulted its output in page by page, zeroed by the kernel: measured on a 2 s-crop
+/// L run, 150 000 page faults a second and two thirds of the CPU time in the kernel. From the
+/// heap, with trimming off, freed blocks are reused and the faults stop (0 a second).
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Parses `cpu`, `cuda`, `cuda:N`; `None` picks CUDA when available.
 pub fn parse_device(spec: Option<&str>) -> anyhow::Result<Device> {
     match spec {

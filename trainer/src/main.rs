@@ -34,6 +34,7 @@ enum Command {
 }
 
 fn main() {
+    trainer::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Eval(args)) => {

@@ -241,6 +241,31 @@ impl PianoSsm {
         }
     }
 
+    /// Shortens every pole of layers 2–4 whose 60 dB decay is longer than `t60` samples to
+    /// that decay (its frequency kept). Why: with `PoleInit::GatedKeys` only the first layer is
+    /// gated by the keys, and a spectral loss that wants energy in every bin will otherwise
+    /// stretch a later layer's pole into a ring that plays on long after the keys are released.
+    pub fn limit_later_decays(&mut self, t60: f64) {
+        let _guard = tch::no_grad_guard();
+        let min_decay = 6.9 / t60;
+        for layer in self.layers.iter_mut().skip(1) {
+            let (norm, angle) = (
+                layer.norm.to_kind(Kind::Double),
+                layer.angle.to_kind(Kind::Double),
+            );
+            let mag = norm.exp();
+            // the pole as the forward sees it (stability rule: real part negative)
+            let re = -(&mag * angle.cos()).abs();
+            let im = &mag * angle.sin();
+            let re = re.clamp_max(-min_decay);
+            let new_norm = (&re * &re + &im * &im).sqrt().log();
+            let new_angle = im.atan2(&re);
+            let kind = layer.norm.kind();
+            let _ = layer.norm.copy_(&new_norm.to_kind(kind));
+            let _ = layer.angle.copy_(&new_angle.to_kind(kind));
+        }
+    }
+
     fn activate(&self, y: &Tensor) -> Tensor {
         self.activation.apply(y)
     }

@@ -108,6 +108,11 @@ pub struct TrainArgs {
     /// at zero (no start-of-render transient; recommended with --init gated-keys).
     #[arg(long)]
     pub rest_at_zero: bool,
+    /// Longest 60 dB decay (seconds) of a pole in layers 2–4, enforced after every step; the
+    /// first layer's poles are not limited. With --init gated-keys only the first layer is
+    /// gated by the keys: a long ring later would play on after release.
+    #[arg(long)]
+    pub later_t60: Option<f64>,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -254,6 +259,10 @@ pub fn train(args: &TrainArgs) -> Result<Outputs> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     let mut run = Run::start(args, rates, device, source)?;
+    if run.adam.step == 0 {
+        // a fresh network starts inside the constraints it is trained under
+        run.constrain();
+    }
     run.run()
 }
 
@@ -263,6 +272,9 @@ fn validate(args: &TrainArgs) -> Result<()> {
     }
     if !(args.sample_length > 0.0 && args.sample_length <= 60.0) {
         bail!("--sample-length must be in (0, 60] seconds");
+    }
+    if args.later_t60.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+        bail!("--later-t60 must be a positive number of seconds");
     }
     if !(args.pole_lr > 0.0 && args.pole_lr.is_finite()) {
         bail!("--pole-lr must be a positive factor");
@@ -337,9 +349,6 @@ impl<'a> Run<'a> {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
             let norm = normalisation(args, &*source, rates)?;
-            if args.rest_at_zero {
-                net.settle_rest();
-            }
             if args.weights.is_none() && args.init == PoleInit::GatedKeys {
                 let gain = match_level(&mut net, args, &*source, rates, norm, device)?;
                 eprintln!("gated-keys init: head gain {gain:.3} matches the training level");
@@ -377,6 +386,17 @@ impl<'a> Run<'a> {
             valid,
             test,
         })
+    }
+
+    /// The projections chosen on the command line, after every step and on a fresh start.
+    fn constrain(&mut self) {
+        if let Some(t60) = self.args.later_t60 {
+            self.net
+                .limit_later_decays(t60 * self.rates.sample_rate as f64);
+        }
+        if self.args.rest_at_zero {
+            self.net.settle_rest();
+        }
     }
 
     fn total_epochs(&self) -> u64 {
@@ -518,9 +538,7 @@ impl<'a> Run<'a> {
                 lr = schedule.lr(self.adam.step as u64);
                 self.adam.step(&self.params, lr);
                 Adam::zero_grad(&self.params);
-                if self.args.rest_at_zero {
-                    self.net.settle_rest();
-                }
+                self.constrain();
             }
             bar.set_message(format!("loss {value:.4} lr {lr:.2e}"));
             bar.inc(n as u64);
