@@ -217,10 +217,12 @@ impl PianoSsm {
     }
 
     /// Sets every layer's input bias so that the zero state is the network's equilibrium for a
-    /// silent roll: B_bias = −B·(what the layer's input holds at rest). Then a render that
-    /// starts from zero, as the runtime's and every training crop's does, starts silent, and
-    /// an optimizer step cannot leave a thump at the start of every note-free stretch.
-    pub fn settle_rest(&mut self) {
+    /// silent roll (B_bias = −B·(what the layer's input holds at rest)), and the heads' biases
+    /// so that the silent network plays `silence` (the normalised value of digital silence).
+    /// Then a render that starts from zero, as the runtime's and every training crop's does,
+    /// starts silent, and a released piano falls back to silence: an optimizer step can leave
+    /// neither a thump at the start of a render nor an offset where the music stops.
+    pub fn settle_rest(&mut self, silence: f64) {
         let _guard = tch::no_grad_guard();
         let sqrt2 = std::f64::consts::SQRT_2;
         // layer 1's input, the roll, is zero at rest
@@ -239,6 +241,8 @@ impl PianoSsm {
                 None => y / sqrt2,
             };
         }
+        let bias = -self.head_weight.matmul(&rest) + silence;
+        let _ = self.head_bias.copy_(&bias);
     }
 
     /// Shortens every pole of layers 2–4 whose 60 dB decay is longer than `t60` samples to

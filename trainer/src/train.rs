@@ -105,7 +105,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     pub pole_lr: f64,
     /// After every step, set the layers' input biases so that a silent roll leaves every state
-    /// at zero (no start-of-render transient; recommended with --init gated-keys).
+    /// at zero, and the heads' biases so that it plays silence (no start-of-render transient,
+    /// no offset after the music stops; recommended with --init gated-keys).
     #[arg(long)]
     pub rest_at_zero: bool,
     /// Longest 60 dB decay (seconds) of a pole in layers 2–4, enforced after every step; the
@@ -395,7 +396,8 @@ impl<'a> Run<'a> {
                 .limit_later_decays(t60 * self.rates.sample_rate as f64);
         }
         if self.args.rest_at_zero {
-            self.net.settle_rest();
+            let norm = self.state.norm;
+            self.net.settle_rest(-norm.mean / norm.std);
         }
     }
 

@@ -111,7 +111,8 @@ fn gated_keys_refuses_a_size_without_a_resonance_per_key() {
 }
 
 /// After any change of the input weights, `settle_rest` puts the zero state back at the
-/// silent network's equilibrium: a silent roll plays a constant (no start-of-render thump).
+/// silent network's equilibrium: a silent roll plays a constant (no start-of-render thump),
+/// the one asked for.
 #[test]
 fn settle_rest_keeps_a_silent_roll_silent() {
     let mut net = fresh(Size::L).unwrap();
@@ -132,7 +133,7 @@ fn settle_rest_keeps_a_silent_roll_silent() {
         }
     }
     let moved = wobble(&net);
-    net.settle_rest();
+    net.settle_rest(0.25);
     let settled = wobble(&net);
     assert!(
         moved > 1e-3,
@@ -142,4 +143,11 @@ fn settle_rest_keeps_a_silent_roll_silent() {
         settled < 1e-3 * moved,
         "settled {settled:e}, perturbed {moved:e}"
     );
+    // and the silent network plays the silence it was given
+    let _guard = tch::no_grad_guard();
+    let level = net
+        .forward(&silent, &heads, 16, 1.0)
+        .mean(Kind::Double)
+        .double_value(&[]);
+    assert!((level - 0.25).abs() < 1e-4, "rest output {level}");
 }
