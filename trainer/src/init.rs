@@ -27,8 +27,8 @@ pub enum PoleInit {
     Keyboard,
     /// Frequencies log-uniform over the whole band, decays log-uniform from 5 ms to 5 s.
     LogUniform,
-    /// The first layer is one resonator per key, gated by the key's held envelope, the later
-    /// layers start as a high-pass and a mix (see `init::gated_keys`); needs 118 or more
+    /// The first layer is one resonator per key, gated by the key's held envelope; the later
+    /// layers are random with short-lived poles (see `init::gated_keys`); needs 118 or more
     /// states (L, XL).
     GatedKeys,
 }
@@ -217,7 +217,8 @@ fn log_uniform_poles(state: usize, layer: usize) -> Vec<Complex64> {
         .collect()
 }
 
-/// `PoleInit::GatedKeys`: the network starts as a polyphonic piano-shaped instrument.
+/// `PoleInit::GatedKeys`: the network starts as a polyphonic instrument whose keys fall silent
+/// when released.
 ///
 /// Why: a released key must fall silent, and no linear filter of the roll does that: the key-up
 /// step excites a resonance as much as the key-down step did, so a resonance that rings for
@@ -239,13 +240,15 @@ fn log_uniform_poles(state: usize, layer: usize) -> Vec<Complex64> {
 /// two envelopes, one in its real and one in its imaginary part): 132 states for 88 keys. L
 /// has 128, so its top ten keys share two gates; S (64) cannot hold the design.
 ///
-/// The gate's own step (tanh(β − α·e) − tanh(β)) would thump at every key change, so layer 2
-/// subtracts a 10 ms low-pass of its input (its tanh runs in the linear range: the mix into it
-/// is scaled by 0.05), layers 3 and 4 pass their input through their skip connections, and
-/// every layer's input bias cancels the constant its input holds at rest, so the silent network
-/// stays at rest from a zero state. The head sums the last 20 channels; its level is set by
-/// the caller on training data (`PianoSsm::match_level`). The remaining states of layers 2–4
-/// are keyboard poles with random B and a small random C, for training to use.
+/// Layers 2–4 start as the random init's layers (unit-gain B, Gaussian C and skips) but with
+/// short-lived poles only (5–300 ms): they turn the gated tones into a piano's spectrum
+/// (overtones and intermodulation, which a spectral loss wants in every bin), and whatever
+/// they play stops within a fraction of a second of their input, which stops when the keys
+/// are released. Each layer's input bias cancels the constant its input holds at rest and the
+/// head's bias the rest of the output, so the silent network is silent from a zero state. The
+/// head sums the last 20 channels; its level is set by the caller on training data
+/// (`PianoSsm::match_level`). Trained with `--rest-at-zero` and `--later-t60`, which keep the
+/// rest silent and the later poles short after every step.
 pub mod gated_keys {
     use super::*;
 
@@ -255,8 +258,6 @@ pub mod gated_keys {
     pub const RING: f64 = 0.3;
     /// Time constant of the held envelope.
     pub const ENVELOPE_SECONDS: f64 = 0.002;
-    /// Time constant of layer 2's low-pass, subtracted to remove the gate steps.
-    pub const HIGHPASS_SECONDS: f64 = 0.010;
     /// Fewest first-layer states: 88 resonances and 30 gates (60 envelopes).
     pub const MIN_STATES: usize = KEYS + 30;
 
@@ -277,7 +278,9 @@ pub mod gated_keys {
         let mut layers = vec![first_layer(state, sr)];
         for (i, pair) in WIDTHS.windows(2).enumerate().skip(1) {
             let (inp, out) = (pair[0], pair[1]);
-            let mut layer = highpass_layer(state, inp, out, sr, i, normal);
+            let poles = transient_poles(state, i, sr);
+            let mut layer = random_layer(&poles, inp, out, 0.7 / (state as f64).sqrt(), normal);
+            layer.skip = Some(normal.vec(out * inp, 1.0 / (inp as f64).sqrt()));
             cancel_rest(&mut layer, &layers_rest(&layers));
             layers.push(layer);
         }
@@ -363,71 +366,6 @@ pub mod gated_keys {
             .filter(|&(k, n)| n as f64 * key_hz((k + 21) as f64) < 0.45 * sr)
             .take(count)
             .collect()
-    }
-
-    /// Layers 2–4: each channel is the high-pass of its input channels (input i goes to channel
-    /// i mod out, ×√2 against the layer's 1/√2): a near-wire state (a real pole of 1/5 sample)
-    /// minus a 10 ms low-pass state, two channels per state pair (real and imaginary parts).
-    /// No skip, and a high-pass in every layer: layer 1's outputs rest at tanh(β)/√2, and Adam
-    /// moves all 88 weights that read them in step, so a skip or a DC path would shift the
-    /// output's rest level by thousands of times the learning rate per step; behind these
-    /// high-passes no weight change upstream reaches the output as an offset. Where a gate's
-    /// thump clips the tanh, the clipped pulse still decays to zero. The rest of the states are
-    /// free for training to use (random B, C = 0), with short-lived poles (5–300 ms): only
-    /// layer 1 is gated, so a pole that rang for seconds here would ring on after release.
-    fn highpass_layer(
-        state: usize,
-        inp: usize,
-        out: usize,
-        sr: f64,
-        index: usize,
-        normal: &mut Normal,
-    ) -> SsmLayer {
-        let pairs = out.div_ceil(2);
-        let free = transient_poles(state - 2 * pairs, index, sr);
-        let wire = Complex64::new(-5.0, 0.0);
-        let lowpass = real_pole(HIGHPASS_SECONDS, sr);
-        let poles: Vec<Complex64> = std::iter::repeat_n(wire, pairs)
-            .chain(std::iter::repeat_n(lowpass, pairs))
-            .chain(free)
-            .collect();
-        let mut l = random_layer(&poles, inp, out, 0.0, normal);
-        let w = mix(inp, out, std::f32::consts::SQRT_2);
-        for m in 0..pairs {
-            for (p, pole, sign) in [(m, wire, 1.0), (pairs + m, lowpass, -1.0)] {
-                for i in 0..inp {
-                    set_b(&mut l, p, i, Complex64::new(0.0, 0.0));
-                }
-                for (component, j) in [(0, 2 * m), (1, 2 * m + 1)] {
-                    if j >= out {
-                        continue;
-                    }
-                    // B = a·mix settles the state at the channel's input
-                    for i in 0..inp {
-                        l.b[(p * inp + i) * 2 + component] =
-                            (-pole.re * w[j * inp + i] as f64) as f32;
-                    }
-                    // y_j = ± the state's real part (C = ±1) or imaginary part (C = ∓i)
-                    let c = if component == 0 {
-                        Complex64::new(sign, 0.0)
-                    } else {
-                        Complex64::new(0.0, -sign)
-                    };
-                    set_c(&mut l, j, p, c);
-                }
-            }
-        }
-        l.skip = Some(vec![0.0; out * inp]);
-        l
-    }
-
-    /// (out × in) mix: input channel i goes to output channel i mod out, scaled by `scale`.
-    fn mix(inp: usize, out: usize, scale: f32) -> Vec<f32> {
-        let mut w = vec![0.0f32; out * inp];
-        for i in 0..inp {
-            w[(i % out) * inp + i] = scale;
-        }
-        w
     }
 
     /// What each layer's output holds at rest, for the layers so far (every state at zero).
