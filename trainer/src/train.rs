@@ -132,6 +132,11 @@ pub struct TrainArgs {
     /// Hide progress bars (logs one line per epoch instead).
     #[arg(long)]
     pub quiet: bool,
+    /// Also keep every epoch's export as OUT/epochs/NNN.safetensors, to choose a model by its
+    /// listening checks and held-out loss rather than take the last one.
+    #[arg(long)]
+    #[serde(skip)]
+    pub keep_epochs: bool,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -456,6 +461,9 @@ impl<'a> Run<'a> {
             checkpoint::save(&ckpt, &self.params, &self.adam, &self.state)?;
             self.write_log()?;
             let model = self.export()?;
+            if self.args.keep_epochs {
+                self.keep(&model, row.epoch)?;
+            }
             println!(
                 "epoch {}/{}: loss {train_loss:.4}{} lr {lr:.2e}, {:.2} s of audio per second; {}",
                 row.epoch,
@@ -628,6 +636,17 @@ impl<'a> Run<'a> {
             .save(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(model)
+    }
+
+    /// Writes OUT/epochs/NNN.safetensors (`--keep-epochs`).
+    fn keep(&self, model: &Model, epoch: u64) -> Result<()> {
+        let dir = self.args.out.join("epochs");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{epoch:03}.safetensors"));
+        model
+            .save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     fn plots(&self) -> Result<Vec<PathBuf>> {

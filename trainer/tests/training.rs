@@ -44,13 +44,20 @@ fn args(out: &Path, extra: &[&str]) -> TrainArgs {
     Cli::try_parse_from(argv).unwrap().args
 }
 
+/// A checkpoint's weights, by name.
 fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = tensors(path);
+    v.retain(|(n, _)| n.starts_with("model/"));
+    v
+}
+
+/// Every tensor of a safetensors file, by name (the header's order varies between writes).
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut v: Vec<(String, Vec<u8>)> = st
         .tensors()
         .into_iter()
-        .filter(|(n, _)| n.starts_with("model/"))
         .map(|(n, t)| (n, t.data().to_vec()))
         .collect();
     v.sort();
@@ -276,7 +283,15 @@ fn resume_continues_exactly() {
     let common = ["--seed", "7", "--scheduler", "--lr", "1e-3"];
     let mut two = args(&a, &common);
     two.epochs = 2;
+    two.keep_epochs = true;
     train(&two).unwrap();
+    // --keep-epochs keeps each epoch's export; the last is the run's model
+    let kept = |n: &str| tensors(&a.join("epochs").join(n));
+    assert_eq!(
+        kept("002.safetensors"),
+        tensors(&a.join("model.safetensors"))
+    );
+    assert_ne!(kept("001.safetensors"), kept("002.safetensors"));
     let mut one = args(&b, &common);
     one.epochs = 1;
     train(&one).unwrap();
@@ -288,6 +303,8 @@ fn resume_continues_exactly() {
     let mut rest = args(&b, &common);
     rest.epochs = 2;
     rest.resume = true;
+    // keeping epochs is not a different run
+    rest.keep_epochs = true;
     train(&rest).unwrap();
     let (straight, resumed) = (
         weights(&a.join("checkpoint.safetensors")),
