@@ -105,9 +105,8 @@ dpkg -s jackd2 >/dev/null 2>&1 || {
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends jackd2
 }
 "$venv/bin/python" -c "import jack" 2>/dev/null || "$venv/bin/pip" install -q JACK-Client==0.5.7
-# the built-in model does not have clear pitches yet (issue 5): its pitch lines are reported,
-# timing is enforced
-bash scripts/live-jack.sh "$PWD/$venv/bin/python" "$host_tmp/live" --pitch-informative
+# the built-in model plays: timing, correlation and pitch lines are all enforced
+bash scripts/live-jack.sh "$PWD/$venv/bin/python" "$host_tmp/live"
 
 step "fuzzing the model loader, checkpoint importer and MIDI reader (${FUZZ_SECONDS} s each)"
 if ! command -v cargo-fuzz >/dev/null; then

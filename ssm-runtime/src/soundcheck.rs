@@ -70,8 +70,10 @@ pub fn roll(events: &[(f64, KeyEvent)], seconds: f64) -> Roll {
             .collect(),
     };
     let mut r = file.roll(CHECK_MIDI_RATE, seconds);
-    r.frames
-        .resize((seconds * CHECK_MIDI_RATE as f64).round() as usize, [0u8; KEYS]);
+    r.frames.resize(
+        (seconds * CHECK_MIDI_RATE as f64).round() as usize,
+        [0u8; KEYS],
+    );
     r
 }
 

@@ -158,8 +158,8 @@ fn command_reports_bad_input_clearly() {
         String::from_utf8_lossy(&r.stderr)
     );
     assert_fails(
-        &piano_ssm(&[&"render", &midi, &out, &"--size", &"XL"]),
-        "no built-in XL model",
+        &piano_ssm(&[&"render", &midi, &out, &"--size", &"S"]),
+        "no built-in S model",
     );
     std::fs::write(d.join("broken.safetensors"), b"not a model").unwrap();
     assert_fails(
