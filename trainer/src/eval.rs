@@ -9,6 +9,7 @@ use ssm_runtime::Model;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{synth::SynthSource, Batch, Clip, Norm, Rates, Source, Split};
+use crate::init::gated_keys;
 use crate::loss::Losses;
 use crate::model::{InitOptions, PianoSsm, PoleInit, Size};
 use crate::train::{DataSelection, DatasetKind};
@@ -20,8 +21,8 @@ pub struct EvalArgs {
     pub model: Vec<PathBuf>,
     /// Baselines: `silence`, `untrained` (the first model's architecture, freshly initialised
     /// with keyboard poles; `untrained:gated-keys` for the gated-keys initialisation, its level
-    /// matched on the first scored segments) or `soundfont:FILE.sf2` (another piano playing the
-    /// same notes, level-matched; synth only).
+    /// matched on the first scored segments; `untrained:gated-keys:4` with gate depth 4) or
+    /// `soundfont:FILE.sf2` (another piano playing the same notes, level-matched; synth only).
     #[arg(long, num_args = 1..)]
     pub baseline: Vec<String>,
     #[arg(long, value_enum, default_value_t = DatasetKind::Synth)]
@@ -125,20 +126,17 @@ fn score_baseline(
 ) -> Result<Score> {
     match name {
         "silence" => score("silence", clips, losses, device, |b| b.audio.zeros_like()),
-        "untrained" | "untrained:keyboard" | "untrained:gated-keys" => {
+        _ if name == "untrained" || name.starts_with("untrained:") => {
+            let (poles, gate) = untrained_init(name)?;
             let size =
                 <Size as clap::ValueEnum>::from_str(&reference.info.size, false).map_err(|_| {
                     anyhow::anyhow!("untrained baseline: unknown size {:?}", reference.info.size)
                 })?;
-            let poles = if name.ends_with("gated-keys") {
-                PoleInit::GatedKeys
-            } else {
-                PoleInit::Keyboard
-            };
             let init = InitOptions {
                 poles,
                 sample_rate: rates.sample_rate,
                 seed: args.seed,
+                gate,
             };
             let mut net = PianoSsm::new(
                 device,
@@ -157,14 +155,14 @@ fn score_baseline(
                 let batch = Batch::new(&clips[..clips.len().min(4)], norm, device);
                 net.match_level(&batch, rates.hold() as i64);
             }
-            let label = format!("untrained {size:?} ({})", init_label(poles));
+            let label = format!("untrained {size:?} ({})", init_label(poles, gate));
             score(&label, clips, losses, device, |b| {
                 net.forward(&b.roll, &b.heads, rates.hold() as i64, 1.0) * norm.std + norm.mean
             })
         }
         other => {
             let path = other.strip_prefix("soundfont:").with_context(|| {
-                format!("unknown baseline {other:?}: use silence, untrained[:keyboard|:gated-keys] or soundfont:FILE")
+                format!("unknown baseline {other:?}: use silence, untrained[:keyboard|:gated-keys[:GATE]] or soundfont:FILE")
             })?;
             if args.dataset != DatasetKind::Synth {
                 bail!("the soundfont baseline replays the synthetic test set; use it with --dataset synth");
@@ -194,10 +192,36 @@ fn score_baseline(
     }
 }
 
-fn init_label(poles: PoleInit) -> &'static str {
+/// `untrained`, `untrained:keyboard`, `untrained:gated-keys` or `untrained:gated-keys:GATE`.
+fn untrained_init(name: &str) -> Result<(PoleInit, f64)> {
+    let mut parts = name.split(':').skip(1);
+    let poles = match parts.next() {
+        None | Some("keyboard") => PoleInit::Keyboard,
+        Some("gated-keys") => PoleInit::GatedKeys,
+        Some(other) => {
+            bail!("untrained baseline: unknown init {other:?}: use keyboard or gated-keys")
+        }
+    };
+    let gate = match parts.next() {
+        None => gated_keys::GATE,
+        Some(g) if poles == PoleInit::GatedKeys => g
+            .parse::<f64>()
+            .ok()
+            .filter(|g| *g > 0.0 && *g <= 8.0)
+            .with_context(|| format!("untrained baseline: gate {g:?} is not a number in (0, 8]"))?,
+        Some(_) => bail!("untrained baseline {name:?}: only gated-keys takes a gate"),
+    };
+    if parts.next().is_some() {
+        bail!("untrained baseline {name:?}: too many fields");
+    }
+    Ok((poles, gate))
+}
+
+fn init_label(poles: PoleInit, gate: f64) -> String {
     match poles {
-        PoleInit::GatedKeys => "gated-keys init",
-        _ => "keyboard init",
+        PoleInit::GatedKeys if gate == gated_keys::GATE => "gated-keys init".into(),
+        PoleInit::GatedKeys => format!("gated-keys init, gate {gate}"),
+        _ => "keyboard init".into(),
     }
 }
 
@@ -264,4 +288,34 @@ pub fn table(scores: &[Score]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrained_baselines_name_their_init_and_gate() {
+        assert_eq!(
+            untrained_init("untrained").unwrap(),
+            (PoleInit::Keyboard, gated_keys::GATE)
+        );
+        assert_eq!(
+            untrained_init("untrained:gated-keys").unwrap(),
+            (PoleInit::GatedKeys, gated_keys::GATE)
+        );
+        assert_eq!(
+            untrained_init("untrained:gated-keys:4").unwrap(),
+            (PoleInit::GatedKeys, 4.0)
+        );
+        for bad in [
+            "untrained:gated",
+            "untrained:gated-keys:x",
+            "untrained:gated-keys:0",
+            "untrained:keyboard:4",
+            "untrained:gated-keys:4:1",
+        ] {
+            assert!(untrained_init(bad).is_err(), "{bad} was accepted");
+        }
+    }
 }

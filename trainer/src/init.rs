@@ -40,6 +40,8 @@ pub struct InitOptions {
     /// Training sample rate: pole frequencies and time constants are in Hz and seconds.
     pub sample_rate: u32,
     pub seed: u64,
+    /// Gate depth β of `PoleInit::GatedKeys` (see [`gated_keys`]); ignored by the others.
+    pub gate: f64,
 }
 
 /// Initial weights of the whole network, in the runtime's layout.
@@ -230,11 +232,13 @@ fn log_uniform_poles(state: usize, layer: usize) -> Vec<Complex64> {
 /// ```
 ///
 /// with e_k the key's held envelope (a real pole of 2 ms, ≈ velocity / 127 while held), r_{k,n}
-/// its resonances (fundamental and, where states are left, overtones), α = β = 3. Held at full
-/// velocity the tanh works in its linear range and the resonance passes; released, y_k sits at
-/// β where tanh's slope is sech²(3) ≈ 0.01: −40 dB. The price: softer keys open the gate less
-/// (the gain at velocity v is sech²(β·(1 − v/127))), so dynamics are steeper than a piano's
-/// until training reshapes them.
+/// its resonances (fundamental and, where states are left, overtones), α = β (`--gate`, 3 by
+/// default). Held at full velocity the tanh works in its linear range and the resonance passes;
+/// released, y_k sits at β where tanh's slope is sech²(β): −40 dB at 3, −58 dB at 4. The price:
+/// softer keys open the gate less (the gain at velocity v is sech²(β·(1 − v/127))), so dynamics
+/// are steeper than a piano's until training reshapes them, the more so the deeper the gate.
+/// Why deeper: a trained key's resonance rings for seconds (low keys for minutes), and what the
+/// gate lets through after release is still there 2 s later.
 ///
 /// A key needs one resonance state and half a gate state (a real pole's complex state carries
 /// two envelopes, one in its real and one in its imaginary part): 132 states for 88 keys. L
@@ -252,7 +256,7 @@ fn log_uniform_poles(state: usize, layer: usize) -> Vec<Complex64> {
 pub mod gated_keys {
     use super::*;
 
-    /// Gate bias β (and gain α): released, the tanh slope is sech²(β).
+    /// Default gate bias β (and gain α): released, the tanh slope is sech²(β), −40 dB.
     pub const GATE: f64 = 3.0;
     /// A resonance's amplitude in the first layer's tanh at full velocity.
     pub const RING: f64 = 0.3;
@@ -275,7 +279,7 @@ pub mod gated_keys {
             );
         }
         let sr = options.sample_rate as f64;
-        let mut layers = vec![first_layer(state, sr)];
+        let mut layers = vec![first_layer(state, sr, options.gate)];
         for (i, pair) in WIDTHS.windows(2).enumerate().skip(1) {
             let (inp, out) = (pair[0], pair[1]);
             let poles = transient_poles(state, i, sr);
@@ -296,7 +300,7 @@ pub mod gated_keys {
     }
 
     /// Layer 1: resonances, overtones (if states are left) and gates.
-    fn first_layer(state: usize, sr: f64) -> SsmLayer {
+    fn first_layer(state: usize, sr: f64, gate: f64) -> SsmLayer {
         let gates = (state - KEYS).min(KEYS / 2);
         let overtones = overtones(state - KEYS - gates, sr);
         let (inp, out) = (KEYS, KEYS);
@@ -325,15 +329,15 @@ pub mod gated_keys {
             // B = a settles the state at v/127; the real part carries one key's envelope,
             // the imaginary part another's
             let (b, c) = if signal % 2 == 0 {
-                (Complex64::new(a, 0.0), Complex64::new(-GATE, 0.0))
+                (Complex64::new(a, 0.0), Complex64::new(-gate, 0.0))
             } else {
-                (Complex64::new(0.0, a), Complex64::new(0.0, GATE))
+                (Complex64::new(0.0, a), Complex64::new(0.0, gate))
             };
             set_b(&mut l, g, k, b);
             set_c(&mut l, k, g, c);
         }
         for k in 0..KEYS {
-            l.c_bias[2 * k] = GATE as f32;
+            l.c_bias[2 * k] = gate as f32;
         }
         l
     }

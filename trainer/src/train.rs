@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LogRow, LoopState};
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
+use crate::init::gated_keys;
 use crate::loss::{Criterion, Losses};
 use crate::model::{InitOptions, PianoSsm, PoleInit, Size};
 use crate::optim::{Adam, Schedule};
@@ -117,6 +118,12 @@ pub struct TrainArgs {
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
+    /// With --init gated-keys: the gate depth β; a released key's resonance passes at
+    /// sech²(β) (3: −40 dB, 4: −58 dB), and softer keys open the gate less.
+    #[arg(long, default_value_t = gated_keys::GATE)]
+    // left out of the fingerprint at its default, so runs from before the option still resume
+    #[serde(skip_serializing_if = "is_default_gate")]
+    pub gate: f64,
     /// CPU threads for libtorch (default: all cores).
     #[arg(long)]
     #[serde(skip)]
@@ -282,6 +289,9 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if args.later_t60.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
         bail!("--later-t60 must be a positive number of seconds");
     }
+    if !(args.gate > 0.0 && args.gate <= 8.0) {
+        bail!("--gate must be in (0, 8]: released keys pass at sech²(gate)");
+    }
     if !(args.pole_lr > 0.0 && args.pole_lr.is_finite()) {
         bail!("--pole-lr must be a positive factor");
     }
@@ -289,6 +299,10 @@ fn validate(args: &TrainArgs) -> Result<()> {
         bail!("--criterion needs at least one of combined-spectral, spectral");
     }
     Ok(())
+}
+
+fn is_default_gate(gate: &f64) -> bool {
+    *gate == gated_keys::GATE
 }
 
 /// Identifies a run's settings; resuming with different ones is refused.
@@ -331,6 +345,7 @@ impl<'a> Run<'a> {
                     poles: args.init,
                     sample_rate: rates.sample_rate,
                     seed: args.seed,
+                    gate: args.gate,
                 };
                 PianoSsm::new(device, args.model, heads.len(), args.activation.0, init)?
             }

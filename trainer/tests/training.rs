@@ -13,6 +13,7 @@ use tch::{Device, Tensor};
 use trainer::data::performance::Performance;
 use trainer::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
 use trainer::data::Rates;
+use trainer::init::gated_keys;
 use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
 use trainer::train::{train, TrainArgs};
 
@@ -419,6 +420,7 @@ fn fresh_poles(size: Size, poles: PoleInit, rate: u32) -> Vec<Vec<(f64, f64)>> {
             poles,
             sample_rate: rate,
             seed: 3,
+            gate: gated_keys::GATE,
         },
     )
     .unwrap();
@@ -503,6 +505,7 @@ fn fresh_states_have_unit_gain() {
                 poles,
                 sample_rate: 16_000,
                 seed: 5,
+                gate: gated_keys::GATE,
             },
         )
         .unwrap();
