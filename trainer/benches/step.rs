@@ -37,6 +37,7 @@ fn main() {
             poles: PoleInit::Keyboard,
             sample_rate: rate,
             seed: 0,
+            gate: trainer::init::gated_keys::GATE,
         },
     )
     .expect("keyboard init");
