@@ -207,8 +207,13 @@ fn untrained_init(name: &str) -> Result<(PoleInit, f64)> {
         Some(g) if poles == PoleInit::GatedKeys => g
             .parse::<f64>()
             .ok()
-            .filter(|g| *g > 0.0 && *g <= 8.0)
-            .with_context(|| format!("untrained baseline: gate {g:?} is not a number in (0, 8]"))?,
+            .filter(|&g| gated_keys::is_valid_gate(g))
+            .with_context(|| {
+                format!(
+                    "untrained baseline: gate {g:?} is not a number in (0, {}]",
+                    gated_keys::MAX_GATE
+                )
+            })?,
         Some(_) => bail!("untrained baseline {name:?}: only gated-keys takes a gate"),
     };
     if parts.next().is_some() {

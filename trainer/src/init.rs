@@ -258,6 +258,13 @@ pub mod gated_keys {
 
     /// Default gate bias β (and gain α): released, the tanh slope is sech²(β), −40 dB.
     pub const GATE: f64 = 3.0;
+    /// Deepest gate accepted: sech²(8) is −133 dB, and soft keys would barely open it.
+    pub const MAX_GATE: f64 = 8.0;
+
+    /// Whether `gate` is a usable depth, in (0, [`MAX_GATE`]].
+    pub fn is_valid_gate(gate: f64) -> bool {
+        gate > 0.0 && gate <= MAX_GATE
+    }
     /// A resonance's amplitude in the first layer's tanh at full velocity.
     pub const RING: f64 = 0.3;
     /// Time constant of the held envelope.

@@ -289,8 +289,11 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if args.later_t60.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
         bail!("--later-t60 must be a positive number of seconds");
     }
-    if !(args.gate > 0.0 && args.gate <= 8.0) {
-        bail!("--gate must be in (0, 8]: released keys pass at sech²(gate)");
+    if !gated_keys::is_valid_gate(args.gate) {
+        bail!(
+            "--gate must be in (0, {}]: released keys pass at sech²(gate)",
+            gated_keys::MAX_GATE
+        );
     }
     if !(args.pole_lr > 0.0 && args.pole_lr.is_finite()) {
         bail!("--pole-lr must be a positive factor");

@@ -98,8 +98,8 @@ fn gated_keys_rests_at_silence_and_rings_when_played() {
     let rest = net.forward(&silent, &heads, 16, 1.0);
     // the input biases leave only float32 FFT rounding of the cancelled rest (about 0.99 per
     // channel, through minute-long resonances), which differs between CPUs' FFT code paths:
-    // 1.5e-3 of a held key on one machine, under 1e-3 on another. An uncancelled rest plays
-    // the rest level itself, hundreds of times more
+    // 1.5e-3 of a held key on one machine, under 1e-3 on another. With the input biases
+    // zeroed (no cancellation) the silent network peaks at 13, several times a held key
     let peak = rest.abs().max().double_value(&[]);
     // A4 held for the whole roll
     for f in 0..300 {
