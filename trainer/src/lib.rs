@@ -5,9 +5,10 @@
 //! * [`loss`] — SpectralLoss (MSSL) and CombinedSpectralLoss.
 //! * [`data`] — MAESTRO, MAPS and the synthetic SoundFont dataset, as batches of rolls + audio.
 //! * [`optim`] — Adam and the paper's learning-rate schedule, with state that checkpoints.
-//! * [`train`] / [`eval`] / [`compare`] / [`check`] — the `train`, `eval`, `compare` and `check`
-//!   commands.
+//! * [`train`] / [`eval`] / [`compare`] / [`check`] / [`average`] — the `train`, `eval`,
+//!   `compare`, `check` and `average` commands.
 
+pub mod average;
 pub mod check;
 pub mod checkpoint;
 pub mod compare;

@@ -1,7 +1,8 @@
 //! `cargo run -p trainer [OPTIONS]` trains; `cargo run -p trainer -- eval …` scores models;
-//! `… -- check` runs the listening checks.
+//! `… -- check` runs the listening checks; `… -- average` averages checkpoints into one model.
 
 use clap::{Parser, Subcommand};
+use trainer::average::{self, AverageArgs};
 use trainer::check::{self, CheckArgs};
 use trainer::compare::{self, CompareArgs};
 use trainer::eval::{self, EvalArgs};
@@ -31,6 +32,8 @@ enum Command {
     Compare(CompareArgs),
     /// Listening checks (pitch, dynamics, onsets, silence, pedal) for models or the SoundFont.
     Check(CheckArgs),
+    /// Average checkpoints of one run (or fine-tunes of one model) into one model.
+    Average(AverageArgs),
 }
 
 fn main() {
@@ -42,6 +45,9 @@ fn main() {
         }
         Some(Command::Compare(args)) => compare::run(&args),
         Some(Command::Check(args)) => check::run(&args).map(|r| print!("{}", check::report(&r))),
+        Some(Command::Average(args)) => {
+            average::run(&args).map(|m| println!("{}: {}", args.out.display(), m.info.description))
+        }
         Some(Command::Train(args)) => report(train::train(&args)),
         None => report(train::train(&cli.train)),
     };
