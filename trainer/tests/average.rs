@@ -82,45 +82,68 @@ fn rest_peak(model: &Model) -> f32 {
 }
 
 #[test]
-fn poles_are_averaged_where_the_forward_puts_them() {
+fn the_stored_parameters_are_averaged() {
     let dir = tempfile::tempdir().unwrap();
     let a = fresh(Size::L, 2);
-    // the same poles stored as π − angle (the stability rule maps both to one pole), and C ×3
+    // a neighbouring checkpoint: every angle 0.02 rad on, C three times as large
     let mut b = a.clone();
     for layer in &mut b.layers {
-        for angle in &mut layer.angle {
-            *angle = std::f32::consts::PI - *angle;
-        }
-        for c in &mut layer.c {
-            *c *= 3.0;
-        }
+        layer.angle.iter_mut().for_each(|v| *v += 0.02);
+        layer.c.iter_mut().for_each(|v| *v *= 3.0);
     }
     let paths = vec![
         save(dir.path(), "a.safetensors", &a),
         save(dir.path(), "b.safetensors", &b),
     ];
     let avg = average::run(&args(paths, dir.path().join("avg.safetensors"))).unwrap();
-    let reloaded = Model::load(&dir.path().join("avg.safetensors")).unwrap();
-    assert_eq!(reloaded.layers[0].c, avg.layers[0].c);
+    assert_eq!(
+        Model::load(&dir.path().join("avg.safetensors")).unwrap(),
+        avg
+    );
     for (la, lavg) in a.layers.iter().zip(&avg.layers) {
-        for k in 0..la.norm.len() {
-            let (want, got) = (
-                pole(la.norm[k], la.angle[k]),
-                pole(lavg.norm[k], lavg.angle[k]),
-            );
-            let scale = want.0.hypot(want.1);
-            assert!(
-                (want.0 - got.0).abs() < 1e-5 * scale && (want.1 - got.1).abs() < 1e-5 * scale,
-                "pole {k}: {want:?} became {got:?}"
-            );
+        assert_eq!(la.norm, lavg.norm);
+        for (x, m) in la.angle.iter().zip(&lavg.angle) {
+            assert!((x + 0.01 - m).abs() < 1e-6, "angle {x} → {m}");
         }
-        for (c, cavg) in la.c.iter().zip(&lavg.c) {
+        for (c, m) in la.c.iter().zip(&lavg.c) {
             assert!(
-                (2.0 * c - cavg).abs() <= 1e-6 * c.abs().max(1.0),
-                "{c} → {cavg}"
+                (2.0 * c - m).abs() <= 1e-6 * c.abs().max(1.0),
+                "C {c} → {m}"
             );
         }
     }
+}
+
+/// An angle and its mirror π − angle are one stable pole; their mean, π/2, would ring forever.
+#[test]
+fn mirrored_poles_from_unrelated_models_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fresh(Size::L, 2);
+    let mut b = a.clone();
+    for angle in &mut b.layers[2].angle {
+        *angle = std::f32::consts::PI - *angle;
+    }
+    assert!(
+        (0..a.layers[2].angle.len()).all(|k| {
+            let (pa, pb) = (
+                pole(a.layers[2].norm[k], a.layers[2].angle[k]),
+                pole(b.layers[2].norm[k], b.layers[2].angle[k]),
+            );
+            (pa.0 - pb.0).abs() < 1e-6 && (pa.1 - pb.1).abs() < 1e-6
+        }),
+        "the mirrored model plays the same poles"
+    );
+    let paths = vec![
+        save(dir.path(), "a.safetensors", &a),
+        save(dir.path(), "b.safetensors", &b),
+    ];
+    let err = average::run(&args(paths, dir.path().join("avg.safetensors"))).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("layer 3") && msg.contains("not one run's"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("avg.safetensors").exists());
 }
 
 #[test]
@@ -166,8 +189,8 @@ fn later_t60_limits_the_averaged_poles() {
     let dir = tempfile::tempdir().unwrap();
     let a = fresh(Size::L, 2);
     let mut b = a.clone();
-    // a nearly undamped pole in layer 2
-    b.layers[1].angle[0] = std::f32::consts::FRAC_PI_2 - 1e-5;
+    // a pole of layer 2 at e^-6 of its magnitude: its decay too, a ring of minutes
+    b.layers[1].norm[0] -= 6.0;
     let paths = vec![
         save(dir.path(), "a.safetensors", &a),
         save(dir.path(), "b.safetensors", &b),
