@@ -63,7 +63,7 @@ pub fn run(args: &AverageArgs) -> Result<Model> {
             bail!("--later-t60 must be a positive number of seconds, not {t60}");
         }
     }
-    let models = args
+    let mut models = args
         .models
         .iter()
         .map(|p| Model::load(p).with_context(|| format!("cannot average {}", p.display())))
@@ -76,6 +76,10 @@ pub fn run(args: &AverageArgs) -> Result<Model> {
                 args.models[0].display()
             )
         })?;
+    }
+    let (first, rest) = models.split_at_mut(1);
+    for model in rest {
+        in_units_of(model, &first[0].info);
     }
     let mut avg = mean(&models)?;
     avg.info.family = args.family.clone().unwrap_or(avg.info.family);
@@ -101,8 +105,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Models average meaningfully only with one architecture, one output scale and one
-/// discretisation.
+/// Models average meaningfully only with one architecture and one discretisation. (Their output
+/// normalisations may differ: [`in_units_of`] converts them.)
 fn compatible(a: &Model, b: &Model) -> Result<()> {
     let (ia, ib) = (&a.info, &b.info);
     if a.widths() != b.widths() || a.state_sizes() != b.state_sizes() {
@@ -133,16 +137,23 @@ fn compatible(a: &Model, b: &Model) -> Result<()> {
             ia.midi_rate
         );
     }
-    if (ia.norm_mean, ia.norm_std) != (ib.norm_mean, ib.norm_std) {
-        bail!(
-            "output normalisation differs (mean {} std {} against {} {}): the weights are in different units",
-            ib.norm_mean,
-            ib.norm_std,
-            ia.norm_mean,
-            ia.norm_std
-        );
-    }
     Ok(())
+}
+
+/// Re-expresses `model`'s output in `target`'s normalisation (`audio = out · std + mean`).
+/// Exact, because the heads are linear and last: a fine-tune on another seed's data measures
+/// slightly different statistics, and its weights are otherwise in other units.
+fn in_units_of(model: &mut Model, target: &ssm_runtime::ModelInfo) {
+    let (mean, std) = (model.info.norm_mean, model.info.norm_std);
+    let gain = std / target.norm_std;
+    for w in &mut model.head_weight {
+        *w = (*w as f64 * gain) as f32;
+    }
+    for b in &mut model.head_bias {
+        *b = ((*b as f64 * std + mean - target.norm_mean) / target.norm_std) as f32;
+    }
+    model.info.norm_mean = target.norm_mean;
+    model.info.norm_std = target.norm_std;
 }
 
 /// Widest spread of one pole's stored angle across the averaged models (radians). Checkpoints

@@ -237,3 +237,59 @@ fn refuses_mismatched_models_and_overwriting_an_input() {
     let err = average::run(&args(vec![l, broken], dir.path().join("o.safetensors"))).unwrap_err();
     assert!(format!("{err:#}").contains("broken.safetensors"), "{err:#}");
 }
+
+/// A fine-tune on another seed's data has other normalisation statistics: the same network in
+/// other units must average to the same sound, not to a mix of two scales.
+#[test]
+fn models_in_other_units_are_converted_before_averaging() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = settled(&fresh(Size::L, 2));
+    // a plays audio = out · 0.05; b is the same network with audio = out · 0.1 + 0.01
+    let mut b = a.clone();
+    b.info.norm_std = 0.1;
+    b.info.norm_mean = 0.01;
+    b.head_weight.iter_mut().for_each(|w| *w /= 2.0);
+    b.head_bias
+        .iter_mut()
+        .for_each(|v| *v = (*v as f64 * 0.05 / 0.1 - 0.01 / 0.1) as f32);
+    let note = [
+        (
+            0.05,
+            ssm_runtime::KeyEvent::NoteOn {
+                note: 60,
+                velocity: 100,
+            },
+        ),
+        (0.25, ssm_runtime::KeyEvent::NoteOff { note: 60 }),
+    ];
+    let play = |m: &Model| {
+        ModelRenderer {
+            model: m,
+            sample_rate: RATE,
+        }
+        .render(&note, 0.4)
+    };
+    let (want, same) = (play(&a), play(&b));
+    let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = |x: &[f32]| {
+        x.iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()))
+    };
+    assert!(
+        peak > 1e-3 && worst(&same) < 1e-4 * peak.max(1.0),
+        "b plays what a plays"
+    );
+
+    let paths = vec![
+        save(dir.path(), "a.safetensors", &a),
+        save(dir.path(), "b.safetensors", &b),
+    ];
+    let avg = average::run(&args(paths, dir.path().join("avg.safetensors"))).unwrap();
+    let got = play(&avg);
+    assert!(
+        worst(&got) < 1e-4 * peak.max(1.0),
+        "the average plays a's sound: off by {} of {peak}",
+        worst(&got)
+    );
+}
