@@ -5,18 +5,21 @@
 //! around the minimum, and the held-out loss swings by about ±1 MSSL from one epoch to the next.
 //! The cloud's centre scores better than almost any one point in it (Izmailov et al. 2018).
 //!
-//! The stored parameters are averaged, as SWA does, poles included (log-magnitude and angle).
-//! Not the poles as the forward sees them (`−|e^norm cos angle| + i e^norm sin angle`): a
-//! long-ringing key resonance sits at an angle near π/2, where the stability rule folds, and
-//! Adam's steps carry it back and forth across the fold from epoch to epoch (18 of Grand L's
-//! 128 layer-1 poles crossed it in 38 fine-tune epochs). The mean angle is the centre of that
-//! jitter, and for those poles a decay about half as fast as the mean of the folded decays; it
-//! scores better: 13.02 against 13.46 MSSL on the same 19 epochs (32 test segments). What the
-//! parameter mean cannot take is an angle and its mirror π − angle (one pole, two stored
-//! forms, from unrelated models): their mean is an undamped pole, so angles that far apart
-//! are refused. The constraints a run trained under (`--rest-at-zero`, `--later-t60`) are
-//! nonlinear in the weights, so an average can break them slightly; the same options
-//! re-apply them.
+//! Two ways to average the poles (`--poles`); the other weights are always averaged as stored.
+//! A long-ringing key resonance sits at an angle near π/2, where the forward's stability rule
+//! (`−|e^norm cos angle| + i e^norm sin angle`) folds, and Adam's steps carry it back and forth
+//! across the fold from epoch to epoch (18 of Grand L's 128 layer-1 poles crossed it in 38
+//! fine-tune epochs).
+//! * `stored` (SWA's parameter mean) takes the centre of that jitter: for those poles a decay
+//!   about half as fast as the checkpoints' mean. Longer sustain scores better (Grand L: 13.02
+//!   against 13.46 MSSL on the same 19 epochs, 32 test segments) and leaks more after release
+//!   (an XL average missed the silence check by 1 dB). An angle and its mirror π − angle (one
+//!   pole, two stored forms, from unrelated models) would average to an undamped pole, so
+//!   angles that far apart are refused.
+//! * `forward` averages the poles the forward plays: the checkpoints' mean decay.
+//!
+//! The constraints a run trained under (`--rest-at-zero`, `--later-t60`) are nonlinear in the
+//! weights, so an average can break them slightly; the same options re-apply them.
 
 use std::path::{Path, PathBuf};
 
@@ -43,9 +46,24 @@ pub struct AverageArgs {
     /// Re-apply training's `--later-t60` limit (seconds) to layers 2–4's poles.
     #[arg(long)]
     pub later_t60: Option<f64>,
+    /// How the poles are averaged (the other weights always by their mean).
+    #[arg(long, value_enum, default_value_t = PoleMean::Stored)]
+    pub poles: PoleMean,
     /// Family name written into the averaged model (default: the first model's).
     #[arg(long)]
     pub family: Option<String>,
+}
+
+/// The two ways to average a pole; see the module documentation for what each does to the
+/// long-ringing key resonances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoleMean {
+    /// The mean of the stored log-magnitude and angle, as SWA averages every parameter: the
+    /// centre of a resonance's jitter across the stability fold, so a longer decay.
+    Stored,
+    /// The mean of the poles as the forward uses them (real part negative): the mean decay of
+    /// the checkpoints, and mirrored angles of one pole allowed.
+    Forward,
 }
 
 /// Averages `args.models` and writes the result to `args.out`.
@@ -81,7 +99,7 @@ pub fn run(args: &AverageArgs) -> Result<Model> {
     for model in rest {
         in_units_of(model, &first[0].info);
     }
-    let mut avg = mean(&models)?;
+    let mut avg = mean(&models, args.poles)?;
     avg.info.family = args.family.clone().unwrap_or(avg.info.family);
     avg.info.description = format!(
         "weight average of {} models: {}",
@@ -161,14 +179,18 @@ fn in_units_of(model: &mut Model, target: &ssm_runtime::ModelInfo) {
 pub const MAX_ANGLE_SPREAD: f32 = 0.5;
 
 /// The element-wise mean of compatible models (the first model's metadata).
-pub fn mean(models: &[Model]) -> Result<Model> {
+pub fn mean(models: &[Model], poles: PoleMean) -> Result<Model> {
     let mut out = models[0].clone();
     for (i, layer) in out.layers.iter_mut().enumerate() {
         let layers: Vec<&SsmLayer> = models.iter().map(|m| &m.layers[i]).collect();
-        check_angle_spread(&layers).with_context(|| format!("layer {}", i + 1))?;
         let field = |f: fn(&SsmLayer) -> &Vec<f32>| average(layers.iter().map(|l| f(l)));
-        layer.norm = field(|l| &l.norm);
-        layer.angle = field(|l| &l.angle);
+        (layer.norm, layer.angle) = match poles {
+            PoleMean::Stored => {
+                check_angle_spread(&layers).with_context(|| format!("layer {}", i + 1))?;
+                (field(|l| &l.norm), field(|l| &l.angle))
+            }
+            PoleMean::Forward => forward_mean(&layers),
+        };
         layer.b = field(|l| &l.b);
         layer.b_bias = field(|l| &l.b_bias);
         layer.c = field(|l| &l.c);
@@ -195,6 +217,28 @@ fn check_angle_spread(layers: &[&SsmLayer]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The mean of each pole in the complex plane, back as (norm, angle) with a negative real part.
+fn forward_mean(layers: &[&SsmLayer]) -> (Vec<f32>, Vec<f32>) {
+    let p = layers[0].norm.len();
+    let (mut re, mut im) = (vec![0.0f64; p], vec![0.0f64; p]);
+    for l in layers {
+        for k in 0..p {
+            let mag = (l.norm[k] as f64).exp();
+            let angle = l.angle[k] as f64;
+            // the forward's stability rule
+            re[k] -= (mag * angle.cos()).abs();
+            im[k] += mag * angle.sin();
+        }
+    }
+    let n = layers.len() as f64;
+    (0..p)
+        .map(|k| {
+            let (r, i) = (re[k] / n, im[k] / n);
+            (r.hypot(i).ln() as f32, i.atan2(r) as f32)
+        })
+        .unzip()
 }
 
 fn average<'a>(vs: impl Iterator<Item = &'a Vec<f32>>) -> Vec<f32> {

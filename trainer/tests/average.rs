@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ssm_runtime::soundcheck::{ModelRenderer, Renderer};
 use ssm_runtime::{Activation, Model, ModelInfo};
 use tch::Device;
-use trainer::average::{self, AverageArgs};
+use trainer::average::{self, AverageArgs, PoleMean};
 use trainer::init::gated_keys;
 use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
 
@@ -60,6 +60,7 @@ fn args(models: Vec<PathBuf>, out: PathBuf) -> AverageArgs {
         out,
         rest_at_zero: false,
         later_t60: None,
+        poles: PoleMean::Stored,
         family: None,
     }
 }
@@ -144,6 +145,34 @@ fn mirrored_poles_from_unrelated_models_are_refused() {
         "{msg}"
     );
     assert!(!dir.path().join("avg.safetensors").exists());
+
+    // --poles forward averages the poles as played: the mirrored pair stays one pole
+    let mut forward = args(
+        paths_of(&dir, &["a", "b"]),
+        dir.path().join("fwd.safetensors"),
+    );
+    forward.poles = PoleMean::Forward;
+    let avg = average::run(&forward).unwrap();
+    for (la, lavg) in a.layers.iter().zip(&avg.layers) {
+        for k in 0..la.norm.len() {
+            let (want, got) = (
+                pole(la.norm[k], la.angle[k]),
+                pole(lavg.norm[k], lavg.angle[k]),
+            );
+            let scale = want.0.hypot(want.1);
+            assert!(
+                (want.0 - got.0).abs() < 1e-5 * scale && (want.1 - got.1).abs() < 1e-5 * scale,
+                "pole {k}: {want:?} became {got:?}"
+            );
+        }
+    }
+}
+
+fn paths_of(dir: &tempfile::TempDir, names: &[&str]) -> Vec<PathBuf> {
+    names
+        .iter()
+        .map(|n| dir.path().join(format!("{n}.safetensors")))
+        .collect()
 }
 
 #[test]
