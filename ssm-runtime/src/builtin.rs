@@ -29,7 +29,7 @@ pub const MODELS: &[Builtin] = &[
 ];
 
 /// The size `piano-ssm render` uses without `--model`/`--size`: XL, the one that scores best on
-/// the held-out set (SpectralLoss 12.13 against L's 17.25, see `assets/README.md`). Offline
+/// the held-out set (SpectralLoss 12.09 against L's 12.91, see `assets/README.md`). Offline
 /// rendering has no real-time budget; the plugin starts on L, which costs half the CPU.
 pub const DEFAULT_SIZE: &str = "XL";
 
