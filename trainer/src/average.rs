@@ -32,8 +32,8 @@ use crate::model::PianoSsm;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
-    /// Runtime models (.safetensors) of one architecture and normalisation, e.g. the epochs
-    /// a run kept with --keep-epochs.
+    /// Runtime models (.safetensors) of one architecture and rates, e.g. the epochs a run kept
+    /// with --keep-epochs (other output normalisations are converted to the first model's).
     #[arg(required = true, num_args = 2..)]
     pub models: Vec<PathBuf>,
     /// Where the averaged model goes (not one of the inputs).
