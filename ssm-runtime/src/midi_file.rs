@@ -100,19 +100,73 @@ impl MidiFile {
     }
 }
 
-/// midly 0.5 negates the SMPTE frame-rate byte, which overflows (a panic in debug builds)
-/// for -128; only -24, -25, -29 and -30 are valid, so anything else is rejected first.
+/// midly 0.5 negates the SMPTE frame-rate byte of every header chunk it meets, which
+/// overflows (a panic in debug builds) for -128. Only -24, -25, -29 and -30 are valid, so each
+/// header chunk midly would read (the first and any duplicate, bare or inside an RMID
+/// wrapper) is checked here first, walking the chunks the way midly does.
 fn check_smpte_division(bytes: &[u8]) -> Result<(), MidiError> {
-    if bytes.len() >= 14 && &bytes[..4] == b"MThd" && bytes[12] & 0x80 != 0 {
-        let fps = bytes[12] as i8;
-        if !matches!(fps, -24 | -25 | -29 | -30) {
-            return Err(MidiError::Timing(format!(
-                "SMPTE frame rate {} is not 24, 25, 29.97 or 30",
-                -(fps as i16)
-            )));
+    let smf = if bytes.starts_with(b"RIFF") {
+        match rmid_data(bytes) {
+            Some(data) => data,
+            None => return Ok(()), // midly rejects the wrapper itself
         }
+    } else {
+        bytes
+    };
+    let mut rest = smf;
+    while rest.len() >= 8 {
+        let (id, len) = (
+            &rest[..4],
+            u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
+        );
+        let body = &rest[8..];
+        // like midly, a chunk running past the end takes the remainder of the file
+        let (chunk, next) = body.split_at((len as usize).min(body.len()));
+        if id == b"MThd" && chunk.len() >= 6 && chunk[4] & 0x80 != 0 {
+            let fps = chunk[4] as i8;
+            if !matches!(fps, -24 | -25 | -29 | -30) {
+                let offset = smf.len() - rest.len();
+                return Err(MidiError::Timing(format!(
+                    "SMPTE frame rate {} in the header chunk at byte {offset} is not 24, 25, \
+                     29.97 or 30",
+                    -(fps as i16)
+                )));
+            }
+        }
+        rest = next;
     }
     Ok(())
+}
+
+/// The SMF inside an RMID file, found as midly finds it; `None` where midly would reject
+/// the wrapper.
+fn rmid_data(bytes: &[u8]) -> Option<&[u8]> {
+    let (id, riff) = riff_chunks(bytes).next()?;
+    if id != b"RIFF" || riff.get(..4)? != b"RMID" {
+        return None;
+    }
+    riff_chunks(&riff[4..])
+        .find(|(id, _)| *id == b"data")
+        .map(|(_, data)| data)
+}
+
+/// RIFF chunks as (id, data): little-endian lengths, odd-sized chunks padded to even.
+fn riff_chunks(mut rest: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        if rest.len() < 8 {
+            return None;
+        }
+        let id = &rest[..4];
+        let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let body = &rest[8..];
+        let (data, after) = body.split_at(len.min(body.len()));
+        rest = if len % 2 == 1 && !after.is_empty() {
+            &after[1..]
+        } else {
+            after
+        };
+        Some((id, data))
+    })
 }
 
 fn key_event(kind: &TrackEventKind) -> Option<KeyEvent> {
@@ -316,6 +370,47 @@ mod tests {
         // found by the fuzzer: division 0x80xx (fps byte -128)
         let bytes = b"MThd\0\0\0\x06\0\0\0\x01\x80\x04MTrk\0\0\0\x04\0\xff\x2f\0";
         assert!(matches!(MidiFile::parse(bytes), Err(MidiError::Timing(_))));
+    }
+
+    #[test]
+    fn smpte_division_in_a_later_header_is_an_error_not_a_panic() {
+        // found by the fuzzer: a first header with metrical timing, then a second header
+        // whose division is SMPTE with fps byte -128; midly reads the later one
+        let bytes = b"MThd\0\0\0\x06\0\x01\0\x02\0\xdcMThd\0\0\0\x06\0\x01\0\x02\x80\xdc\
+                      MTrk\0\0\0\x13\0MTrk\0\0\xff\0\x13\0";
+        assert_eq!(bytes.len(), 47);
+        let err = MidiFile::parse(bytes).unwrap_err();
+        assert!(
+            matches!(&err, MidiError::Timing(m) if m.contains("128") && m.contains("byte 14")),
+            "{err}"
+        );
+    }
+
+    /// `smf` in an RMID wrapper (RIFF, little-endian lengths, odd chunks padded).
+    fn rmid(smf: &[u8]) -> Vec<u8> {
+        let mut data = b"RMIDdata".to_vec();
+        data.extend((smf.len() as u32).to_le_bytes());
+        data.extend(smf);
+        if smf.len() % 2 == 1 {
+            data.push(0);
+        }
+        let mut out = b"RIFF".to_vec();
+        out.extend((data.len() as u32).to_le_bytes());
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn rmid_wrapped_files_are_read_and_checked() {
+        let good = write(vec![vec![note(0, 0, 60, 80), note(100, 0, 60, 0)]], 100);
+        let events = MidiFile::parse(&rmid(&good)).unwrap().events;
+        assert_eq!(events, MidiFile::parse(&good).unwrap().events);
+        assert_eq!(events.len(), 2);
+        let bad = b"MThd\0\0\0\x06\0\0\0\x01\x80\x04MTrk\0\0\0\x04\0\xff\x2f\0";
+        assert!(matches!(
+            MidiFile::parse(&rmid(bad)),
+            Err(MidiError::Timing(_))
+        ));
     }
 
     #[test]
