@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use num_complex::Complex64;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::ModelError;
@@ -103,6 +104,16 @@ pub struct SsmLayer {
     pub c_bias: Vec<f32>,
     /// skip connection (out, in), on every layer but the first
     pub skip: Option<Vec<f32>>,
+}
+
+/// The continuous-time pole a stored (norm, angle) pair plays as: magnitude `e^norm`, and the
+/// stability rule's angle, which mirrors any pole with a positive real part to the left half
+/// plane (`atan2(sin a, −|cos a|)`). The engine, the trainer's forward and its weight averaging
+/// all read poles through this rule.
+pub fn stable_pole(norm: f32, angle: f32) -> Complex64 {
+    let ev = Complex64::from_polar(1.0, angle as f64);
+    let stable_angle = f64::atan2(ev.im, -ev.re.abs());
+    Complex64::from_polar((norm as f64).exp(), stable_angle)
 }
 
 impl SsmLayer {

@@ -24,11 +24,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ssm_runtime::model::SsmLayer;
+use ssm_runtime::model::{stable_pole, SsmLayer};
 use ssm_runtime::Model;
 use tch::Device;
 
-use crate::model::PianoSsm;
+use crate::model::{check_later_t60, PianoSsm};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
@@ -77,9 +77,7 @@ pub fn run(args: &AverageArgs) -> Result<Model> {
         }
     }
     if let Some(t60) = args.later_t60 {
-        if !(t60.is_finite() && t60 > 0.0) {
-            bail!("--later-t60 must be a positive number of seconds, not {t60}");
-        }
+        check_later_t60(t60)?;
     }
     let mut models = args
         .models
@@ -225,11 +223,9 @@ fn forward_mean(layers: &[&SsmLayer]) -> (Vec<f32>, Vec<f32>) {
     let (mut re, mut im) = (vec![0.0f64; p], vec![0.0f64; p]);
     for l in layers {
         for k in 0..p {
-            let mag = (l.norm[k] as f64).exp();
-            let angle = l.angle[k] as f64;
-            // the forward's stability rule
-            re[k] -= (mag * angle.cos()).abs();
-            im[k] += mag * angle.sin();
+            let pole = stable_pole(l.norm[k], l.angle[k]);
+            re[k] += pole.re;
+            im[k] += pole.im;
         }
     }
     let n = layers.len() as f64;

@@ -81,6 +81,14 @@ pub struct PianoSsm {
     pub activation: Activation,
 }
 
+/// `--later-t60` as `train` and `average` accept it: a positive, finite number of seconds.
+pub fn check_later_t60(seconds: f64) -> Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--later-t60 must be a positive number of seconds, not {seconds}");
+    }
+    Ok(())
+}
+
 impl PianoSsm {
     /// A freshly initialised model (deterministic for `init.seed`).
     pub fn new(

@@ -17,7 +17,7 @@ use crate::checkpoint::{self, LogRow, LoopState};
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
 use crate::loss::{Criterion, Losses};
-use crate::model::{InitOptions, PianoSsm, PoleInit, Size};
+use crate::model::{check_later_t60, InitOptions, PianoSsm, PoleInit, Size};
 use crate::optim::{Adam, Schedule};
 use crate::plots;
 
@@ -286,8 +286,8 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if !(args.sample_length > 0.0 && args.sample_length <= 60.0) {
         bail!("--sample-length must be in (0, 60] seconds");
     }
-    if args.later_t60.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-        bail!("--later-t60 must be a positive number of seconds");
+    if let Some(t60) = args.later_t60 {
+        check_later_t60(t60)?;
     }
     if !gated_keys::is_valid_gate(args.gate) {
         bail!(

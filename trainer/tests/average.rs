@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ssm_runtime::model::stable_pole;
 use ssm_runtime::soundcheck::{ModelRenderer, Renderer};
 use ssm_runtime::{Activation, Model, ModelInfo};
 use tch::Device;
@@ -43,9 +44,8 @@ fn fresh(size: Size, seed: u64) -> Model {
 
 /// The continuous-time pole the forward uses (stability rule: real part negative).
 fn pole(norm: f32, angle: f32) -> (f64, f64) {
-    let mag = (norm as f64).exp();
-    let angle = angle as f64;
-    (-(mag * angle.cos()).abs(), mag * angle.sin())
+    let z = stable_pole(norm, angle);
+    (z.re, z.im)
 }
 
 fn save(dir: &Path, name: &str, model: &Model) -> PathBuf {
@@ -227,6 +227,13 @@ fn later_t60_limits_the_averaged_poles() {
     let mut limited = args(paths, dir.path().join("avg.safetensors"));
     limited.later_t60 = Some(0.2);
     let avg = average::run(&limited).unwrap();
+    // a limit that is not a positive duration is refused (train's test does the same)
+    for bad in [0.0, -0.2, f64::NAN, f64::INFINITY] {
+        let mut wrong = limited.clone();
+        wrong.later_t60 = Some(bad);
+        let err = average::run(&wrong).unwrap_err();
+        assert!(format!("{err:#}").contains("--later-t60"), "{bad}: {err:#}");
+    }
     let min_decay = 6.9 / (0.2 * RATE as f64);
     for layer in &avg.layers[1..] {
         for k in 0..layer.norm.len() {

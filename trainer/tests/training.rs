@@ -260,6 +260,15 @@ fn missing_and_corrupt_files_are_skipped_and_empty_datasets_named() {
         format!("{err:#}").contains(absent.to_str().unwrap()),
         "{err:#}"
     );
+    // a decay limit that is not a positive duration is refused before any work
+    for bad in ["0", "-0.2", "NaN", "inf"] {
+        let err = train(&args(
+            &dir.path().join("c"),
+            &[&format!("--later-t60={bad}")],
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("--later-t60"), "{bad}: {err:#}");
+    }
     // a corrupt MIDI file is skipped at crop time and counted, training goes on
     let root2 = dir.path().join("maestro2");
     maestro_tree(&root2, false);

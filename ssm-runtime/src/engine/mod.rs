@@ -18,7 +18,7 @@ mod simd;
 use num_complex::Complex64;
 
 use crate::error::EngineError;
-use crate::model::{Activation, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE};
+use crate::model::{stable_pole, Activation, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE};
 use crate::roll::KeyFrame;
 use simd::{Packed, Simd};
 
@@ -101,9 +101,7 @@ struct Layer {
 /// Continuous-time pole after the stability rule, then its discretisation for `step`:
 /// `λ̄ = exp(λ s)`, `g = (λ̄ − 1) / λ`.
 fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Complex64) {
-    let ev = Complex64::from_polar(1.0, angle as f64);
-    let stable_angle = f64::atan2(ev.im, -ev.re.abs());
-    let lambda = Complex64::from_polar((norm as f64).exp(), stable_angle);
+    let lambda = stable_pole(norm, angle);
     let lambda_bar = (lambda * step).exp();
     (lambda_bar, (lambda_bar - 1.0) / lambda)
 }
