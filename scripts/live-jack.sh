@@ -27,6 +27,6 @@ for _ in $(seq 60); do
 done
 jack_lsp | grep -q "piano-ssm:midi_input" || { echo "error: the standalone did not join JACK:" >&2; cat "$out/standalone.log" >&2; exit 1; }
 (cd tests/hosts && "$python" jack_live.py "$out")
-# the standalone starts on the built-in L (the render command's default is XL)
+# the standalone starts on the built-in L, the render command's default too; named to keep them paired
 target/release/piano-ssm render "$out/phrase.mid" "$out/render.wav" --sample-rate 48000 --size L
 (cd tests/hosts && "$python" jack_check.py "$out/live.npy" "$out/render.wav" 48000 "$@")

@@ -28,10 +28,10 @@ pub const MODELS: &[Builtin] = &[
     },
 ];
 
-/// The size `piano-ssm render` uses without `--model`/`--size`: XL, the one that scores best on
-/// the held-out set (SpectralLoss 12.09 against L's 12.91, see `assets/README.md`). Offline
-/// rendering has no real-time budget; the plugin starts on L, which costs half the CPU.
-pub const DEFAULT_SIZE: &str = "XL";
+/// The size `piano-ssm render` and the plugin start on without `--model`/`--size`: L, the one
+/// that scores best on the held-out set's SpectralLoss (11.66 against XL's 12.09, see
+/// `assets/README.md`) and costs half XL's CPU.
+pub const DEFAULT_SIZE: &str = "L";
 
 /// The built-in model of `size` (S, L, XL).
 pub fn load(size: &str) -> Option<Result<Model, ModelError>> {
