@@ -28,9 +28,9 @@ pub const MODELS: &[Builtin] = &[
     },
 ];
 
-/// The size `piano-ssm render` and the plugin start on without `--model`/`--size`: L, the one
-/// that scores best on the held-out set's SpectralLoss (11.66 against XL's 12.09, see
-/// `assets/README.md`) and costs half XL's CPU.
+/// The size `piano-ssm render` uses without `--model`/`--size`: L, the one that scores best on
+/// the held-out set's SpectralLoss (11.66 against XL's 12.09, see `assets/README.md`) and costs
+/// half XL's CPU (the plugin starts on L too).
 pub const DEFAULT_SIZE: &str = "L";
 
 /// The built-in model of `size` (S, L, XL).

@@ -108,8 +108,8 @@ pub struct SsmLayer {
 
 /// The continuous-time pole a stored (norm, angle) pair plays as: magnitude `e^norm`, and the
 /// stability rule's angle, which mirrors any pole with a positive real part to the left half
-/// plane (`atan2(sin a, −|cos a|)`). The engine, the trainer's forward and its weight averaging
-/// all read poles through this rule.
+/// plane (`atan2(sin a, −|cos a|)`). The engine and the trainer's weight averaging read poles
+/// through this function; the trainer's forward applies the same rule to its tensors.
 pub fn stable_pole(norm: f32, angle: f32) -> Complex64 {
     let ev = Complex64::from_polar(1.0, angle as f64);
     let stable_angle = f64::atan2(ev.im, -ev.re.abs());
