@@ -13,11 +13,13 @@ step() { printf '\n==> %s\n' "$*"; }
 step "checking ../shared/reference"
 test -f ../shared/reference/README.md || { echo "error: ../shared/reference is missing (clone beside shared/)" >&2; exit 1; }
 
-step "system packages (ALSA/JACK headers; Xvfb, xdotool, imagemagick for the panel screenshot; SoundFonts for the trainer)"
+step "system packages (ALSA/JACK headers; Xvfb, xdotool, imagemagick for the panel screenshot; SoundFonts and npm for the trainer)"
 missing=()
 for pkg in libasound2-dev libjack-jackd2-dev xvfb xdotool imagemagick fluid-soundfont-gm timgm6mb-soundfont; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# npm fetches the Salamander samples; the machine's own Node.js usually brings it
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
@@ -26,6 +28,9 @@ fi
 
 step "libtorch for the trainer (PyPI torch==2.13.0, lean CPU install into target/torch-venv)"
 source scripts/libtorch.sh
+
+step "Salamander test subset (velocity layer 8 and the releases, 5.4 MB) for the sampler's tests"
+bash scripts/fetch-salamander.sh --test target/salamander-test
 
 step "building"
 cargo test --workspace --locked --no-run

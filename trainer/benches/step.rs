@@ -26,7 +26,7 @@ fn main() {
         <Size as clap::ValueEnum>::from_str(&env("PIANO_SSM_BENCH_SIZE", "S".to_string()), true)
             .expect("PIANO_SSM_BENCH_SIZE: S, L or XL");
     let rates = Rates::new(rate, rate / 16).unwrap();
-    let source = SynthSource::open(trainer::data::synth::DEFAULT_SOUNDFONT.as_ref(), rates, 0)
+    let source = SynthSource::open(&trainer::data::synth::Instrument::fluid(), rates, 0)
         .expect("FluidR3_GM.sf2");
     let net = PianoSsm::new(
         Device::Cpu,

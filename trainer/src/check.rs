@@ -9,12 +9,14 @@ use ssm_runtime::soundcheck::{self, ModelRenderer, Outcome, Renderer, CHECK_MIDI
 use ssm_runtime::{KeyEvent, Model};
 
 use crate::data::performance::Performance;
-use crate::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
+use crate::data::synth::{Instrument, SynthSource, DEFAULT_SOUNDFONT};
 use crate::data::Rates;
+use crate::listen;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// Runtime models (.safetensors) to check; with neither this nor --builtin, the SoundFont.
+    /// Runtime models (.safetensors) to check; with neither this, --builtin nor --instrument,
+    /// the SoundFont.
     #[arg(long, num_args = 1..)]
     pub model: Vec<PathBuf>,
     /// Check the built-in models too.
@@ -23,29 +25,39 @@ pub struct CheckArgs {
     /// Check this SoundFont's piano (the synthetic set's FluidR3_GM when given without a file).
     #[arg(long, num_args = 0..=1, default_missing_value = DEFAULT_SOUNDFONT)]
     pub soundfont: Option<PathBuf>,
+    /// Check these pianos too: `salamander`, `salamander:DIR`, `FILE.sf2`.
+    #[arg(long, num_args = 1.., value_parser = Instrument::parse)]
+    pub instrument: Vec<Instrument>,
+    /// Also measure what a listener hears (release drop and burst, harmonic-to-noise per
+    /// velocity, brightness against velocity, spectral distance to --target).
+    #[arg(long)]
+    pub listen: bool,
+    /// The piano the listening measures' spectral distance is taken to.
+    #[arg(long, default_value = "salamander", value_parser = Instrument::parse)]
+    pub target: Instrument,
     /// Sample rate the checks render at.
     #[arg(long, default_value_t = 48_000)]
     pub sample_rate: u32,
 }
 
-/// The SoundFont's piano playing the checks' events, placed on the 1 kHz frame grid as the
-/// synthetic set's performances are.
-pub struct SoundFontRenderer {
+/// A sampled piano (the Salamander sampler or a SoundFont) playing the checks' events, placed
+/// on the 1 kHz frame grid as the synthetic set's performances are.
+pub struct InstrumentRenderer {
     source: SynthSource,
     sample_rate: u32,
 }
 
-impl SoundFontRenderer {
-    pub fn open(font: &std::path::Path, sample_rate: u32) -> Result<SoundFontRenderer> {
+impl InstrumentRenderer {
+    pub fn open(instrument: &Instrument, sample_rate: u32) -> Result<InstrumentRenderer> {
         let rates = Rates::new(sample_rate, CHECK_MIDI_RATE)?;
-        Ok(SoundFontRenderer {
-            source: SynthSource::open(font, rates, 0)?,
+        Ok(InstrumentRenderer {
+            source: SynthSource::open(instrument, rates, 0)?,
             sample_rate,
         })
     }
 }
 
-impl Renderer for SoundFontRenderer {
+impl Renderer for InstrumentRenderer {
     fn sample_rate(&self) -> u32 {
         self.sample_rate
     }
@@ -55,16 +67,23 @@ impl Renderer for SoundFontRenderer {
         let mut events: Vec<(u64, KeyEvent)> = events.iter().map(|&(t, e)| (frame(t), e)).collect();
         events.sort_by_key(|&(f, _)| f);
         let frames = frame(seconds) as usize;
-        // the renderer only fails on a broken SoundFont, which `open` has already read
+        // the renderers only fail on a broken file, which `open` has already read
         self.source
             .render(&Performance { events }, frames)
             .unwrap_or_else(|_| vec![0.0; frames * (self.sample_rate / CHECK_MIDI_RATE) as usize])
     }
 }
 
-/// (what was checked, its outcomes), in argument order.
-pub fn run(args: &CheckArgs) -> Result<Vec<(String, Vec<Outcome>)>> {
-    let mut results = Vec::new();
+/// What `check` measured of one renderer.
+pub struct Checked {
+    pub name: String,
+    pub outcomes: Vec<Outcome>,
+    /// With --listen: the listening measures and the spectral distance to the target.
+    pub listen: Option<(listen::Summary, f64)>,
+}
+
+/// Everything checked, in argument order (instruments first, then models).
+pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
     let mut models = Vec::new();
     for path in &args.model {
         let model = Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
@@ -77,34 +96,73 @@ pub fn run(args: &CheckArgs) -> Result<Vec<(String, Vec<Outcome>)>> {
             models.push((format!("built-in {}", b.size), model));
         }
     }
-    let font = match (&args.soundfont, models.is_empty()) {
-        (Some(f), _) => Some(f.clone()),
-        (None, true) => Some(DEFAULT_SOUNDFONT.into()),
-        (None, false) => None,
+    let mut instruments = args.instrument.clone();
+    match (&args.soundfont, models.is_empty() && instruments.is_empty()) {
+        (Some(f), _) => instruments.push(Instrument::SoundFont(f.clone())),
+        (None, true) => instruments.push(Instrument::fluid()),
+        (None, false) => {}
+    }
+    let target = if args.listen {
+        let mut t = InstrumentRenderer::open(&args.target, args.sample_rate)?;
+        Some(listen::render_performances(&mut t))
+    } else {
+        None
     };
-    if let Some(font) = font {
-        let mut r = SoundFontRenderer::open(&font, args.sample_rate)?;
-        results.push((font.display().to_string(), soundcheck::all(&mut r)));
+    let mut results = Vec::new();
+    let mut measure = |name: String, r: &mut dyn Renderer| {
+        let outcomes = soundcheck::all(r);
+        let listen = target.as_ref().map(|t| {
+            let summary = listen::summarise(&listen::notes(r));
+            let distance =
+                listen::spectral_distance(&listen::render_performances(r), t, args.sample_rate);
+            (summary, distance)
+        });
+        results.push(Checked {
+            name,
+            outcomes,
+            listen,
+        });
+    };
+    for instrument in &instruments {
+        let mut r = InstrumentRenderer::open(instrument, args.sample_rate)?;
+        measure(instrument.to_string(), &mut r);
     }
     for (name, model) in &models {
         let mut r = ModelRenderer {
             model,
             sample_rate: args.sample_rate,
         };
-        results.push((name.clone(), soundcheck::all(&mut r)));
+        measure(name.clone(), &mut r);
     }
     Ok(results)
 }
 
-/// The outcomes as text, one block per checked thing.
-pub fn report(results: &[(String, Vec<Outcome>)]) -> String {
+/// The outcomes as text, one block per checked thing, then the listening table.
+pub fn report(results: &[Checked], rate: u32) -> String {
     let mut s = String::new();
-    for (name, outcomes) in results {
-        let passed = outcomes.iter().filter(|o| o.passed).count();
-        s += &format!("{name}: {passed}/{} checks pass\n", outcomes.len());
-        for o in outcomes {
+    for c in results {
+        let passed = c.outcomes.iter().filter(|o| o.passed).count();
+        s += &format!("{}: {passed}/{} checks pass\n", c.name, c.outcomes.len());
+        for o in &c.outcomes {
             s += &format!("  {o}\n");
         }
     }
+    let table = listen_table(results, rate);
+    if !table.is_empty() {
+        s += "\n";
+        s += &table;
+    }
     s
+}
+
+/// The listening measures' table (empty without --listen).
+pub fn listen_table(results: &[Checked], rate: u32) -> String {
+    let rows: Vec<(String, listen::Summary, f64)> = results
+        .iter()
+        .filter_map(|c| c.listen.clone().map(|(m, d)| (c.name.clone(), m, d)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    listen::table(&rows, rate)
 }

@@ -9,7 +9,7 @@ use ssm_runtime::{Engine, KeyEvent, MidiFile, Model};
 use tch::Tensor;
 
 use crate::data::performance::Performance;
-use crate::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
+use crate::data::synth::{Instrument, SynthSource, DEFAULT_SOUNDFONT};
 use crate::data::Rates;
 use crate::plots;
 
@@ -49,7 +49,8 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         .soundfont
         .clone()
         .unwrap_or_else(|| DEFAULT_SOUNDFONT.into());
-    let target = SynthSource::open(&font, rates, 0)?.render(&perf, frames)?;
+    let target =
+        SynthSource::open(&Instrument::SoundFont(font.clone()), rates, 0)?.render(&perf, frames)?;
     let mut roll = midi.roll(rates.midi_rate, 0.0);
     roll.frames.resize(frames, [0; ssm_runtime::KEYS]);
     let mut engine = Engine::new(&model, rates.sample_rate)?;

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use ssm_runtime::Model;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{synth::SynthSource, Batch, Clip, Norm, Rates, Source, Split};
+use crate::data::synth::{Instrument, SynthSource};
+use crate::data::{Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
 use crate::loss::Losses;
 use crate::model::{InitOptions, PianoSsm, PoleInit, Size};
@@ -29,6 +30,9 @@ pub struct EvalArgs {
     pub dataset: DatasetKind,
     #[arg(long)]
     pub dataset_path: Option<PathBuf>,
+    /// The piano that renders the synthetic test set (see `train --instrument`).
+    #[arg(long, value_parser = Instrument::parse)]
+    pub instrument: Option<Instrument>,
     #[arg(long, default_value = "all")]
     pub test_year: String,
     /// Segments scored (the whole test split if it has fewer).
@@ -41,6 +45,36 @@ pub struct EvalArgs {
     /// Seed of the synthetic test set (the trainer's default is 0).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also measure what a listener hears, at 48 kHz, beside the Salamander target and the
+    /// two "other pianos" (FluidR3, TimGM6mb): `trainer check --listen` on the models.
+    #[arg(long)]
+    pub listen: bool,
+}
+
+/// The pianos `eval --listen` puts beside the models: the target, then two other pianos.
+pub fn listen_pianos() -> Vec<Instrument> {
+    vec![
+        Instrument::parse("salamander").expect("a valid name"),
+        Instrument::fluid(),
+        Instrument::SoundFont(crate::data::synth::OTHER_SOUNDFONT.into()),
+    ]
+}
+
+/// The listening table of `eval --listen` (see [`crate::check`]).
+pub fn listen(args: &EvalArgs) -> Result<String> {
+    let check = crate::check::CheckArgs {
+        model: args.model.clone(),
+        builtin: false,
+        soundfont: None,
+        instrument: listen_pianos(),
+        listen: true,
+        target: Instrument::parse("salamander").expect("a valid name"),
+        sample_rate: 48_000,
+    };
+    Ok(crate::check::listen_table(
+        &crate::check::run(&check)?,
+        check.sample_rate,
+    ))
 }
 
 /// One row of the results table.
@@ -107,6 +141,7 @@ fn open(args: &EvalArgs, rates: Rates, multi_head: bool) -> Result<Box<dyn Sourc
     let selection = DataSelection {
         kind: args.dataset,
         path: args.dataset_path.clone(),
+        instrument: args.instrument.clone(),
         train_year: "all".into(),
         test_year: args.test_year.clone(),
         multi_head,
@@ -167,7 +202,8 @@ fn score_baseline(
             if args.dataset != DatasetKind::Synth {
                 bail!("the soundfont baseline replays the synthetic test set; use it with --dataset synth");
             }
-            let other_font = SynthSource::open(path.as_ref(), rates, args.seed)?;
+            let other_font =
+                SynthSource::open(&Instrument::SoundFont(path.into()), rates, args.seed)?;
             let rendered = other_font.held_out(Split::Test, clips[0].frames.len(), clips.len())?;
             let gain = level_match(clips, &rendered);
             let label = format!(

@@ -2,7 +2,9 @@
 //!
 //! * [`model`] — the network, FFT-convolution forward, import/export of runtime models.
 //! * [`init`] — where a fresh network starts (keyboard poles, gated key resonators).
-//! * [`loss`] — SpectralLoss (MSSL) and CombinedSpectralLoss.
+//! * [`loss`] — SpectralLoss (MSSL), CombinedSpectralLoss and the level-equalised loss.
+//! * [`listen`] — what a listener hears: release drop and burst, harmonic-to-noise,
+//!   brightness against velocity, spectral distance.
 //! * [`data`] — MAESTRO, MAPS and the synthetic SoundFont dataset, as batches of rolls + audio.
 //! * [`optim`] — Adam and the paper's learning-rate schedule, with state that checkpoints.
 //! * [`train`] / [`eval`] / [`compare`] / [`check`] / [`average`] — the `train`, `eval`,
@@ -15,6 +17,7 @@ pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod init;
+pub mod listen;
 pub mod loss;
 pub mod model;
 pub mod optim;

@@ -7,6 +7,9 @@
 //!   auraloss's `MelSTFTLoss` (spectral convergence + log-magnitude L1 on a 128-band Slaney mel
 //!   spectrogram, fft 2048·sr/44100, window 1024·sr/44100, hop 256·sr/44100), plus the L1
 //!   distance of the clips' means (keeps the DC offset in check).
+//! * [`EqualisedLoss`] (ours): the SpectralLoss of both signals divided by the target's own
+//!   short-time level, so the quiet parts a listener hears as clearly as the loud ones — the
+//!   seconds after a release, soft notes — weigh as much as fortissimo chords.
 
 use tch::{Device, Kind, Tensor};
 
@@ -22,6 +25,8 @@ const POWER_EPS: f64 = 1e-8;
 pub enum Criterion {
     CombinedSpectral,
     Spectral,
+    /// The SpectralLoss on level-equalised audio (see [`EqualisedLoss`]).
+    Equalised,
 }
 
 impl Criterion {
@@ -29,6 +34,7 @@ impl Criterion {
         match self {
             Criterion::CombinedSpectral => "combined-spectral",
             Criterion::Spectral => "spectral",
+            Criterion::Equalised => "equalised",
         }
     }
 }
@@ -37,6 +43,7 @@ impl Criterion {
 pub struct Losses {
     pub spectral: SpectralLoss,
     pub combined: CombinedSpectralLoss,
+    pub equalised: EqualisedLoss,
 }
 
 impl Losses {
@@ -44,6 +51,7 @@ impl Losses {
         Losses {
             spectral: SpectralLoss::new(sample_rate, device),
             combined: CombinedSpectralLoss::new(sample_rate, device),
+            equalised: EqualisedLoss::new(sample_rate),
         }
     }
 
@@ -51,6 +59,10 @@ impl Losses {
         match c {
             Criterion::CombinedSpectral => self.combined.forward(pred, target),
             Criterion::Spectral => self.spectral.forward(pred, target),
+            Criterion::Equalised => {
+                let w = self.equalised.weight(target);
+                self.spectral.forward(&(pred * &w), &(target * &w))
+            }
         }
     }
 }
@@ -109,6 +121,50 @@ impl SpectralLoss {
             total = total + lin + log;
         }
         total
+    }
+}
+
+/// Level equalisation for [`Criterion::Equalised`].
+///
+/// Why: a spectral loss is dominated by loud frames. A key that rings on 40 dB under the note
+/// after its release, or a soft note that is half noise, costs almost nothing, and that is
+/// what the SpectralLoss-trained models did. Dividing both signals by the target's envelope
+/// (its RMS over 10 ms, peak-held over 10 ms more so it does not dip between partials' beats)
+/// makes every moment of the target about as loud as every other; the floor, 40 dB under
+/// the clip's RMS, bounds the weight where the target is silent, so a model that plays
+/// there is penalised as if it played 40 dB louder than it does.
+pub struct EqualisedLoss {
+    window: i64,
+}
+
+impl EqualisedLoss {
+    /// The floor's level below the clip's RMS (amplitude ratio).
+    pub const FLOOR: f64 = 0.01;
+
+    pub fn new(sample_rate: u32) -> EqualisedLoss {
+        EqualisedLoss {
+            window: (sample_rate as i64 / 100).max(1) | 1,
+        }
+    }
+
+    /// 1 / (envelope + floor) of `target` (B, L), without gradient.
+    pub fn weight(&self, target: &Tensor) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let (w, len) = (self.window, target.size()[target.dim() - 1]);
+        let power = target.square().unsqueeze(1);
+        let rms = power
+            .avg_pool1d([w], [1], [w / 2], false, true)
+            .sqrt()
+            .max_pool1d([w], [1], [w / 2], [1], false)
+            .squeeze_dim(1)
+            .narrow(-1, 0, len);
+        let floor = target
+            .square()
+            .mean_dim(-1, true, Kind::Float)
+            .sqrt()
+            .clamp_min(1e-6)
+            * Self::FLOOR;
+        (rms + floor).reciprocal()
     }
 }
 

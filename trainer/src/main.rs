@@ -40,11 +40,17 @@ fn main() {
     trainer::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Eval(args)) => {
-            eval::run(&args).map(|scores| print!("{}", eval::table(&scores)))
-        }
+        Some(Command::Eval(args)) => eval::run(&args).and_then(|scores| {
+            print!("{}", eval::table(&scores));
+            if args.listen {
+                print!("\n{}", eval::listen(&args)?);
+            }
+            Ok(())
+        }),
         Some(Command::Compare(args)) => compare::run(&args),
-        Some(Command::Check(args)) => check::run(&args).map(|r| print!("{}", check::report(&r))),
+        Some(Command::Check(args)) => {
+            check::run(&args).map(|r| print!("{}", check::report(&r, args.sample_rate)))
+        }
         Some(Command::Average(args)) => {
             average::run(&args).map(|m| println!("{}: {}", args.out.display(), m.info.description))
         }

@@ -14,6 +14,7 @@ use ssm_runtime::model::{Activation, Model, ModelInfo};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LogRow, LoopState};
+use crate::data::synth::Instrument;
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
 use crate::loss::{Criterion, Losses};
@@ -56,9 +57,15 @@ pub struct TrainArgs {
     pub step_size: usize,
     #[arg(long, value_enum, default_value_t = DatasetKind::Synth)]
     pub dataset: DatasetKind,
-    /// MAESTRO or MAPS root folder; for `synth`, the SoundFont file.
+    /// MAESTRO or MAPS root folder; for `synth`, a SoundFont file (as `--instrument FILE.sf2`).
     #[arg(long)]
     pub dataset_path: Option<PathBuf>,
+    /// The piano that renders `--dataset synth`: `salamander` (the Salamander Grand Piano V3
+    /// from `scripts/fetch-salamander.sh`'s folder), `salamander:DIR` or `FILE.sf2`
+    /// (default: Debian's FluidR3_GM).
+    #[arg(long, value_parser = Instrument::parse)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instrument: Option<Instrument>,
     /// MAESTRO: all, single or a year; MAPS: ambient, close or all.
     #[arg(long, default_value = "all")]
     pub train_year: String,
@@ -173,6 +180,7 @@ pub struct Outputs {
 pub struct DataSelection {
     pub kind: DatasetKind,
     pub path: Option<PathBuf>,
+    pub instrument: Option<Instrument>,
     pub train_year: String,
     pub test_year: String,
     pub multi_head: bool,
@@ -184,6 +192,7 @@ impl DataSelection {
         DataSelection {
             kind: args.dataset,
             path: args.dataset_path.clone(),
+            instrument: args.instrument.clone(),
             train_year: args.train_year.clone(),
             test_year: args.test_year.clone(),
             multi_head: args.multi_head,
@@ -194,11 +203,15 @@ impl DataSelection {
     pub fn open(&self, rates: Rates) -> Result<Box<dyn Source>> {
         Ok(match self.kind {
             DatasetKind::Synth => {
-                let path = self
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(synth::DEFAULT_SOUNDFONT));
-                Box::new(synth::SynthSource::open(&path, rates, self.seed)?)
+                let instrument = match (&self.instrument, &self.path) {
+                    (Some(_), Some(_)) => {
+                        bail!("give the synth dataset's piano once: --instrument or --dataset-path")
+                    }
+                    (Some(i), None) => i.clone(),
+                    (None, Some(path)) => Instrument::SoundFont(path.clone()),
+                    (None, None) => Instrument::fluid(),
+                };
+                Box::new(synth::SynthSource::open(&instrument, rates, self.seed)?)
             }
             DatasetKind::Maestro => {
                 let root = self
@@ -299,7 +312,7 @@ fn validate(args: &TrainArgs) -> Result<()> {
         bail!("--pole-lr must be a positive factor");
     }
     if args.criterion.is_empty() {
-        bail!("--criterion needs at least one of combined-spectral, spectral");
+        bail!("--criterion needs at least one of combined-spectral, spectral, equalised");
     }
     Ok(())
 }

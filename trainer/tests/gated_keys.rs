@@ -7,8 +7,8 @@ use clap::Parser;
 use ssm_runtime::soundcheck::{self, ModelRenderer};
 use ssm_runtime::{Activation, Model};
 use tch::{Device, Kind, Tensor};
-use trainer::check::SoundFontRenderer;
-use trainer::data::synth::DEFAULT_SOUNDFONT;
+use trainer::check::InstrumentRenderer;
+use trainer::data::synth::Instrument;
 use trainer::init::gated_keys;
 use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
 use trainer::train::{train, TrainArgs};
@@ -40,7 +40,7 @@ fn fresh_with_gate(size: Size, gate: f64) -> anyhow::Result<PianoSsm> {
 
 #[test]
 fn the_soundfont_target_passes_the_listening_checks() {
-    let mut r = SoundFontRenderer::open(DEFAULT_SOUNDFONT.as_ref(), 48_000).unwrap();
+    let mut r = InstrumentRenderer::open(&Instrument::fluid(), 48_000).unwrap();
     for o in soundcheck::all(&mut r) {
         assert!(o.passed, "the training target fails a check: {o}");
     }

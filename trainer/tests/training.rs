@@ -11,7 +11,7 @@ use ssm_runtime::Activation;
 use ssm_runtime::{Engine, MidiFile, Model};
 use tch::{Device, Tensor};
 use trainer::data::performance::Performance;
-use trainer::data::synth::{SynthSource, DEFAULT_SOUNDFONT};
+use trainer::data::synth::{Instrument, SynthSource};
 use trainer::data::Rates;
 use trainer::init::gated_keys;
 use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
@@ -76,7 +76,7 @@ fn write_pair(
 ) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let rates = Rates::new(rate, rate / 20).unwrap();
-    let source = SynthSource::open(DEFAULT_SOUNDFONT.as_ref(), rates, 0).unwrap();
+    let source = SynthSource::open(&Instrument::fluid(), rates, 0).unwrap();
     let frames = rates.frames(seconds);
     let perf = Performance::generate(
         &mut ChaCha8Rng::seed_from_u64(seed),
@@ -384,7 +384,7 @@ fn exported_model_renders_like_the_trainer() {
 #[test]
 fn synth_clips_are_deterministic_and_aligned() {
     let rates = Rates::new(16_000, 1_000).unwrap();
-    let source = SynthSource::open(DEFAULT_SOUNDFONT.as_ref(), rates, 0).unwrap();
+    let source = SynthSource::open(&Instrument::fluid(), rates, 0).unwrap();
     let (a, b, c) = (
         source.clip(5, 1000).unwrap(),
         source.clip(5, 1000).unwrap(),

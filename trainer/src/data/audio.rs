@@ -1,4 +1,4 @@
-//! WAV input: a region of a file, mixed to mono, resampled to the model rate.
+//! WAV input (a region of a file, mixed to mono) and band-limited resampling.
 
 use std::path::Path;
 
@@ -55,19 +55,44 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
     }
     let expected = (input.len() as u64 * to as u64).div_ceil(from as u64) as usize;
     let mut rs = FftFixedInOut::<f32>::new(from as usize, to as usize, 1024, 1)?;
+    run(&mut rs, input, expected)
+}
+
+/// Band-limited resampling by any ratio (output rate / input rate), e.g. to change pitch and
+/// rate at once; the output has round(len · ratio) samples and no delay.
+pub fn resample_ratio(input: &[f32], ratio: f64) -> Result<Vec<f32>> {
+    use rubato::{SincFixedIn, SincInterpolationParameters, SincInterpolationType, WindowFunction};
+    if !(ratio > 0.0 && ratio.is_finite()) {
+        bail!("resampling ratio {ratio} must be positive");
+    }
+    let params = SincInterpolationParameters {
+        sinc_len: 128,
+        f_cutoff: 0.95,
+        interpolation: SincInterpolationType::Cubic,
+        oversampling_factor: 256,
+        window: WindowFunction::BlackmanHarris2,
+    };
+    let mut rs = SincFixedIn::<f32>::new(ratio, 1.0, params, 4096, 1)?;
+    let expected = (input.len() as f64 * ratio).round() as usize;
+    run(&mut rs, input, expected)
+}
+
+/// Feeds `input` and then zeros through `rs` until `expected` samples past its delay are out.
+fn run(rs: &mut impl Resampler<f32>, input: &[f32], expected: usize) -> Result<Vec<f32>> {
     let delay = rs.output_delay();
-    let mut out = Vec::with_capacity(expected + delay + 2048);
+    let mut out = Vec::with_capacity(expected + delay + 8192);
     let mut pos = 0;
-    // feed zeros past the end until the delayed output is complete
+    let mut chunk = Vec::new();
     while out.len() < expected + delay {
         let need = rs.input_frames_next();
-        let mut chunk = vec![0f32; need];
+        chunk.clear();
+        chunk.resize(need, 0f32);
         if pos < input.len() {
             let n = need.min(input.len() - pos);
             chunk[..n].copy_from_slice(&input[pos..pos + n]);
         }
         pos += need;
-        let res = rs.process(&[chunk], None)?;
+        let res = rs.process(std::slice::from_ref(&chunk), None)?;
         out.extend_from_slice(&res[0]);
     }
     Ok(out[delay..delay + expected].to_vec())

@@ -2,7 +2,8 @@
 //!
 //! * [`maestro`] — MAESTRO v3.0.0 (CSV or JSON index, splits, years).
 //! * [`maps`] — MAPS ENSTDkAm / ENSTDkCl `MUS` pieces.
-//! * [`synth`] — procedurally generated performances rendered by a SoundFont piano.
+//! * [`synth`] — procedurally generated performances rendered by a sampled piano.
+//! * [`salamander`] — the sampler for the Salamander Grand Piano V3 library.
 //! * [`audio`] — WAV reading, mono mix-down and resampling.
 
 pub mod audio;
@@ -10,6 +11,7 @@ pub mod files;
 pub mod maestro;
 pub mod maps;
 pub mod performance;
+pub mod salamander;
 pub mod synth;
 
 use anyhow::Result;

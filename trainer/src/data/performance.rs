@@ -25,20 +25,71 @@ impl Performance {
             rng,
             fps: midi_rate as f64,
             end: frames,
+            notes: Vec::new(),
             events: Vec::new(),
         };
         g.fill();
         g.pedal();
         let mut events = g.events;
-        events.sort_by_key(|&(frame, _)| frame);
+        for n in one_note_per_key(g.notes) {
+            let note = n.key as u8;
+            events.push((
+                n.start,
+                KeyEvent::NoteOn {
+                    note,
+                    velocity: n.velocity,
+                },
+            ));
+            events.push((n.end, KeyEvent::NoteOff { note }));
+        }
+        // within a frame: note-offs, then the pedal, then note-ons, so a key released and
+        // struck again in one frame sounds its new note
+        let rank = |e: &KeyEvent| match e {
+            KeyEvent::NoteOff { .. } => 0,
+            KeyEvent::NoteOn { .. } => 2,
+            _ => 1,
+        };
+        events.sort_by_key(|(frame, e)| (*frame, rank(e)));
         Performance { events }
     }
+}
+
+/// A note as the generator plays it: key, frames [start, end), velocity.
+#[derive(Debug, Clone, Copy)]
+struct Note {
+    key: i32,
+    start: u64,
+    end: u64,
+    velocity: u8,
+}
+
+/// Ends each note where the next note of its key starts, and drops notes struck together
+/// with a later one of the same key: one sounding note per key, as a pianist's one string
+/// set. Why: the two hands overlap in range and legato lines overlap their notes, and a MIDI
+/// file's overlapping notes of one key have no single meaning (the training pipeline adds
+/// their velocities); the performances stay clear of it.
+fn one_note_per_key(mut notes: Vec<Note>) -> Vec<Note> {
+    notes.sort_by_key(|n| (n.key, n.start));
+    let mut out: Vec<Note> = Vec::with_capacity(notes.len());
+    for n in notes {
+        if let Some(prev) = out.last_mut().filter(|p| p.key == n.key) {
+            if prev.start == n.start {
+                *prev = n;
+                continue;
+            }
+            prev.end = prev.end.min(n.start);
+        }
+        out.push(n);
+    }
+    out
 }
 
 struct Generator<'a> {
     rng: &'a mut ChaCha8Rng,
     fps: f64,
     end: u64,
+    notes: Vec<Note>,
+    /// Pedal events.
     events: Vec<(u64, KeyEvent)>,
 }
 
@@ -69,11 +120,12 @@ impl Generator<'_> {
         if start >= self.end || !(LOWEST..=HIGHEST).contains(&key) {
             return;
         }
-        let note = key as u8;
-        self.events
-            .push((start, KeyEvent::NoteOn { note, velocity }));
-        self.events
-            .push((start + length.max(1), KeyEvent::NoteOff { note }));
+        self.notes.push(Note {
+            key,
+            start,
+            end: start + length.max(1),
+            velocity,
+        });
     }
 
     /// Two independent voices (roughly left and right hand), each a chain of gestures and rests.

@@ -1,4 +1,6 @@
-//! The synthetic dataset: generated performances rendered by a SoundFont grand piano.
+//! The synthetic dataset: generated performances rendered by a sampled grand piano — the
+//! Salamander Grand Piano V3 through our sampler ([`super::salamander`]) or a SoundFont's
+//! piano through rustysynth.
 //!
 //! Each clip is a fresh performance starting from silence, so the model's zero initial state
 //! matches the target exactly. Clips are deterministic in (seed, index); the test split uses a
@@ -15,37 +17,95 @@ use ssm_runtime::midi_file::{MidiFile, TimedEvent};
 use ssm_runtime::roll::KeyEvent;
 
 use super::performance::Performance;
+use super::salamander::{self, Library};
 use super::{Clip, Rates, Source, Split};
 
 /// Debian's `fluid-soundfont-gm` (MIT licence): bank 0 program 0 is "Yamaha Grand Piano".
 pub const DEFAULT_SOUNDFONT: &str = "/usr/share/sounds/sf2/FluidR3_GM.sf2";
+/// Another General MIDI piano, the second "other piano" the listening measures compare with
+/// (Debian: timgm6mb-soundfont).
+pub const OTHER_SOUNDFONT: &str = "/usr/share/sounds/sf2/TimGM6mb.sf2";
 /// The held-out splits' seed streams are this far from the training seed.
 const TEST_SEED_OFFSET: u64 = 0x7E57_0000_0000;
 const VALIDATION_SEED_OFFSET: u64 = 0x0BAD_0000_0000;
 
+/// Which piano renders the performances: `salamander`, `salamander:DIR` or `FILE.sf2`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Instrument {
+    /// The Salamander Grand Piano library in this folder.
+    Salamander(PathBuf),
+    /// Bank 0 program 0 of this SoundFont.
+    SoundFont(PathBuf),
+}
+
+impl Instrument {
+    pub fn parse(spec: &str) -> Result<Instrument, String> {
+        match spec.split_once(':') {
+            _ if spec == "salamander" => Ok(Instrument::Salamander(salamander::default_dir())),
+            Some(("salamander", dir)) if !dir.is_empty() => Ok(Instrument::Salamander(dir.into())),
+            _ if spec.to_ascii_lowercase().ends_with(".sf2") => {
+                Ok(Instrument::SoundFont(spec.into()))
+            }
+            _ => Err(format!(
+                "{spec:?}: expected salamander, salamander:DIR or a SoundFont FILE.sf2"
+            )),
+        }
+    }
+
+    /// The default SoundFont (Debian's FluidR3_GM).
+    pub fn fluid() -> Instrument {
+        Instrument::SoundFont(DEFAULT_SOUNDFONT.into())
+    }
+}
+
+impl std::fmt::Display for Instrument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Instrument::Salamander(dir) => write!(f, "salamander:{}", dir.display()),
+            Instrument::SoundFont(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// An opened instrument.
+enum Piano {
+    Salamander(Arc<Library>),
+    SoundFont { font: Arc<SoundFont>, path: PathBuf },
+}
+
 pub struct SynthSource {
-    font: Arc<SoundFont>,
-    path: PathBuf,
+    piano: Piano,
     rates: Rates,
     seed: u64,
 }
 
 impl SynthSource {
-    pub fn open(path: &Path, rates: Rates, seed: u64) -> Result<SynthSource> {
-        let mut file = std::fs::File::open(path).with_context(|| {
-            format!("SoundFont {} not found (Debian: apt-get install fluid-soundfont-gm, or pass --dataset-path FILE.sf2)", path.display())
-        })?;
-        let font = SoundFont::new(&mut file)
-            .map_err(|e| anyhow::anyhow!("{} is not a usable SoundFont: {e:?}", path.display()))?;
-        if rates.hold() < 8 || rates.hold() > 1024 {
-            bail!("the synth dataset applies events at frame starts and needs 8..=1024 samples per MIDI frame, not {}", rates.hold());
-        }
-        Ok(SynthSource {
-            font: Arc::new(font),
-            path: path.to_path_buf(),
-            rates,
-            seed,
-        })
+    pub fn open(instrument: &Instrument, rates: Rates, seed: u64) -> Result<SynthSource> {
+        let piano = match instrument {
+            Instrument::Salamander(dir) => {
+                let lib = Library::open(dir)?;
+                if !lib.is_complete() {
+                    eprintln!("warning: incomplete sample library: {}", lib.describe());
+                }
+                Piano::Salamander(Arc::new(lib))
+            }
+            Instrument::SoundFont(path) => {
+                let mut file = std::fs::File::open(path).with_context(|| {
+                    format!("SoundFont {} not found (Debian: apt-get install fluid-soundfont-gm, or pass --instrument FILE.sf2)", path.display())
+                })?;
+                let font = SoundFont::new(&mut file).map_err(|e| {
+                    anyhow::anyhow!("{} is not a usable SoundFont: {e:?}", path.display())
+                })?;
+                if rates.hold() < 8 || rates.hold() > 1024 {
+                    bail!("the SoundFont renderer applies events at frame starts and needs 8..=1024 samples per MIDI frame, not {}", rates.hold());
+                }
+                Piano::SoundFont {
+                    font: Arc::new(font),
+                    path: path.clone(),
+                }
+            }
+        };
+        Ok(SynthSource { piano, rates, seed })
     }
 
     /// The clip for one seed: a performance of `frames` frames and its rendering.
@@ -67,24 +127,43 @@ impl SynthSource {
         })
     }
 
-    /// Renders a performance: each event lands exactly at its frame's first sample, because
-    /// the synthesizer's block size is the frame length and rendering stops at frame starts.
-    /// rustysynth starts a voice one block after its note-on, so one block is rendered ahead
-    /// and dropped.
+    /// Renders a performance: each event lands exactly at its frame's first sample.
     pub fn render(&self, perf: &Performance, frames: usize) -> Result<Vec<f32>> {
+        match &self.piano {
+            Piano::Salamander(lib) => {
+                lib.render(perf, self.rates.sample_rate, self.rates.hold(), frames)
+            }
+            Piano::SoundFont { font, .. } => self.render_soundfont(font, perf, frames),
+        }
+    }
+
+    /// The SoundFont: the synthesizer's block size is the frame length and rendering stops at
+    /// frame starts. rustysynth starts a voice one block after its note-on, so one block is
+    /// rendered ahead and dropped.
+    fn render_soundfont(
+        &self,
+        font: &Arc<SoundFont>,
+        perf: &Performance,
+        frames: usize,
+    ) -> Result<Vec<f32>> {
         let hold = self.rates.hold();
-        let mut audio = self.render_blocks(perf, frames + 1)?;
+        let mut audio = self.render_blocks(font, perf, frames + 1)?;
         audio.drain(..hold);
         Ok(audio)
     }
 
-    fn render_blocks(&self, perf: &Performance, frames: usize) -> Result<Vec<f32>> {
+    fn render_blocks(
+        &self,
+        font: &Arc<SoundFont>,
+        perf: &Performance,
+        frames: usize,
+    ) -> Result<Vec<f32>> {
         let hold = self.rates.hold();
         let mut settings = SynthesizerSettings::new(self.rates.sample_rate as i32);
         settings.block_size = hold;
         settings.maximum_polyphony = 256;
         settings.enable_reverb_and_chorus = false;
-        let mut synth = Synthesizer::new(&self.font, &settings)
+        let mut synth = Synthesizer::new(font, &settings)
             .map_err(|e| anyhow::anyhow!("SoundFont synthesizer: {e:?}"))?;
         let total = frames * hold;
         let (mut left, mut right) = (vec![0f32; total], vec![0f32; total]);
@@ -140,9 +219,19 @@ pub fn clip_seed(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+impl SynthSource {
+    /// The head's label: the piano's name.
+    fn label(&self) -> String {
+        match &self.piano {
+            Piano::Salamander(_) => "Salamander".into(),
+            Piano::SoundFont { path, .. } => font_label(path),
+        }
+    }
+}
+
 impl Source for SynthSource {
     fn heads(&self) -> Vec<String> {
-        vec![font_label(&self.path)]
+        vec![self.label()]
     }
 
     fn head_kind(&self) -> Option<String> {
@@ -165,11 +254,18 @@ impl Source for SynthSource {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "synthetic performances rendered by {} (bank 0, program 0) with rustysynth, seed {}",
-            font_label(&self.path),
-            self.seed
-        )
+        match &self.piano {
+            Piano::Salamander(lib) => format!(
+                "synthetic performances rendered by our sampler from the {}, seed {}",
+                lib.describe(),
+                self.seed
+            ),
+            Piano::SoundFont { path, .. } => format!(
+                "synthetic performances rendered by {} (bank 0, program 0) with rustysynth, seed {}",
+                font_label(path),
+                self.seed
+            ),
+        }
     }
 
     fn skipped(&self) -> usize {
