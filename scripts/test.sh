@@ -32,6 +32,12 @@ source scripts/libtorch.sh
 step "Salamander test subset (velocity layer 8 and the releases, 5.4 MB) for the sampler's tests"
 bash scripts/fetch-salamander.sh --test target/salamander-test
 
+step "pretty_midi for the roll encoder's differential test (target/midi-venv)"
+if ! target/midi-venv/bin/python -c "import pretty_midi" 2>/dev/null; then
+    python3 -m venv target/midi-venv
+    target/midi-venv/bin/pip install -q pretty_midi==0.2.11.post0 mido==1.3.3 numpy
+fi
+
 step "building"
 cargo test --workspace --locked --no-run
 

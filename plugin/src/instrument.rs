@@ -164,7 +164,7 @@ impl Instrument {
         let peak = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let enc = self.player.encoder();
         self.shared
-            .publish_block(peak, load, enc.held(), &enc.roll(), enc.pedal_down());
+            .publish_block(peak, load, &enc.held(), &enc.roll(), enc.pedal_down());
     }
 
     /// Asks for the model the settings name, installs one that has arrived, sets the head.

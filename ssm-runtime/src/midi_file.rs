@@ -1,11 +1,23 @@
-//! Standard MIDI files (format 0 and 1) to timed key events and piano rolls.
+//! Standard MIDI files (format 0 and 1) to timed key events and piano rolls, read the way
+//! the checkpoints' training data was: pretty_midi's `PrettyMIDI(path).get_piano_roll()`.
 //!
-//! Event times follow pretty_midi's tick-to-time mapping, float for float
-//! (`tick_scale = 60 / (bpm · ppq)` per tempo segment, `bpm = 6e7 / tempo`), because the
-//! checkpoints' training rolls were made that way and an event on a frame boundary must land
-//! in the same frame. All tracks and channels are merged into one piano, except channel 10
-//! (General MIDI percussion).
+//! * Event times follow pretty_midi's tick-to-time mapping, float for float (tempo changes
+//!   from track 0 only, `tick_scale = 60 / (bpm · ppq)` per tempo segment, `bpm = 6e7 /
+//!   tempo`), because an event on a frame boundary must land in the same frame.
+//! * Notes are built as pretty_midi builds them (see [`crate::roll`] for the rules) into
+//!   instruments keyed by (program at the note-off, channel, track); each instrument has its
+//!   own sustain pedal. Notes never ended are dropped, and so is a pedal still down at the
+//!   end (pretty_midi applies a pedal at its release). Channel 10 (General MIDI percussion)
+//!   sounds no keys. Controllers other than the pedal do nothing (CC123 in a file ends no
+//!   note), and pitch bends are ignored (pretty_midi would shift the roll's rows: a piano
+//!   has no pitch wheel).
+//! * The roll lasts `floor(end · midi_rate)` frames, `end` being the latest note-off,
+//!   controller or pitch bend of an instrument that has notes (percussion included).
+//!
+//! The events this gives, played live through the same [`RollEncoder`] on one channel per
+//! instrument, give the same roll.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
@@ -15,12 +27,16 @@ use crate::roll::{KeyEvent, Roll, RollEncoder};
 
 /// General MIDI percussion channel (10, zero-based 9): drum hits are not piano keys.
 const PERCUSSION_CHANNEL: u8 = 9;
+/// MIDI controller number of the sustain pedal.
+const SUSTAIN_CC: u8 = 64;
 
-/// A key event at its time in the file.
+/// A key event at its time in the file, on one of the file's instruments.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimedEvent {
     pub seconds: f64,
     pub tick: u64,
+    /// Which instrument (a channel of the encoder) the event belongs to.
+    pub instrument: u16,
     pub event: KeyEvent,
 }
 
@@ -29,6 +45,10 @@ pub struct TimedEvent {
 pub struct MidiFile {
     /// Events in time order (stable: file order within a tick).
     pub events: Vec<TimedEvent>,
+    /// Where the roll ends (seconds).
+    pub end: f64,
+    /// Instruments the events use.
+    pub instruments: usize,
 }
 
 impl MidiFile {
@@ -40,64 +60,270 @@ impl MidiFile {
         MidiFile::parse(&bytes)
     }
 
+    /// Events that make up a performance by themselves (one instrument per distinct
+    /// `instrument`), ending with the last of them.
+    pub fn from_events(events: Vec<TimedEvent>) -> MidiFile {
+        MidiFile {
+            end: events.last().map_or(0.0, |e| e.seconds),
+            instruments: events
+                .iter()
+                .map(|e| e.instrument as usize + 1)
+                .max()
+                .unwrap_or(1),
+            events,
+        }
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<MidiFile, MidiError> {
         check_smpte_division(bytes)?;
         let smf = Smf::parse(bytes).map_err(|e| MidiError::Parse(e.to_string()))?;
         let clock = Clock::new(&smf)?;
-        let mut raw: Vec<(u64, usize, KeyEvent)> = Vec::new();
-        let mut last_tick = 0u64;
-        for track in &smf.tracks {
+        let mut notes = NoteBuilder::default();
+        for (index, track) in smf.tracks.iter().enumerate() {
             let mut tick = 0u64;
+            let mut track_notes = TrackNotes::default();
             for ev in track {
                 tick += ev.delta.as_int() as u64;
-                if let Some(event) = key_event(&ev.kind) {
-                    raw.push((tick, raw.len(), event));
+                if let TrackEventKind::Midi { channel, message } = ev.kind {
+                    notes.message(&mut track_notes, index, channel.as_int(), message, tick);
                 }
             }
-            last_tick = last_tick.max(tick);
         }
-        raw.sort_by_key(|&(tick, order, _)| (tick, order));
-        close_dangling(&mut raw, last_tick);
-        let events = raw
-            .into_iter()
-            .map(|(tick, _, event)| TimedEvent {
-                seconds: clock.seconds(tick),
-                tick,
-                event,
-            })
-            .collect();
-        Ok(MidiFile { events })
+        Ok(notes.finish(&clock))
     }
 
-    /// Time of the last event in seconds (0 for a file without notes).
+    /// Where the roll ends, in seconds (0 for a file without notes).
     pub fn duration(&self) -> f64 {
-        self.events.last().map_or(0.0, |e| e.seconds)
+        self.end
     }
 
-    /// The piano roll at `midi_rate`, through the end of the last event plus `tail_seconds`.
+    /// The piano roll at `midi_rate`: `floor(end · midi_rate)` frames plus `tail_seconds`.
     pub fn roll(&self, midi_rate: u32, tail_seconds: f64) -> Roll {
         let frame_of = |seconds: f64| (seconds * midi_rate as f64).floor().max(0.0) as u64;
-        let end = self.events.last().map_or(0, |e| frame_of(e.seconds));
-        let total = end + (tail_seconds.max(0.0) * midi_rate as f64).round() as u64;
-        let mut encoder = RollEncoder::new();
+        let total = frame_of(self.end) + (tail_seconds.max(0.0) * midi_rate as f64).round() as u64;
+        let mut encoder = RollEncoder::with_instruments(self.instruments);
         let mut frames = Vec::with_capacity(total as usize);
         for e in &self.events {
             let f = frame_of(e.seconds);
+            if f >= total {
+                break;
+            }
             // every frame before this event's frame is complete
             while (frames.len() as u64) < f {
                 encoder.advance_to(frames.len() as u64);
                 frames.push(encoder.roll());
             }
             encoder.advance_to(f);
-            encoder.apply(e.event, e.tick);
+            encoder.apply_on(e.instrument as usize, e.event, e.tick);
         }
         while (frames.len() as u64) < total {
             encoder.advance_to(frames.len() as u64);
             frames.push(encoder.roll());
         }
-        frames.truncate(total as usize);
         Roll { midi_rate, frames }
     }
+}
+
+/// A note as pretty_midi keeps it: ticks, key, velocity.
+#[derive(Debug, Clone, Copy)]
+struct Note {
+    start: u64,
+    end: u64,
+    key: u8,
+    velocity: u8,
+}
+
+/// One of pretty_midi's instruments.
+#[derive(Debug)]
+struct Instrument {
+    drum: bool,
+    notes: Vec<Note>,
+    /// Its controller and pitch-bend list (shared with a straggler's, as pretty_midi shares
+    /// the list objects).
+    list: usize,
+}
+
+/// Controllers and pitch bends: (tick, Some((controller, value))) or (tick, None) for a bend.
+type EventList = Vec<(u64, Option<(u8, u8)>)>;
+
+/// Per track: the open notes of each (channel, key) and each channel's program.
+#[derive(Default)]
+struct TrackNotes {
+    open: HashMap<(u8, u8), Vec<(u64, u8)>>,
+    program: [u8; 16],
+}
+
+/// pretty_midi's `_load_instruments`, step by step.
+#[derive(Default)]
+struct NoteBuilder {
+    instruments: Vec<Instrument>,
+    by_key: HashMap<(u8, u8, usize), usize>,
+    /// (channel, track) → list of controllers seen before that channel had an instrument.
+    stragglers: HashMap<(u8, usize), usize>,
+    lists: Vec<EventList>,
+}
+
+impl NoteBuilder {
+    /// The instrument notes ended now go to, created if need be (taking over the channel's
+    /// straggler list, as pretty_midi does).
+    fn instrument(&mut self, program: u8, channel: u8, track: usize) -> usize {
+        if let Some(&i) = self.by_key.get(&(program, channel, track)) {
+            return i;
+        }
+        let list = match self.stragglers.get(&(channel, track)) {
+            Some(&l) => l,
+            None => self.new_list(),
+        };
+        self.instruments.push(Instrument {
+            drum: channel == PERCUSSION_CHANNEL,
+            notes: Vec::new(),
+            list,
+        });
+        self.by_key
+            .insert((program, channel, track), self.instruments.len() - 1);
+        self.instruments.len() - 1
+    }
+
+    /// The list a controller goes to: its instrument's, else the channel's straggler list.
+    fn list_of(&mut self, program: u8, channel: u8, track: usize) -> usize {
+        if let Some(&i) = self.by_key.get(&(program, channel, track)) {
+            return self.instruments[i].list;
+        }
+        if let Some(&l) = self.stragglers.get(&(channel, track)) {
+            return l;
+        }
+        let l = self.new_list();
+        self.stragglers.insert((channel, track), l);
+        l
+    }
+
+    fn new_list(&mut self) -> usize {
+        self.lists.push(Vec::new());
+        self.lists.len() - 1
+    }
+
+    fn message(
+        &mut self,
+        t: &mut TrackNotes,
+        track: usize,
+        channel: u8,
+        m: MidiMessage,
+        tick: u64,
+    ) {
+        let ch = channel as usize & 15;
+        match m {
+            MidiMessage::ProgramChange { program } => t.program[ch] = program.as_int(),
+            MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
+                t.open
+                    .entry((channel, key.as_int()))
+                    .or_default()
+                    .push((tick, vel.as_int()));
+            }
+            MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
+                let Some(open) = t.open.remove(&(channel, key.as_int())) else {
+                    return;
+                };
+                let (keep, close): (Vec<_>, Vec<_>) =
+                    open.into_iter().partition(|&(s, _)| s == tick);
+                if !close.is_empty() {
+                    let i = self.instrument(t.program[ch], channel, track);
+                    let notes = close.iter().map(|&(start, velocity)| Note {
+                        start,
+                        end: tick,
+                        key: key.as_int(),
+                        velocity,
+                    });
+                    self.instruments[i].notes.extend(notes);
+                    if !keep.is_empty() {
+                        t.open.insert((channel, key.as_int()), keep);
+                    }
+                }
+            }
+            MidiMessage::Controller { controller, value } => {
+                let l = self.list_of(t.program[ch], channel, track);
+                self.lists[l].push((tick, Some((controller.as_int(), value.as_int()))));
+            }
+            MidiMessage::PitchBend { .. } => {
+                let l = self.list_of(t.program[ch], channel, track);
+                self.lists[l].push((tick, None));
+            }
+            _ => {}
+        }
+    }
+
+    /// The instruments' notes and pedals as timed events, one encoder channel per sounding
+    /// instrument.
+    fn finish(self, clock: &Clock) -> MidiFile {
+        let mut raw: Vec<(u64, usize, u16, KeyEvent)> = Vec::new();
+        let mut end_tick: Option<u64> = None;
+        let mut sounding = 0u16;
+        for inst in &self.instruments {
+            let list = &self.lists[inst.list];
+            let last = inst
+                .notes
+                .iter()
+                .map(|n| n.end)
+                .chain(list.iter().map(|e| e.0))
+                .max();
+            end_tick = end_tick.max(last);
+            if inst.drum {
+                continue;
+            }
+            let id = sounding;
+            sounding += 1;
+            for n in &inst.notes {
+                raw.push((
+                    n.start,
+                    raw.len(),
+                    id,
+                    KeyEvent::NoteOn {
+                        note: n.key,
+                        velocity: n.velocity,
+                    },
+                ));
+                raw.push((n.end, raw.len(), id, KeyEvent::NoteOff { note: n.key }));
+            }
+            for (tick, value) in applied_pedal(list) {
+                raw.push((tick, raw.len(), id, KeyEvent::Sustain { value }));
+            }
+        }
+        raw.sort_by_key(|&(tick, order, _, _)| (tick, order));
+        let events = raw
+            .into_iter()
+            .map(|(tick, _, instrument, event)| TimedEvent {
+                seconds: clock.seconds(tick),
+                tick,
+                instrument,
+                event,
+            })
+            .collect();
+        MidiFile {
+            events,
+            end: end_tick.map_or(0.0, |t| clock.seconds(t)),
+            instruments: (sounding as usize).max(1),
+        }
+    }
+}
+
+/// An instrument's pedal values that take effect: all of them up to its last release; a
+/// press never released does nothing (pretty_midi sustains at the release).
+fn applied_pedal(list: &EventList) -> Vec<(u64, u8)> {
+    let pedal: Vec<(u64, u8)> = list
+        .iter()
+        .filter_map(|&(tick, e)| match e {
+            Some((SUSTAIN_CC, value)) => Some((tick, value)),
+            _ => None,
+        })
+        .collect();
+    let mut down = false;
+    let mut last_release = 0;
+    for (i, &(_, value)) in pedal.iter().enumerate() {
+        if down && value < 64 {
+            last_release = i + 1;
+        }
+        down = value >= 64;
+    }
+    pedal[..last_release].to_vec()
 }
 
 /// midly 0.5 negates the SMPTE frame-rate byte of every header chunk it meets, which
@@ -169,45 +395,6 @@ fn riff_chunks(mut rest: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-fn key_event(kind: &TrackEventKind) -> Option<KeyEvent> {
-    let TrackEventKind::Midi { channel, message } = kind else {
-        return None;
-    };
-    if channel.as_int() == PERCUSSION_CHANNEL {
-        return None;
-    }
-    match *message {
-        MidiMessage::NoteOn { key, vel } => Some(KeyEvent::NoteOn {
-            note: key.as_int(),
-            velocity: vel.as_int(),
-        }),
-        MidiMessage::NoteOff { key, .. } => Some(KeyEvent::NoteOff { note: key.as_int() }),
-        MidiMessage::Controller { controller, value } => {
-            KeyEvent::from_midi(0xB0, controller.as_int(), value.as_int())
-        }
-        _ => None,
-    }
-}
-
-/// Notes still held and a pedal still down at the end of the file are released at its last
-/// tick, so a truncated file still ends.
-fn close_dangling(raw: &mut Vec<(u64, usize, KeyEvent)>, last_tick: u64) {
-    let mut encoder = RollEncoder::new();
-    for &(tick, _, event) in raw.iter() {
-        encoder.apply(event, tick);
-    }
-    let order = raw.len();
-    if encoder.pedal_down() {
-        raw.push((last_tick, order, KeyEvent::Sustain { value: 0 }));
-    }
-    for (k, &v) in encoder.held().iter().enumerate() {
-        if v > 0 {
-            let note = crate::model::LOWEST_NOTE + k as u8;
-            raw.push((last_tick, order + 1 + k, KeyEvent::NoteOff { note }));
-        }
-    }
-}
-
 /// Tick-to-seconds conversion.
 enum Clock {
     /// pretty_midi's segments: (start tick, seconds at start tick, seconds per tick)
@@ -231,18 +418,16 @@ impl Clock {
             }
         };
         let scale_of = |tempo: u32| 60.0 / ((6e7 / tempo.max(1) as f64) * ppq);
-        // Tempo changes from every track (format 1 files keep them in track 0; some files don't).
+        // tempo changes from track 0 only, as pretty_midi reads them (format 1 keeps them
+        // there; a tempo elsewhere does not move the training rolls either)
         let mut tempos: Vec<(u64, u32)> = Vec::new();
-        for track in &smf.tracks {
-            let mut tick = 0u64;
-            for ev in track {
-                tick += ev.delta.as_int() as u64;
-                if let TrackEventKind::Meta(MetaMessage::Tempo(t)) = ev.kind {
-                    tempos.push((tick, t.as_int()));
-                }
+        let mut tick = 0u64;
+        for ev in smf.tracks.first().into_iter().flatten() {
+            tick += ev.delta.as_int() as u64;
+            if let TrackEventKind::Meta(MetaMessage::Tempo(t)) = ev.kind {
+                tempos.push((tick, t.as_int()));
             }
         }
-        tempos.sort_by_key(|&(tick, _)| tick);
         let mut scales: Vec<(u64, f64)> = vec![(0, 60.0 / (120.0 * ppq))];
         for (tick, tempo) in tempos {
             let scale = scale_of(tempo);
@@ -339,7 +524,12 @@ mod tests {
         let bytes = write(
             vec![
                 vec![note(0, 0, 60, 80), note(10, 0, 60, 0)],
-                vec![note(5, 9, 62, 80), note(5, 1, 64, 70)],
+                vec![
+                    note(5, 9, 62, 80),
+                    note(5, 1, 64, 70),
+                    note(5, 9, 62, 0),
+                    note(5, 1, 64, 0),
+                ],
             ],
             100,
         );
@@ -356,13 +546,60 @@ mod tests {
     }
 
     #[test]
-    fn dangling_notes_end_at_the_last_tick() {
+    fn dangling_notes_and_an_unreleased_pedal_do_nothing() {
+        // as in pretty_midi: a note never ended is no note, a pedal never lifted holds nothing
         let end = ev(400, TrackEventKind::Meta(MetaMessage::EndOfTrack));
         let bytes = write(vec![vec![note(0, 0, 60, 80), end]], 100);
+        let f = MidiFile::parse(&bytes).unwrap();
+        assert!(f.events.is_empty());
+        assert_eq!(f.roll(1000, 0.0).frames.len(), 0);
+        let pedal = |d, v| {
+            ev(
+                d,
+                TrackEventKind::Midi {
+                    channel: u4::new(0),
+                    message: MidiMessage::Controller {
+                        controller: u7::new(64),
+                        value: u7::new(v),
+                    },
+                },
+            )
+        };
+        let bytes = write(
+            vec![vec![
+                pedal(0, 127),
+                note(0, 0, 60, 80),
+                note(100, 0, 60, 0),
+                pedal(100, 100),
+            ]],
+            100,
+        );
         let roll = MidiFile::parse(&bytes).unwrap().roll(1000, 0.0);
-        // 400 ticks at 120 bpm, 100 ppq = 2 s
-        assert_eq!(roll.frames.len(), 2000);
-        assert_eq!(roll.frames[1999][39], 80);
+        // 200 ticks at 120 bpm, 100 ppq: 1 s, the note sounding for its 0.5 s only
+        assert_eq!(roll.frames.len(), 1000);
+        assert_eq!((roll.frames[499][39], roll.frames[500][39]), (80, 0));
+    }
+
+    #[test]
+    fn overlapping_notes_add_across_tracks_and_within_one() {
+        let bytes = write(
+            vec![
+                vec![note(0, 0, 60, 80), note(100, 0, 60, 0)],
+                vec![note(50, 1, 60, 30), note(0, 1, 60, 20), note(100, 1, 60, 0)],
+            ],
+            100,
+        );
+        let roll = MidiFile::parse(&bytes).unwrap().roll(1000, 0.0);
+        // 80 alone, then 80 + 30 + 20 (two open notes of track 2), then 50 after track 1 ends
+        assert_eq!(
+            (
+                roll.frames[100][39],
+                roll.frames[300][39],
+                roll.frames[600][39]
+            ),
+            (80, 130, 50)
+        );
+        assert_eq!(roll.frames.len(), 750);
     }
 
     #[test]

@@ -3,20 +3,37 @@
 //! One state machine serves live playing (events with sample offsets, see
 //! [`crate::player::Player`]) and whole files ([`crate::midi_file`]), so the plugin, the
 //! renderer and the trainer all feed the model exactly what the checkpoints were trained on:
+//! pretty_midi's `get_piano_roll(fs = midi_rate)` (the authors' dataset code), whose rules are
+//! these (the differential test `ssm-runtime/tests/pretty_midi_roll.rs` holds us to them):
 //!
-//! * A key's value is its note-on velocity from frame `floor(t_on · midi_rate)` up to, not
-//!   including, frame `floor(t_off · midi_rate)`. A frame's value is the state after every
-//!   event of that frame, so a note shorter than a frame may never sound (as in training).
-//! * While the sustain pedal (CC64 ≥ 64) is down, each key keeps the running maximum of its
-//!   value since the frame the pedal went down; at pedal up the roll returns to the keys
-//!   actually held.
-//! * A note-off at the same timestamp as its note-on does not end that note (pretty_midi's
-//!   rule, which the training data went through): simultaneous off/on pairs re-strike.
+//! * Notes are kept per instrument (a MIDI channel when live; pretty_midi's (program, channel,
+//!   track) for files) and key. A note-on opens a note, also when one is open already. A
+//!   note-off (or note-on with velocity 0) ends every open note of its key and instrument that
+//!   started at an earlier timestamp; notes that started at the note-off's own timestamp stay
+//!   open — unless nothing earlier was open, in which case they are dropped with it.
+//! * A note sounds its velocity from frame `floor(t_on · midi_rate)` up to, not including,
+//!   frame `floor(t_off · midi_rate)`; a frame's value is the state after every event of that
+//!   frame, so a note shorter than a frame may never sound. Notes of one key that overlap
+//!   *add*: within an instrument and across instruments.
+//! * While an instrument's sustain pedal (CC64 ≥ 64) is down, each of its keys keeps the
+//!   running maximum of that instrument's sum since the frame the pedal went down; at pedal up
+//!   the roll returns to the notes still open. The instruments' rolls then add.
+//! * Values are sums of velocities, clamped to 255 (the pipeline cast its sums to `uint8`,
+//!   which wrapped above 255; no real performance gets there).
+//!
+//! What live input adds (a file never needs it): CC123 and the mode messages end every open
+//! note of their channel, the pedal still holding them; CC120, a system reset or a host's
+//! panic clear everything, pedals included; CC121 lifts the channel's pedal. A note-off with
+//! no open note does nothing; a note-on for a key the pedal holds opens a new note, which the
+//! running maximum compares with what the pedal holds.
 
 use crate::model::{KEYS, LOWEST_NOTE};
 
 /// One 88-key frame of velocities (0 = silent), A0 first.
 pub type KeyFrame = [u8; KEYS];
+
+/// Instruments of a live stream: the 16 MIDI channels.
+pub const CHANNELS: usize = 16;
 
 /// The MIDI messages the encoder understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,98 +89,81 @@ fn key_index(note: u8) -> Option<usize> {
     (k < KEYS).then_some(k)
 }
 
-/// Streaming encoder state.
+/// The open notes of one key of one instrument: all that the rules above need of them.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenNotes {
+    /// Sum of their velocities.
+    total: u16,
+    /// Timestamp of the latest note-on, and the velocities opened at it.
+    latest: u64,
+    at_latest: u16,
+}
+
+/// One instrument's keys and pedal.
 #[derive(Debug, Clone)]
-pub struct RollEncoder {
-    /// Velocity of each key that is physically held.
-    held: KeyFrame,
-    /// Timestamp of each held key's note-on (see the same-timestamp rule above).
-    onset: [u64; KEYS],
+struct Instrument {
+    open: [OpenNotes; KEYS],
     pedal: bool,
     /// The pedal went down during the current frame: the running maximum restarts here.
     restart: bool,
-    /// The roll of the previous frame, which the pedal's running maximum continues from.
-    base: KeyFrame,
-    frame: u64,
+    /// This instrument's roll in the previous frame, which the running maximum continues.
+    base: [u16; KEYS],
 }
 
-impl Default for RollEncoder {
-    fn default() -> Self {
-        Self::new()
+impl Instrument {
+    const SILENT: Instrument = Instrument {
+        open: [OpenNotes {
+            total: 0,
+            latest: 0,
+            at_latest: 0,
+        }; KEYS],
+        pedal: false,
+        restart: false,
+        base: [0; KEYS],
+    };
+
+    fn note_on(&mut self, k: usize, velocity: u8, stamp: u64) {
+        let o = &mut self.open[k];
+        if o.total > 0 && o.latest == stamp {
+            o.at_latest = o.at_latest.saturating_add(velocity as u16);
+        } else {
+            (o.latest, o.at_latest) = (stamp, velocity as u16);
+        }
+        o.total = o.total.saturating_add(velocity as u16);
     }
-}
 
-impl RollEncoder {
-    pub fn new() -> Self {
-        RollEncoder {
-            held: [0; KEYS],
-            onset: [0; KEYS],
-            pedal: false,
-            restart: false,
-            base: [0; KEYS],
-            frame: 0,
+    fn note_off(&mut self, k: usize, stamp: u64) {
+        let o = &mut self.open[k];
+        let keep = if o.latest == stamp {
+            o.at_latest.min(o.total)
+        } else {
+            0
+        };
+        let closed = o.total - keep;
+        // notes of this very timestamp outlive it only beside earlier ones that it ends
+        o.total = if closed > 0 { keep } else { 0 };
+        if o.total == 0 {
+            o.at_latest = 0;
         }
     }
 
-    /// Back to silence at frame 0, pedal up.
-    pub fn reset(&mut self) {
-        *self = Self::new();
-    }
-
-    /// The frame the encoder is in.
-    pub fn frame(&self) -> u64 {
-        self.frame
-    }
-
-    pub fn pedal_down(&self) -> bool {
-        self.pedal
-    }
-
-    /// Keys physically held (without the pedal's sustain).
-    pub fn held(&self) -> &KeyFrame {
-        &self.held
-    }
-
-    /// Moves on to frame `frame`; earlier frames are final. Moving backwards is ignored.
-    pub fn advance_to(&mut self, frame: u64) {
-        if frame > self.frame {
-            self.base = self.roll();
-            self.restart = false;
-            self.frame = frame;
-        }
-    }
-
-    /// Renames the current frame (e.g. after a switch to a model with another MIDI rate)
-    /// without touching any key or the pedal.
-    pub fn rebase(&mut self, frame: u64) {
-        self.frame = frame;
-    }
-
-    /// Applies one event in the current frame; `stamp` is the event's time in any unit that
-    /// only grows (samples when streaming, ticks for files).
-    pub fn apply(&mut self, event: KeyEvent, stamp: u64) {
+    /// Every event but the two that clear all instruments.
+    fn apply(&mut self, event: KeyEvent, stamp: u64) {
         match event {
             KeyEvent::NoteOn { note, velocity: 0 } | KeyEvent::NoteOff { note } => {
                 if let Some(k) = key_index(note) {
-                    if !(self.held[k] > 0 && self.onset[k] == stamp) {
-                        self.held[k] = 0;
-                    }
+                    self.note_off(k, stamp);
                 }
             }
             KeyEvent::NoteOn { note, velocity } => {
                 if let Some(k) = key_index(note) {
-                    self.held[k] = velocity.min(127);
-                    self.onset[k] = stamp;
+                    self.note_on(k, velocity.min(127), stamp);
                 }
             }
             KeyEvent::Sustain { value } => self.set_pedal(value >= 64),
             KeyEvent::ResetControllers => self.set_pedal(false),
-            KeyEvent::AllNotesOff => self.held = [0; KEYS],
-            KeyEvent::AllSoundOff | KeyEvent::Reset => {
-                let frame = self.frame;
-                *self = Self::new();
-                self.frame = frame;
-            }
+            KeyEvent::AllNotesOff => self.open = [OpenNotes::default(); KEYS],
+            KeyEvent::AllSoundOff | KeyEvent::Reset => {}
         }
     }
 
@@ -174,16 +174,111 @@ impl RollEncoder {
         self.pedal = down;
     }
 
-    /// The current frame's roll.
+    fn value(&self, k: usize) -> u16 {
+        let held = self.open[k].total;
+        if self.pedal && !self.restart {
+            held.max(self.base[k])
+        } else {
+            held
+        }
+    }
+}
+
+/// Streaming encoder state: a fixed set of instruments, allocated up front (the audio thread
+/// never allocates).
+#[derive(Debug, Clone)]
+pub struct RollEncoder {
+    instruments: Vec<Instrument>,
+    frame: u64,
+}
+
+impl Default for RollEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RollEncoder {
+    /// An encoder for live input: one instrument per MIDI channel.
+    pub fn new() -> Self {
+        Self::with_instruments(CHANNELS)
+    }
+
+    /// An encoder for `count` instruments (a file's, see [`crate::midi_file`]).
+    pub fn with_instruments(count: usize) -> Self {
+        RollEncoder {
+            instruments: vec![Instrument::SILENT; count.max(1)],
+            frame: 0,
+        }
+    }
+
+    /// Back to silence at frame 0, pedals up.
+    pub fn reset(&mut self) {
+        self.instruments.fill(Instrument::SILENT);
+        self.frame = 0;
+    }
+
+    /// The frame the encoder is in.
+    pub fn frame(&self) -> u64 {
+        self.frame
+    }
+
+    /// Whether any instrument's pedal is down.
+    pub fn pedal_down(&self) -> bool {
+        self.instruments.iter().any(|i| i.pedal)
+    }
+
+    /// Keys with open notes (without the pedal's sustain): their velocity sums.
+    pub fn held(&self) -> KeyFrame {
+        std::array::from_fn(|k| {
+            let sum: u32 = self
+                .instruments
+                .iter()
+                .map(|i| i.open[k].total as u32)
+                .sum();
+            sum.min(255) as u8
+        })
+    }
+
+    /// Moves on to frame `frame`; earlier frames are final. Moving backwards is ignored.
+    pub fn advance_to(&mut self, frame: u64) {
+        if frame > self.frame {
+            for inst in &mut self.instruments {
+                inst.base = std::array::from_fn(|k| inst.value(k));
+                inst.restart = false;
+            }
+            self.frame = frame;
+        }
+    }
+
+    /// Renames the current frame (e.g. after a switch to a model with another MIDI rate)
+    /// without touching any key or the pedal.
+    pub fn rebase(&mut self, frame: u64) {
+        self.frame = frame;
+    }
+
+    /// Applies one event on instrument 0 (see [`RollEncoder::apply_on`]).
+    pub fn apply(&mut self, event: KeyEvent, stamp: u64) {
+        self.apply_on(0, event, stamp);
+    }
+
+    /// Applies one event of `instrument` (a MIDI channel when live) in the current frame;
+    /// `stamp` is the event's time in any unit that only grows (samples when streaming, ticks
+    /// for files). Instruments beyond the encoder's count are ignored.
+    pub fn apply_on(&mut self, instrument: usize, event: KeyEvent, stamp: u64) {
+        if event.clears_state() {
+            self.instruments.fill(Instrument::SILENT);
+        } else if let Some(inst) = self.instruments.get_mut(instrument) {
+            inst.apply(event, stamp);
+        }
+    }
+
+    /// The current frame's roll: the instruments' values added, clamped to 255.
     pub fn roll(&self) -> KeyFrame {
-        if !self.pedal || self.restart {
-            return self.held;
-        }
-        let mut r = self.held;
-        for (v, b) in r.iter_mut().zip(&self.base) {
-            *v = (*v).max(*b);
-        }
-        r
+        std::array::from_fn(|k| {
+            let sum: u32 = self.instruments.iter().map(|i| i.value(k) as u32).sum();
+            sum.min(255) as u8
+        })
     }
 }
 
@@ -289,7 +384,11 @@ mod tests {
         assert_eq!(e.roll()[K], 40, "softer repeat keeps the louder value");
         e.advance_to(3);
         e.apply(on(C4, 100), 3);
-        assert_eq!(e.roll()[K], 100);
+        assert_eq!(
+            e.roll()[K],
+            120,
+            "the softer note is still open: the two add"
+        );
         e.advance_to(4);
         e.apply(KeyEvent::NoteOff { note: C4 }, 4);
         e.apply(KeyEvent::Sustain { value: 10 }, 4);
@@ -321,6 +420,41 @@ mod tests {
         e.apply(on(C4, 70), 30); // re-strike, note-off of the old note comes after it
         e.apply(KeyEvent::NoteOff { note: C4 }, 30);
         assert_eq!(e.roll()[K], 70);
+    }
+
+    #[test]
+    fn a_note_ended_at_its_own_timestamp_is_dropped_unless_it_ends_an_earlier_one() {
+        // pretty_midi's rule: alone, an on/off pair of one timestamp is no note at all …
+        let mut e = RollEncoder::new();
+        e.apply(on(C4, 60), 5);
+        e.apply(KeyEvent::NoteOff { note: C4 }, 5);
+        assert_eq!(e.roll()[K], 0);
+        e.apply(KeyEvent::NoteOff { note: C4 }, 9);
+        assert_eq!(e.roll()[K], 0);
+        // … beside an earlier note that the note-off ends, the new note stays open
+        e.apply(on(C4, 40), 10);
+        e.apply(on(C4, 70), 20);
+        e.apply(KeyEvent::NoteOff { note: C4 }, 20);
+        assert_eq!(e.roll()[K], 70);
+    }
+
+    #[test]
+    fn channels_add_and_pedal_their_own_notes() {
+        let mut e = RollEncoder::new();
+        e.apply_on(0, on(C4, 50), 0);
+        e.apply_on(3, on(C4, 60), 0);
+        e.apply_on(3, KeyEvent::Sustain { value: 127 }, 0);
+        assert_eq!(e.roll()[K], 110);
+        e.advance_to(1);
+        e.apply_on(0, KeyEvent::NoteOff { note: C4 }, 1);
+        e.apply_on(3, KeyEvent::NoteOff { note: C4 }, 1);
+        // channel 3's pedal holds its note, not channel 0's
+        assert_eq!(e.roll()[K], 60);
+        // values add up to 255 and clamp there
+        for ch in 0..5 {
+            e.apply_on(ch, on(C4, 127), 2);
+        }
+        assert_eq!(e.roll()[K], 255);
     }
 
     #[test]

@@ -58,17 +58,18 @@ impl Renderer for ModelRenderer<'_> {
 /// The roll of `events`, exactly `seconds` long. Events are nudged a microsecond later so that
 /// one at an exact frame time lands in that frame whatever the float rounding.
 pub fn roll(events: &[(f64, KeyEvent)], seconds: f64) -> Roll {
-    let file = MidiFile {
-        events: events
+    let file = MidiFile::from_events(
+        events
             .iter()
             .enumerate()
             .map(|(i, &(t, event))| TimedEvent {
                 seconds: t + 1e-6,
                 tick: i as u64,
+                instrument: 0,
                 event,
             })
             .collect(),
-    };
+    );
     let mut r = file.roll(CHECK_MIDI_RATE, seconds);
     r.frames.resize(
         (seconds * CHECK_MIDI_RATE as f64).round() as usize,

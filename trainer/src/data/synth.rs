@@ -205,10 +205,11 @@ pub fn roll_of(perf: &Performance, midi_rate: u32) -> MidiFile {
         .map(|(i, &(frame, event))| TimedEvent {
             seconds: (frame as f64 + 0.5) / midi_rate as f64,
             tick: i as u64,
+            instrument: 0,
             event,
         })
         .collect();
-    MidiFile { events }
+    MidiFile::from_events(events)
 }
 
 /// Mixes the seed and a clip index into a clip seed (splitmix64).
