@@ -47,8 +47,6 @@ pub struct MidiFile {
     pub events: Vec<TimedEvent>,
     /// Where the roll ends (seconds).
     pub end: f64,
-    /// Instruments the events use.
-    pub instruments: usize,
 }
 
 impl MidiFile {
@@ -65,11 +63,6 @@ impl MidiFile {
     pub fn from_events(events: Vec<TimedEvent>) -> MidiFile {
         MidiFile {
             end: events.last().map_or(0.0, |e| e.seconds),
-            instruments: events
-                .iter()
-                .map(|e| e.instrument as usize + 1)
-                .max()
-                .unwrap_or(1),
             events,
         }
     }
@@ -101,7 +94,8 @@ impl MidiFile {
     pub fn roll(&self, midi_rate: u32, tail_seconds: f64) -> Roll {
         let frame_of = |seconds: f64| (seconds * midi_rate as f64).floor().max(0.0) as u64;
         let total = frame_of(self.end) + (tail_seconds.max(0.0) * midi_rate as f64).round() as u64;
-        let mut encoder = RollEncoder::with_instruments(self.instruments);
+        let instruments = self.events.iter().map(|e| e.instrument as usize + 1).max();
+        let mut encoder = RollEncoder::with_instruments(instruments.unwrap_or(1));
         let mut frames = Vec::with_capacity(total as usize);
         for e in &self.events {
             let f = frame_of(e.seconds);
@@ -300,7 +294,6 @@ impl NoteBuilder {
         MidiFile {
             events,
             end: end_tick.map_or(0.0, |t| clock.seconds(t)),
-            instruments: (sounding as usize).max(1),
         }
     }
 }

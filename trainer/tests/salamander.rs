@@ -193,18 +193,22 @@ fn velocity_picks_and_crossfades_layers_and_follows_the_gain_curve() {
     assert!(h3(127) > 1.5 * h3(1), "the loud layer is not brighter");
 }
 
+/// A4 struck at velocity 100 and released at 0.5 s, 1.5 s of it.
+fn released_a4(lib: &Library) -> Vec<f32> {
+    lib.render(
+        &perf(&[(0, on(69, 100)), (500, off(69))]),
+        OUT_RATE,
+        HOLD,
+        1500,
+    )
+    .unwrap()
+}
+
 #[test]
 fn the_damper_stops_a_released_key_and_the_release_sample_sounds() {
     let dir = tempfile::tempdir().unwrap();
     let lib = library(dir.path(), true);
-    let x = lib
-        .render(
-            &perf(&[(0, on(69, 100)), (500, off(69))]),
-            OUT_RATE,
-            HOLD,
-            1500,
-        )
-        .unwrap();
+    let x = released_a4(&lib);
     let before = rms(&x[seconds(0.45)..seconds(0.5)]);
     let after = rms(&x[seconds(0.95)..seconds(1.0)]);
     // the tone decays 3 dB in that half second; the damper takes it (and the 50 ms release
@@ -218,14 +222,7 @@ fn the_damper_stops_a_released_key_and_the_release_sample_sounds() {
     // adds nothing right after the note-off
     let dir2 = tempfile::tempdir().unwrap();
     let bare = library(dir2.path(), false);
-    let y = bare
-        .render(
-            &perf(&[(0, on(69, 100)), (500, off(69))]),
-            OUT_RATE,
-            HOLD,
-            1500,
-        )
-        .unwrap();
+    let y = released_a4(&bare);
     assert_eq!(x[..seconds(0.5)], y[..seconds(0.5)]);
     let burst: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a - b).collect();
     let rel = db(rms(&burst[seconds(0.5)..seconds(0.55)]) / before);
