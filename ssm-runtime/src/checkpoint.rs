@@ -249,6 +249,7 @@ fn assemble(
                 .values
                 .clone(),
             skip,
+            damper: None,
         });
         inputs = outputs;
     }

@@ -9,6 +9,12 @@
 //! `layers.i.norm` (P), `layers.i.angle` (P), `layers.i.B` (P, in, 2), `layers.i.B_bias` (P, 2),
 //! `layers.i.C` (out, P, 2), `layers.i.C_bias` (out, 2), `layers.i.skip` (out, in) for i ≥ 1,
 //! `heads.weight` (H, last width), `heads.bias` (H).
+//!
+//! Format version 2 adds the **key damper** to the first layer (see [`Damper`]):
+//! `layers.0.damper_key` (P; the key index 0..88 a state belongs to, or −1), and
+//! `layers.0.damper_norm`, `layers.0.damper_angle` (P): the pole a tagged state plays while its
+//! key is silent, and `layers.0.damper_fall` (1): how many frames the damper takes to fall. Files without a damper are written as version 1, so every earlier build reads
+//! them (the published checkpoints import that way).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -22,8 +28,10 @@ use crate::error::ModelError;
 pub const KEYS: usize = 88;
 /// MIDI note number of the lowest key.
 pub const LOWEST_NOTE: u8 = 21;
-/// The format version written by this crate; loading rejects newer versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this crate reads and writes; loading rejects newer versions.
+pub const FORMAT_VERSION: u32 = 2;
+/// The version a model without a key damper is written as.
+const PLAIN_FORMAT_VERSION: u32 = 1;
 /// Value of the `format` metadata field, marking a file as a Piano-SSM model.
 pub const FORMAT_NAME: &str = "piano-ssm";
 /// Lowest and highest sample rates the models are trained at or rendered for.
@@ -104,6 +112,77 @@ pub struct SsmLayer {
     pub c_bias: Vec<f32>,
     /// skip connection (out, in), on every layer but the first
     pub skip: Option<Vec<f32>>,
+    /// the key damper, on the first layer only (format version 2)
+    pub damper: Option<Damper>,
+}
+
+/// The first layer's key damper: a state tagged with a key plays a second pole while that
+/// key's roll value is 0, as a felt damper stops a string when its key is up. When the key's
+/// value falls to 0 the state keeps its deviation from equilibrium (the vibration) and moves
+/// to the damped equilibrium at once: `x ← x − x*_sounding + x*_damped`, with `x* = −w/λ` for
+/// the layer input `w = B u + B_bias` before and after the change. Without that rule the
+/// equilibrium the held key drove the state to would ring out as a second strike. The damper
+/// falls over `fall_frames` frames: sample by sample the pole moves linearly from the sounding
+/// pole to the damped one (`λ_n = λ + (λ_d − λ)·n/R`, `R` the fall in samples), and the input
+/// gain with it (`g_n = g + (g_d − g)·n/R`), so a released string fades in without the kink
+/// an instant switch puts into its waveform (heard as a click).
+///
+/// Why: the roll holds a key at its velocity and a linear layer driven by it answers the
+/// key-up edge exactly as much as the key-down edge, so no time-invariant first layer can
+/// stop a resonance when a key is released. A pole that switches with the key can: the
+/// trained (or initial) damped pole decays in a fraction of a second, and being a different
+/// pole, it takes the state's energy with it instead of ringing it again. The layer stays
+/// linear in its input between roll changes, so the trainer keeps a closed form per frame and
+/// the engine pays nothing per sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damper {
+    /// per state: the key (0 = A0) whose silence damps it, or `None` (never damped)
+    pub key: Vec<Option<u8>>,
+    /// log-magnitude of the damped pole (P), read like `norm`
+    pub norm: Vec<f32>,
+    /// angle of the damped pole (P), read like `angle` (the same stability rule)
+    pub angle: Vec<f32>,
+    /// how many frames (at the model's MIDI rate) the damper takes to fall; 0 = at once
+    pub fall_frames: u32,
+}
+
+/// The longest damper fall a model may ask for, in frames.
+pub const MAX_FALL_FRAMES: u32 = 1000;
+
+impl Damper {
+    /// A damper that damps nothing, for a layer of `state` states (the trainer's starting
+    /// point when a model gains a damper).
+    pub fn none(norm: &[f32], angle: &[f32]) -> Damper {
+        Damper {
+            key: vec![None; norm.len()],
+            norm: norm.to_vec(),
+            angle: angle.to_vec(),
+            fall_frames: 0,
+        }
+    }
+
+    /// The key tags as stored: the key index, or −1.
+    pub fn key_tags(&self) -> Vec<f32> {
+        self.key
+            .iter()
+            .map(|k| k.map_or(-1.0, |k| k as f32))
+            .collect()
+    }
+
+    /// Reads stored key tags (`damper_key`), each −1 or a key index.
+    pub fn parse_key_tags(tags: &[f32]) -> Result<Vec<Option<u8>>, ModelError> {
+        tags.iter()
+            .enumerate()
+            .map(|(i, &t)| match t {
+                -1.0 => Ok(None),
+                t if t >= 0.0 && t < KEYS as f32 && t.fract() == 0.0 => Ok(Some(t as u8)),
+                t => Err(ModelError::BadValue {
+                    name: "layers.0.damper_key".into(),
+                    reason: format!("value {t} at index {i} is neither −1 nor a key 0..{KEYS}"),
+                }),
+            })
+            .collect()
+    }
 }
 
 /// The continuous-time pole a stored (norm, angle) pair plays as: magnitude `e^norm`, and the
@@ -125,6 +204,10 @@ impl SsmLayer {
             + self.c.len()
             + self.c_bias.len()
             + self.skip.as_ref().map_or(0, Vec::len)
+            + self
+                .damper
+                .as_ref()
+                .map_or(0, |d| d.norm.len() + d.angle.len())
     }
 }
 
@@ -189,6 +272,15 @@ impl Model {
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         self.validate()?;
         let mut tensors: BTreeMap<String, (Vec<usize>, &[f32])> = BTreeMap::new();
+        let tags: Vec<Option<(Vec<f32>, [f32; 1])>> = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.damper
+                    .as_ref()
+                    .map(|d| (d.key_tags(), [d.fall_frames as f32]))
+            })
+            .collect();
         for (i, l) in self.layers.iter().enumerate() {
             let (p, n_in, n_out) = (l.state, l.inputs, l.outputs);
             let mut entries: Vec<(&str, Vec<usize>, &[f32])> = vec![
@@ -201,6 +293,12 @@ impl Model {
             ];
             if let Some(skip) = &l.skip {
                 entries.push(("skip", vec![n_out, n_in], skip));
+            }
+            if let (Some(d), Some((tags, fall))) = (&l.damper, &tags[i]) {
+                entries.push(("damper_key", vec![p], tags));
+                entries.push(("damper_fall", vec![1], fall));
+                entries.push(("damper_norm", vec![p], &d.norm));
+                entries.push(("damper_angle", vec![p], &d.angle));
             }
             for (name, shape, data) in entries {
                 tensors.insert(format!("layers.{i}.{name}"), (shape, data));
@@ -302,15 +400,37 @@ impl Model {
                 (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("skip"))),
                 (None, _) => return Err(ModelError::MissingTensor(name("skip"))),
             }
-            if let Some(k) = l.norm.iter().position(|&v| v > 30.0) {
-                return Err(ModelError::BadValue {
-                    name: name("norm"),
-                    reason: format!(
-                        "pole magnitude exp({}) at index {k} is too large",
-                        l.norm[k]
-                    ),
-                });
+            match (&l.damper, i) {
+                (None, _) => {}
+                (Some(d), 0) => {
+                    if d.key.len() != p {
+                        return Err(ModelError::BadValue {
+                            name: name("damper_key"),
+                            reason: format!("holds {} values, expected {p}", d.key.len()),
+                        });
+                    }
+                    if let Some(k) = d.key.iter().flatten().find(|&&k| k as usize >= KEYS) {
+                        return Err(ModelError::BadValue {
+                            name: name("damper_key"),
+                            reason: format!("key {k} is not one of the {KEYS} keys"),
+                        });
+                    }
+                    check_len(&name("damper_norm"), &d.norm, p)?;
+                    check_len(&name("damper_angle"), &d.angle, p)?;
+                    check_norms(&name("damper_norm"), &d.norm)?;
+                    if d.fall_frames > MAX_FALL_FRAMES {
+                        return Err(ModelError::BadValue {
+                            name: name("damper_fall"),
+                            reason: format!(
+                                "{} frames is longer than {MAX_FALL_FRAMES}",
+                                d.fall_frames
+                            ),
+                        });
+                    }
+                }
+                (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("damper_key"))),
             }
+            check_norms(&name("norm"), &l.norm)?;
         }
         let heads = self.info.heads.len();
         let last = self.widths().last().copied().unwrap_or(0);
@@ -323,7 +443,13 @@ impl Model {
         let i = &self.info;
         let mut m = HashMap::new();
         m.insert("format".into(), FORMAT_NAME.into());
-        m.insert("format_version".into(), FORMAT_VERSION.to_string());
+        let damped = self.layers.iter().any(|l| l.damper.is_some());
+        let version = if damped {
+            FORMAT_VERSION
+        } else {
+            PLAIN_FORMAT_VERSION
+        };
+        m.insert("format_version".into(), version.to_string());
         m.insert("family".into(), i.family.clone());
         m.insert("size".into(), i.size.clone());
         m.insert("activation".into(), i.activation.name().into());
@@ -349,6 +475,29 @@ impl Model {
         }
         m.insert("description".into(), i.description.clone());
         m
+    }
+}
+
+/// A stored damper fall: a whole number of frames up to [`MAX_FALL_FRAMES`].
+fn fall_frames(v: f32) -> Result<u32, ModelError> {
+    if v >= 0.0 && v <= MAX_FALL_FRAMES as f32 && v.fract() == 0.0 {
+        Ok(v as u32)
+    } else {
+        Err(ModelError::BadValue {
+            name: "layers.0.damper_fall".into(),
+            reason: format!("{v} is not a whole number of frames in 0..={MAX_FALL_FRAMES}"),
+        })
+    }
+}
+
+/// Pole magnitudes beyond e^30 per sample are no model's: a corrupt file.
+fn check_norms(name: &str, norm: &[f32]) -> Result<(), ModelError> {
+    match norm.iter().position(|&v| v > 30.0) {
+        Some(k) => Err(ModelError::BadValue {
+            name: name.into(),
+            reason: format!("pole magnitude exp({}) at index {k} is too large", norm[k]),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -551,6 +700,21 @@ impl TensorReader<'_, '_> {
             } else {
                 Some(t("skip", &[n_out, n_in])?)
             },
+            // any one of the damper's tensors means all three must be there
+            damper: if i == 0
+                && ["damper_key", "damper_norm", "damper_angle", "damper_fall"]
+                    .iter()
+                    .any(|t| self.0.tensor(&format!("layers.0.{t}")).is_ok())
+            {
+                Some(Damper {
+                    key: Damper::parse_key_tags(&t("damper_key", &[p])?)?,
+                    norm: t("damper_norm", &[p])?,
+                    angle: t("damper_angle", &[p])?,
+                    fall_frames: fall_frames(t("damper_fall", &[1])?[0])?,
+                })
+            } else {
+                None
+            },
         })
     }
 
@@ -563,6 +727,11 @@ impl TensorReader<'_, '_> {
                         i < layers
                             && matches!(t, "norm" | "angle" | "B" | "B_bias" | "C" | "C_bias")
                             || (i > 0 && i < layers && t == "skip")
+                            || (i == 0
+                                && matches!(
+                                    t,
+                                    "damper_key" | "damper_norm" | "damper_angle" | "damper_fall"
+                                ))
                     })
                 }),
                 None => matches!(name, "heads.weight" | "heads.bias"),

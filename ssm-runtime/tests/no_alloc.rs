@@ -1,12 +1,27 @@
 //! The audio path never touches the allocator: a counting global allocator watches the
 //! thread while `Player::process` plays notes, pedal, head changes, engine swaps (new model,
-//! new rate) and resets, at block sizes from 1 to 16384.
+//! new rate) and resets, at block sizes from 1 to 16384. The first engine carries a key damper
+//! (format version 2), so releases run its falls.
 
 mod common;
 
 use alloc_counter::{watched, Counting};
 use common::checkpoint;
-use ssm_runtime::{Engine, KeyEvent, Player};
+use ssm_runtime::model::{Damper, Model};
+use ssm_runtime::{Engine, KeyEvent, Player, KEYS};
+
+/// `m` with its first 88 states damped by their keys, falling over 12 frames.
+fn with_damper(mut m: Model) -> Model {
+    let first = &mut m.layers[0];
+    let mut d = Damper::none(&first.norm, &first.angle);
+    for (p, k) in d.key.iter_mut().enumerate().take(KEYS) {
+        *k = Some(p as u8);
+    }
+    d.norm.iter_mut().for_each(|v| *v += 2.0);
+    d.fall_frames = 12;
+    first.damper = Some(d);
+    m
+}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -19,7 +34,7 @@ fn counter_sees_allocations() {
 
 #[test]
 fn audio_path_never_allocates() {
-    let small = checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth");
+    let small = with_damper(checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth"));
     let large = checkpoint("PianoSSM_XL_MH_maestro_all_44100_model.pth");
     let mut player = Player::new(Engine::new(&small, 44_100).unwrap());
     // prepared off the audio thread, as the plugin does

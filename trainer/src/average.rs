@@ -181,31 +181,53 @@ pub fn mean(models: &[Model], poles: PoleMean) -> Result<Model> {
     let mut out = models[0].clone();
     for (i, layer) in out.layers.iter_mut().enumerate() {
         let layers: Vec<&SsmLayer> = models.iter().map(|m| &m.layers[i]).collect();
-        let field = |f: fn(&SsmLayer) -> &Vec<f32>| average(layers.iter().map(|l| f(l)));
-        (layer.norm, layer.angle) = match poles {
-            PoleMean::Stored => {
-                check_angle_spread(&layers).with_context(|| format!("layer {}", i + 1))?;
-                (field(|l| &l.norm), field(|l| &l.angle))
-            }
-            PoleMean::Forward => forward_mean(&layers),
-        };
+        let field = |f: fn(&SsmLayer) -> &Vec<f32>| average(layers.iter().map(|l| &f(l)[..]));
+        let sounding: Vec<(&[f32], &[f32])> =
+            layers.iter().map(|l| (&l.norm[..], &l.angle[..])).collect();
+        (layer.norm, layer.angle) =
+            mean_poles(&sounding, poles).with_context(|| format!("layer {}", i + 1))?;
+        if let Some(damper) = &mut layer.damper {
+            let damped = layers
+                .iter()
+                .map(|l| match &l.damper {
+                    Some(d) if d.key == damper.key => Ok((&d.norm[..], &d.angle[..])),
+                    _ => bail!("layer {}: the models' key dampers differ", i + 1),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (damper.norm, damper.angle) =
+                mean_poles(&damped, poles).with_context(|| format!("layer {}'s damper", i + 1))?;
+        }
         layer.b = field(|l| &l.b);
         layer.b_bias = field(|l| &l.b_bias);
         layer.c = field(|l| &l.c);
         layer.c_bias = field(|l| &l.c_bias);
         if layer.skip.is_some() {
-            layer.skip = Some(average(layers.iter().filter_map(|l| l.skip.as_ref())));
+            layer.skip = Some(average(layers.iter().filter_map(|l| l.skip.as_deref())));
         }
     }
-    out.head_weight = average(models.iter().map(|m| &m.head_weight));
-    out.head_bias = average(models.iter().map(|m| &m.head_bias));
+    out.head_weight = average(models.iter().map(|m| &m.head_weight[..]));
+    out.head_bias = average(models.iter().map(|m| &m.head_bias[..]));
     Ok(out)
 }
 
-fn check_angle_spread(layers: &[&SsmLayer]) -> Result<()> {
-    for k in 0..layers[0].angle.len() {
+/// The mean of one set of poles (norm, angle) across the models, as `poles` says.
+fn mean_poles(layers: &[(&[f32], &[f32])], poles: PoleMean) -> Result<(Vec<f32>, Vec<f32>)> {
+    Ok(match poles {
+        PoleMean::Stored => {
+            check_angle_spread(layers)?;
+            (
+                average(layers.iter().map(|l| l.0)),
+                average(layers.iter().map(|l| l.1)),
+            )
+        }
+        PoleMean::Forward => forward_mean(layers),
+    })
+}
+
+fn check_angle_spread(layers: &[(&[f32], &[f32])]) -> Result<()> {
+    for k in 0..layers[0].1.len() {
         let (lo, hi) = layers.iter().fold((f32::MAX, f32::MIN), |(lo, hi), l| {
-            (lo.min(l.angle[k]), hi.max(l.angle[k]))
+            (lo.min(l.1[k]), hi.max(l.1[k]))
         });
         if hi - lo > MAX_ANGLE_SPREAD {
             bail!(
@@ -218,12 +240,12 @@ fn check_angle_spread(layers: &[&SsmLayer]) -> Result<()> {
 }
 
 /// The mean of each pole in the complex plane, back as (norm, angle) with a negative real part.
-fn forward_mean(layers: &[&SsmLayer]) -> (Vec<f32>, Vec<f32>) {
-    let p = layers[0].norm.len();
+fn forward_mean(layers: &[(&[f32], &[f32])]) -> (Vec<f32>, Vec<f32>) {
+    let p = layers[0].0.len();
     let (mut re, mut im) = (vec![0.0f64; p], vec![0.0f64; p]);
-    for l in layers {
+    for (norm, angle) in layers {
         for k in 0..p {
-            let pole = stable_pole(l.norm[k], l.angle[k]);
+            let pole = stable_pole(norm[k], angle[k]);
             re[k] += pole.re;
             im[k] += pole.im;
         }
@@ -237,7 +259,7 @@ fn forward_mean(layers: &[&SsmLayer]) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
-fn average<'a>(vs: impl Iterator<Item = &'a Vec<f32>>) -> Vec<f32> {
+fn average<'a>(vs: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
     let mut sum: Vec<f64> = Vec::new();
     let mut n = 0.0;
     for v in vs {

@@ -31,6 +31,10 @@ pub enum PoleInit {
     /// layers are random with short-lived poles (see `init::gated_keys`); needs 118 or more
     /// states (L, XL).
     GatedKeys,
+    /// The first layer is the keys' partials, each damped by its key's damper (format
+    /// version 2) instead of a gate; the later layers as `gated-keys` (see
+    /// `init::damped_keys`); needs 88 or more states.
+    DampedKeys,
 }
 
 /// How a fresh model is initialised.
@@ -56,6 +60,7 @@ impl Init {
         let mut normal = Normal::new(options.seed);
         match options.poles {
             PoleInit::GatedKeys => gated_keys::network(state, heads, options, &mut normal),
+            PoleInit::DampedKeys => damped_keys::network(state, heads, options, &mut normal),
             PoleInit::Keyboard | PoleInit::LogUniform => {
                 Ok(random(state, heads, options, &mut normal))
             }
@@ -131,6 +136,7 @@ fn random_layer(
         c: normal.vec(outputs * state * 2, c_scale),
         c_bias: vec![0.0; outputs * 2],
         skip: None,
+        damper: None,
     }
 }
 
@@ -286,7 +292,26 @@ pub mod gated_keys {
             );
         }
         let sr = options.sample_rate as f64;
-        let mut layers = vec![first_layer(state, sr, options.gate)];
+        Ok(behind(
+            first_layer(state, sr, options.gate),
+            state,
+            heads,
+            sr,
+            normal,
+        ))
+    }
+
+    /// The network behind a key layer: layers 2–4 random with short-lived poles, each input
+    /// bias cancelling its input's rest, and heads summing the last layer with the rest's
+    /// output cancelled.
+    pub(super) fn behind(
+        first: SsmLayer,
+        state: usize,
+        heads: usize,
+        sr: f64,
+        normal: &mut Normal,
+    ) -> Init {
+        let mut layers = vec![first];
         for (i, pair) in WIDTHS.windows(2).enumerate().skip(1) {
             let (inp, out) = (pair[0], pair[1]);
             let poles = transient_poles(state, i, sr);
@@ -299,11 +324,11 @@ pub mod gated_keys {
         let out_rest = layers_rest(&layers);
         let head_weight = vec![1.0f32; heads * last];
         let bias = -out_rest.iter().sum::<f64>() as f32;
-        Ok(Init {
+        Init {
             layers,
             head_weight,
             head_bias: vec![bias; heads],
-        })
+        }
     }
 
     /// Layer 1: resonances, overtones (if states are left) and gates.
@@ -371,7 +396,7 @@ pub mod gated_keys {
 
     /// `count` overtone partials (key, n): the second partial of every key, then the third,
     /// and so on, bottom up, as long as they lie below 0.45·sr.
-    fn overtones(count: usize, sr: f64) -> Vec<(usize, usize)> {
+    pub(super) fn overtones(count: usize, sr: f64) -> Vec<(usize, usize)> {
         (2..16)
             .flat_map(|n| (0..KEYS).map(move |k| (k, n)))
             .filter(|&(k, n)| n as f64 * key_hz((k + 21) as f64) < 0.45 * sr)
@@ -380,7 +405,7 @@ pub mod gated_keys {
     }
 
     /// What each layer's output holds at rest, for the layers so far (every state at zero).
-    fn layers_rest(layers: &[SsmLayer]) -> Vec<f64> {
+    pub(super) fn layers_rest(layers: &[SsmLayer]) -> Vec<f64> {
         let mut h: Vec<f64> = Vec::new();
         for l in layers {
             let y: Vec<f64> = (0..l.outputs)
@@ -402,7 +427,7 @@ pub mod gated_keys {
     }
 
     /// Sets B_bias = −B·rest, so a constant input `rest` leaves every state at zero.
-    fn cancel_rest(l: &mut SsmLayer, rest: &[f64]) {
+    pub(super) fn cancel_rest(l: &mut SsmLayer, rest: &[f64]) {
         for p in 0..l.state {
             for component in 0..2 {
                 let s: f64 = (0..l.inputs)
@@ -413,7 +438,7 @@ pub mod gated_keys {
         }
     }
 
-    fn empty_layer(inputs: usize, outputs: usize, state: usize) -> SsmLayer {
+    pub(super) fn empty_layer(inputs: usize, outputs: usize, state: usize) -> SsmLayer {
         SsmLayer {
             inputs,
             outputs,
@@ -425,23 +450,91 @@ pub mod gated_keys {
             c: vec![0.0; outputs * state * 2],
             c_bias: vec![0.0; outputs * 2],
             skip: None,
+            damper: None,
         }
     }
 
-    fn set_pole(l: &mut SsmLayer, p: usize, lambda: Complex64) {
+    pub(super) fn set_pole(l: &mut SsmLayer, p: usize, lambda: Complex64) {
         l.norm[p] = lambda.norm().ln() as f32;
         l.angle[p] = lambda.arg() as f32;
     }
 
-    fn set_b(l: &mut SsmLayer, p: usize, input: usize, b: Complex64) {
+    pub(super) fn set_b(l: &mut SsmLayer, p: usize, input: usize, b: Complex64) {
         let at = (p * l.inputs + input) * 2;
         l.b[at] = b.re as f32;
         l.b[at + 1] = b.im as f32;
     }
 
-    fn set_c(l: &mut SsmLayer, output: usize, p: usize, c: Complex64) {
+    pub(super) fn set_c(l: &mut SsmLayer, output: usize, p: usize, c: Complex64) {
         let at = (output * l.state + p) * 2;
         l.c[at] = c.re as f32;
         l.c[at + 1] = c.im as f32;
+    }
+}
+
+/// `PoleInit::DampedKeys`: the network starts as a piano whose keys are stopped by dampers.
+///
+/// Layer 1 is every key's partials — its fundamental, then second partials bottom up, then
+/// third, as far as the states go — each a state ringing at the partial with the key's held
+/// decay ([`key_t60`] over the partial number), driven by its key only (`B = −r·λ/n`: the
+/// state settles at a real value and `Im x`, which channel k reads, rings without a DC step)
+/// and tagged with its key for the damper. The damped pole keeps the partial's frequency and
+/// decays in [`DAMPED_T60`] (or half the held decay, if that is shorter), reached over the
+/// damper's fall of [`FALL_FRAMES`]: released, the partial fades smoothly, and the damper's
+/// rule (the state keeps its vibration, not its equilibrium) keeps the release from striking
+/// it again. No gate: the tanh works in its
+/// linear range at every velocity, so dynamics start linear.
+/// Layers 2–4 and the heads as in [`gated_keys`].
+pub mod damped_keys {
+    use super::gated_keys::{behind, empty_layer, overtones, set_b, set_c, set_pole, RING};
+    use super::*;
+    use ssm_runtime::model::Damper;
+
+    /// 60 dB decay of a damped string (seconds): a felt damper stops a mid-range string in
+    /// about a tenth of a second.
+    pub const DAMPED_T60: f64 = 0.1;
+    /// How many frames the damper takes to fall: 10 ms at the 1200 Hz MIDI rate of the
+    /// Salamander runs (a felt settles on its string over some milliseconds; an instant
+    /// switch puts a kink in the waveform, heard as a click).
+    pub const FALL_FRAMES: u32 = 12;
+
+    pub fn network(
+        state: usize,
+        heads: usize,
+        options: InitOptions,
+        normal: &mut Normal,
+    ) -> Result<Init> {
+        if state < KEYS {
+            bail!(
+                "--init damped-keys needs at least {KEYS} states (one partial per key); this \
+                 size has {state}: use L or XL, or --init keyboard"
+            );
+        }
+        let sr = options.sample_rate as f64;
+        Ok(behind(first_layer(state, sr), state, heads, sr, normal))
+    }
+
+    fn first_layer(state: usize, sr: f64) -> SsmLayer {
+        let mut l = empty_layer(KEYS, KEYS, state);
+        let mut damper = Damper::none(&l.norm, &l.angle);
+        let partials = (0..KEYS)
+            .map(|k| (k, 1usize))
+            .chain(overtones(state - KEYS, sr));
+        for (p, (k, n)) in partials.enumerate() {
+            let midi = (k + 21) as f64;
+            let hz = (n as f64 * key_hz(midi)).min(0.45 * sr);
+            let t60 = key_t60(midi) / n as f64;
+            let lambda = pole(hz, t60, sr);
+            set_pole(&mut l, p, lambda);
+            set_b(&mut l, p, k, -lambda * (RING / n as f64));
+            set_c(&mut l, k, p, Complex64::new(0.0, -1.0));
+            let damped = pole(hz, DAMPED_T60.min(t60 / 2.0), sr);
+            damper.key[p] = Some(k as u8);
+            damper.norm[p] = damped.norm().ln() as f32;
+            damper.angle[p] = damped.arg() as f32;
+        }
+        damper.fall_frames = FALL_FRAMES;
+        l.damper = Some(damper);
+        l
     }
 }

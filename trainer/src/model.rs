@@ -9,7 +9,7 @@
 //! (re, im)-interleaved spectra, and only the out-channels are transformed back.
 
 use anyhow::{bail, Context, Result};
-use ssm_runtime::model::{Activation, Model, ModelInfo, SsmLayer, KEYS};
+use ssm_runtime::model::{Activation, Damper, Model, ModelInfo, SsmLayer, KEYS};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::init::Init;
@@ -61,7 +61,20 @@ struct Layer {
     c_bias: Tensor,
     /// (out, in), every layer but the first
     skip: Option<Tensor>,
+    /// the first layer's key damper
+    damper: Option<KeyDamper>,
     state: i64,
+}
+
+/// The first layer's key damper as tensors (see `ssm_runtime::model::Damper`).
+struct KeyDamper {
+    /// per state: the key whose silence damps it
+    key: Vec<Option<u8>>,
+    /// (P) the damped poles, trainable like `norm` and `angle`
+    norm: Tensor,
+    angle: Tensor,
+    /// frames the damper takes to fall (fixed)
+    fall_frames: u32,
 }
 
 /// Per-forward constants of one layer: the kernel spectra, which depend only on the poles.
@@ -170,6 +183,12 @@ impl PianoSsm {
                     c: var(&p, "C", &l.c, &[out, pn, 2]),
                     c_bias: var(&p, "C_bias", &l.c_bias, &[out, 2]),
                     skip: l.skip.as_ref().map(|s| var(&p, "skip", s, &[out, inp])),
+                    damper: l.damper.as_ref().map(|d| KeyDamper {
+                        key: d.key.clone(),
+                        norm: var(&p, "damper_norm", &d.norm, &[pn]),
+                        angle: var(&p, "damper_angle", &d.angle, &[pn]),
+                        fall_frames: d.fall_frames,
+                    }),
                     state: pn,
                 }
             })
@@ -210,9 +229,16 @@ impl PianoSsm {
         let sqrt2 = std::f64::consts::SQRT_2;
         let mut h = Tensor::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let kernel = layer.kernel(len, n_fft, step);
-            let input = if i == 0 { &u } else { &h };
-            let y = self.activate(&layer.forward(input, &kernel, n_fft));
+            let y = match &layer.damper {
+                // the damper's layer: its input is the roll, constant within a frame
+                Some(damper) => layer.forward_damped(damper, roll, hold, step),
+                None => {
+                    let kernel = layer.kernel(len, n_fft, step);
+                    let input = if i == 0 { &u } else { &h };
+                    layer.forward(input, &kernel, n_fft)
+                }
+            };
+            let y = self.activate(&y);
             h = match &layer.skip {
                 Some(w) => (y + channel_matmul(w, &h)) / sqrt2,
                 None => y / sqrt2,
@@ -300,6 +326,18 @@ impl PianoSsm {
                     c: to_vec(&l.c)?,
                     c_bias: to_vec(&l.c_bias)?,
                     skip: l.skip.as_ref().map(to_vec).transpose()?,
+                    damper: l
+                        .damper
+                        .as_ref()
+                        .map(|d| -> Result<Damper> {
+                            Ok(Damper {
+                                key: d.key.clone(),
+                                norm: to_vec(&d.norm)?,
+                                angle: to_vec(&d.angle)?,
+                                fall_frames: d.fall_frames,
+                            })
+                        })
+                        .transpose()?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -351,6 +389,72 @@ impl Layer {
         }
     }
 
+    /// The first layer with its key damper, for `roll` (B, 88, F) held `hold` samples a frame:
+    /// (out, B, F·hold).
+    ///
+    /// Why not the FFT: a damped state's pole switches with its key, so the layer is not one
+    /// convolution. But its input is constant within a frame and its pole follows one of a few
+    /// schedules per frame (sounding, the damper's n-th frame of falling, damped), so the state
+    /// `i` samples into frame f is exactly `x = P[i] X_{f−1} + G[i] w_f`, with the schedule's
+    /// tables P, G — what the engine's per-sample recurrence computes — and the frame ends
+    /// are a first-order recurrence over frames, solved by a parallel prefix scan (log₂ F
+    /// steps of tensor products).
+    fn forward_damped(&self, damper: &KeyDamper, roll: &Tensor, hold: i64, s: f64) -> Tensor {
+        let (batch, frames) = (roll.size()[0], roll.size()[2]);
+        let device = roll.device();
+        let kind = self.norm.kind();
+        let keys = roll.permute([1, 0, 2]); // (88, B, F)
+                                            // w_f = B u_f + B_bias, (P, B, F)
+        let w = |part: i64| {
+            channel_matmul(&self.b.select(2, part), &keys)
+                + self.b_bias.select(1, part).view([-1, 1, 1])
+        };
+        let w_now = Cx::new(w(0), w(1));
+        let schedules = FallSchedules::new(&self.norm, &self.angle, damper, hold, s, kind);
+        // each state's schedule per frame; untagged states always sound
+        let phase = fall_phases(roll, damper.fall_frames).to_device(device); // (88, B, F)
+        let tagged: Vec<i64> = damper.key.iter().map(|k| k.map_or(0, i64::from)).collect();
+        let untagged: Vec<bool> = damper.key.iter().map(Option::is_none).collect();
+        let untagged = Tensor::from_slice(&untagged)
+            .to_device(device)
+            .view([-1, 1, 1]);
+        let phase = phase
+            .index_select(0, &Tensor::from_slice(&tagged).to_device(device))
+            .masked_fill(&untagged, 0); // (P, B, F)
+        let (pow, gain) = schedules.pick(&phase);
+        // where a damper falls (sounding in f − 1, falling in f) the state keeps its deviation
+        // from equilibrium and moves to the damped equilibrium: X_{f−1} += x*_d(w_f) − x*(w_{f−1})
+        let zero = Tensor::zeros([self.state, batch, 1], (kind, device));
+        let shift = |t: &Tensor| Tensor::cat(&[&zero, &t.narrow(2, 0, frames - 1)], 2);
+        let sounding = phase.eq(0).to_kind(kind);
+        let falls = shift(&sounding) * (1.0 - &sounding);
+        let w_before = Cx::new(shift(&w_now.re), shift(&w_now.im));
+        let held = schedules.sounding_inverse.mul(&w_before);
+        let damped = schedules.damped_inverse.mul(&w_now);
+        let jump = Cx::new(
+            (damped.re - held.re) * &falls,
+            (damped.im - held.im) * &falls,
+        );
+        let w = Cx::new(w_now.re.unsqueeze(3), w_now.im.unsqueeze(3));
+        // frame ends: X_f = A_f (X_{f−1} + jump_f) + c_f
+        let last = |t: &Tensor| t.select(3, hold - 1);
+        let a = Cx::new(last(&pow.re), last(&pow.im));
+        let c = gain.select_last(hold).mul(&w.squeeze3()).add(&a.mul(&jump));
+        let ends = prefix_scan(a, c, frames);
+        // X_{f−1} (zero before the first frame) after the damper's jump
+        let before = Cx::new(
+            (shift(&ends.re) + jump.re).unsqueeze(3),
+            (shift(&ends.im) + jump.im).unsqueeze(3),
+        );
+        let x = pow.mul(&before).add(&gain.mul(&w));
+        let flat = |t: Tensor| t.reshape([self.state, batch, frames * hold]);
+        let (x_re, x_im) = (flat(x.re), flat(x.im));
+        // Re(C x) = C_re x_re − C_im x_im
+        let c = Tensor::cat(&[self.c.select(2, 0), -self.c.select(2, 1)], 1); // (out, 2P)
+        channel_matmul(&c, &Tensor::cat(&[x_re, x_im], 0))
+            + self.c_bias.select(1, 0).view([-1, 1, 1])
+    }
+
     /// y = Re(C x + C_bias) for input u: (in, B, L) → (out, B, L).
     fn forward(&self, u: &Tensor, kernel: &Kernel, n_fft: i64) -> Tensor {
         let (batch, len) = (u.size()[1], u.size()[2]);
@@ -380,6 +484,232 @@ impl Layer {
         let y = y.fft_irfft(n_fft, -1, "backward").narrow(2, 0, len);
         y + self.c_bias.select(1, 0).view([-1, 1, 1])
     }
+}
+
+/// A complex tensor as its real and imaginary parts (plain real autograd throughout).
+struct Cx {
+    re: Tensor,
+    im: Tensor,
+}
+
+impl Cx {
+    fn new(re: Tensor, im: Tensor) -> Cx {
+        Cx { re, im }
+    }
+
+    fn mul(&self, o: &Cx) -> Cx {
+        Cx::new(
+            &self.re * &o.re - &self.im * &o.im,
+            &self.re * &o.im + &self.im * &o.re,
+        )
+    }
+
+    fn add(&self, o: &Cx) -> Cx {
+        Cx::new(&self.re + &o.re, &self.im + &o.im)
+    }
+
+    fn clone_cx(&self) -> Cx {
+        Cx::new(self.re.shallow_clone(), self.im.shallow_clone())
+    }
+
+    /// The last entry of dimension 3 of `len`.
+    fn select_last(&self, len: i64) -> Cx {
+        Cx::new(self.re.select(3, len - 1), self.im.select(3, len - 1))
+    }
+
+    /// Drops a size-1 dimension 3.
+    fn squeeze3(&self) -> Cx {
+        Cx::new(self.re.squeeze_dim(3), self.im.squeeze_dim(3))
+    }
+}
+
+/// Where each key's damper is, frame by frame, for `roll` (B, 88, F): 0 while the key sounds,
+/// n = 1..=fall in the n-th frame of its fall, fall + 1 once down (also before the key was
+/// ever struck: the rest). (88, B, F) int64.
+fn fall_phases(roll: &Tensor, fall: u32) -> Tensor {
+    let size = roll.size();
+    let (batch, frames) = (size[0] as usize, size[2] as usize);
+    let values = Vec::<f32>::try_from(
+        roll.detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .flatten(0, -1),
+    )
+    .expect("a float roll");
+    let down = fall as i64 + 1;
+    let mut phase = vec![0i64; values.len()];
+    for row in 0..batch * KEYS {
+        let mut prev = down;
+        for f in 0..frames {
+            let at = row * frames + f;
+            prev = if values[at] > 0.0 {
+                0
+            } else {
+                (prev + 1).min(down)
+            };
+            phase[at] = prev;
+        }
+    }
+    Tensor::from_slice(&phase)
+        .view([batch as i64, KEYS as i64, frames as i64])
+        .permute([1, 0, 2])
+}
+
+/// The first layer's per-frame tables `P[i]`, `G[i]` (i = 0..hold) for every schedule a
+/// state's frame can follow: 0 sounding, 1..=fall the damper's frames of falling, fall + 1
+/// damped. Built in float64 from the poles (so gradients reach both), returned as `kind`.
+struct FallSchedules {
+    /// (P, fall + 2, hold) each
+    pow: Cx,
+    gain: Cx,
+    /// −1/λ for the sounding and the damped pole, (P, 1, 1)
+    sounding_inverse: Cx,
+    damped_inverse: Cx,
+    schedules: i64,
+    hold: i64,
+}
+
+impl FallSchedules {
+    fn new(norm: &Tensor, angle: &Tensor, d: &KeyDamper, hold: i64, s: f64, kind: Kind) -> Self {
+        let up = ContinuousPoles::new(norm, angle);
+        let down = ContinuousPoles::new(&d.norm, &d.angle);
+        let p = up.re.size()[0];
+        let fall = d.fall_frames as i64;
+        let device = norm.device();
+        let opts = (Kind::Double, device);
+        // per-sample fractions n/R of the fall, n = 1..=R, as (fall, hold)
+        let r = (fall * hold).max(1) as f64;
+        let n = Tensor::arange_start(1, fall * hold + 1, opts).view([fall, hold]) / r;
+        // a schedule row per frame: (P, fall + 2, hold), fraction 0 = sounding, 1 = damped
+        let frac = Tensor::cat(
+            &[
+                Tensor::zeros([1, hold], opts),
+                n,
+                Tensor::ones([1, hold], opts),
+            ],
+            0,
+        )
+        .unsqueeze(0);
+        let lerp = |a: &Tensor, b: &Tensor| a.view([p, 1, 1]) + (b - a).view([p, 1, 1]) * &frac;
+        let (re, im) = (lerp(&up.re, &down.re), lerp(&up.im, &down.im));
+        // per sample: λ̄_n = e^{λ_n s} and the gain g_n, interpolated like the pole (the
+        // engine's rule); outside the fall both are constant and give the ZOH tables
+        let decay = (&re * s).exp();
+        let a = Cx::new(&decay * (&im * s).cos(), decay * (&im * s).sin());
+        let g_up = up.zoh_gain(s);
+        let g_down = down.zoh_gain(s);
+        let g = Cx::new(lerp(&g_up.re, &g_down.re), lerp(&g_up.im, &g_down.im));
+        // P_i = a_i P_{i−1}, G_i = a_i G_{i−1} + g_i, from P_{−1} = 1, G_{−1} = 0
+        let (mut pw, mut gn) = (Vec::new(), Vec::new());
+        let mut prev: Option<(Cx, Cx)> = None;
+        for i in 0..hold {
+            let ai = Cx::new(a.re.select(2, i), a.im.select(2, i));
+            let gi = Cx::new(g.re.select(2, i), g.im.select(2, i));
+            let next = match &prev {
+                None => (ai.clone_cx(), gi),
+                Some((pp, gp)) => (ai.mul(pp), ai.mul(gp).add(&gi)),
+            };
+            pw.push(next.0.clone_cx());
+            gn.push(next.1.clone_cx());
+            prev = Some(next);
+        }
+        let stack = |v: &[Cx], re: bool| {
+            let parts: Vec<&Tensor> = v.iter().map(|c| if re { &c.re } else { &c.im }).collect();
+            Tensor::stack(&parts, 2).to_kind(kind)
+        };
+        FallSchedules {
+            pow: Cx::new(stack(&pw, true), stack(&pw, false)),
+            gain: Cx::new(stack(&gn, true), stack(&gn, false)),
+            sounding_inverse: up.negative_inverse(kind),
+            damped_inverse: down.negative_inverse(kind),
+            schedules: fall + 2,
+            hold,
+        }
+    }
+
+    /// The tables for each state's schedule `phase` (P, B, F): (P, B, F, hold) each.
+    fn pick(&self, phase: &Tensor) -> (Cx, Cx) {
+        let size = phase.size();
+        let p = size[0];
+        let rows =
+            Tensor::arange(p, (Kind::Int64, phase.device())).view([-1, 1, 1]) * self.schedules;
+        let index = (phase + rows).flatten(0, -1);
+        let mut shape = size.clone();
+        shape.push(self.hold);
+        let take = |t: &Tensor| {
+            t.reshape([p * self.schedules, self.hold])
+                .index_select(0, &index)
+                .view(shape.as_slice())
+        };
+        (
+            Cx::new(take(&self.pow.re), take(&self.pow.im)),
+            Cx::new(take(&self.gain.re), take(&self.gain.im)),
+        )
+    }
+}
+
+/// A layer's continuous-time poles after the stability rule, float64 (P).
+struct ContinuousPoles {
+    re: Tensor,
+    im: Tensor,
+}
+
+impl ContinuousPoles {
+    fn new(norm: &Tensor, angle: &Tensor) -> Self {
+        let mag = norm.to_kind(Kind::Double).exp();
+        let angle = angle.to_kind(Kind::Double);
+        ContinuousPoles {
+            re: -(&mag * angle.cos()).abs(),
+            im: mag * angle.sin(),
+        }
+    }
+
+    /// The zero-order-hold input gain `g = (e^{λ s} − 1)/λ` (P).
+    fn zoh_gain(&self, s: f64) -> Cx {
+        let r = (&self.re * s).exp();
+        let (n_re, n_im) = (&r * (&self.im * s).cos() - 1.0, r * (&self.im * s).sin());
+        let denom = &self.re * &self.re + &self.im * &self.im;
+        Cx::new(
+            (&n_re * &self.re + &n_im * &self.im) / &denom,
+            (n_im * &self.re - n_re * &self.im) / denom,
+        )
+    }
+
+    /// `−1/λ` as (P, 1, 1) of `kind`: the equilibrium of a unit constant input.
+    fn negative_inverse(&self, kind: Kind) -> Cx {
+        let denom = &self.re * &self.re + &self.im * &self.im;
+        Cx::new(
+            (-&self.re / &denom).to_kind(kind).view([-1, 1, 1]),
+            (&self.im / denom).to_kind(kind).view([-1, 1, 1]),
+        )
+    }
+}
+
+/// Inclusive prefix scan of `X_f = A_f X_{f−1} + c_f` (X_{−1} = 0) over dimension 2 of
+/// length `len` (Hillis–Steele: ⌈log₂ len⌉ steps; the products of |A| ≤ 1 stay bounded).
+fn prefix_scan(mut a: Cx, mut c: Cx, len: i64) -> Cx {
+    let mut d = 1;
+    while d < len {
+        // entries f ≥ d combine with f − d: (A, c)[f] ← (A[f]·A[f−d], A[f]·c[f−d] + c[f])
+        let head = |t: &Tensor| t.narrow(2, 0, d);
+        let lo = |t: &Tensor| t.narrow(2, 0, len - d);
+        let hi = |t: &Tensor| t.narrow(2, d, len - d);
+        let a_hi = Cx::new(hi(&a.re), hi(&a.im));
+        let c_new = a_hi
+            .mul(&Cx::new(lo(&c.re), lo(&c.im)))
+            .add(&Cx::new(hi(&c.re), hi(&c.im)));
+        let a_new = a_hi.mul(&Cx::new(lo(&a.re), lo(&a.im)));
+        c = Cx::new(
+            Tensor::cat(&[head(&c.re), c_new.re], 2),
+            Tensor::cat(&[head(&c.im), c_new.im], 2),
+        );
+        a = Cx::new(
+            Tensor::cat(&[head(&a.re), a_new.re], 2),
+            Tensor::cat(&[head(&a.im), a_new.im], 2),
+        );
+        d *= 2;
+    }
+    c
 }
 
 /// The activations on tensors.

@@ -386,9 +386,14 @@ impl<'a> Run<'a> {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
             let norm = normalisation(args, &*source, rates)?;
-            if args.weights.is_none() && args.init == PoleInit::GatedKeys {
+            if args.weights.is_none()
+                && matches!(args.init, PoleInit::GatedKeys | PoleInit::DampedKeys)
+            {
                 let gain = match_level(&mut net, args, &*source, rates, norm, device)?;
-                eprintln!("gated-keys init: head gain {gain:.3} matches the training level");
+                eprintln!(
+                    "{:?} init: head gain {gain:.3} matches the training level",
+                    args.init
+                );
             }
             LoopState {
                 epochs_done: 0,
@@ -736,10 +741,10 @@ fn listening_checks(model: &Model) -> String {
     }
 }
 
-/// Clips the gated-keys network's output level is matched on.
+/// Clips a key-bank network's output level is matched on.
 const LEVEL_CLIPS: usize = 4;
 
-/// Sets a fresh gated-keys network's head gain to the training data's level, on clips of
+/// Sets a fresh key-bank network's (gated or damped keys) head gain to the training data's level, on clips of
 /// their own seed stream (the training crops are not disturbed).
 fn match_level(
     net: &mut PianoSsm,

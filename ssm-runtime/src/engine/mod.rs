@@ -9,7 +9,9 @@
 //!    `h = (act(Y + Re C_bias) + skip) / √2`.
 //!
 //! The first layer's input is the key frame, constant between roll changes, so its
-//! projection is computed only when the keys change and only over the keys that sound.
+//! projection is computed only when the keys change and only over the keys that sound. Its
+//! key damper (format version 2) switches the poles of the states tagged with a key at the
+//! same moment, so it costs nothing per sample either.
 //! Nothing allocates, locks or does I/O after [`Engine::new`].
 
 mod activation;
@@ -18,7 +20,9 @@ mod simd;
 use num_complex::Complex64;
 
 use crate::error::EngineError;
-use crate::model::{stable_pole, Activation, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE};
+use crate::model::{
+    stable_pole, Activation, Damper, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE,
+};
 use crate::roll::KeyFrame;
 use simd::{Packed, Simd};
 
@@ -81,6 +85,11 @@ enum LayerInput {
         cols: Vec<f64>,
         bias: Vec<f64>,
         u: Vec<f64>,
+        damper: Vec<DampedState>,
+        /// indices into `damper` of the states whose damper is falling (capacity for all)
+        falling: Vec<usize>,
+        /// the fall's length in samples at this rate
+        fall: u32,
     },
     /// Hidden layers: `[g ⊙ B | W_skip]` packed for the block product, with its bias.
     Hidden { w: Packed, bias: Vec<f32> },
@@ -98,6 +107,81 @@ struct Layer {
     c_bias: Vec<f32>,
 }
 
+/// One state of the first layer that its key damps: both discretised poles, the ratio of the
+/// damped input gain to the sounding one (`u` is built with the sounding gain), and where its
+/// damper's fall is.
+struct DampedState {
+    state: usize,
+    key: usize,
+    sounding: Complex64,
+    damped: Complex64,
+    gain_ratio: Complex64,
+    /// per-sample factor of the falling pole: `exp((λ_d − λ)·s / R)`
+    fall_factor: Complex64,
+    /// samples into the fall (0 when not falling)
+    fallen: u32,
+    /// while falling: the current discretised pole and the input with the sounding gain
+    pole: Complex64,
+    input: Complex64,
+    /// scratch: the equilibrium the state held under its sounding key; the state before a
+    /// sample
+    held: Complex64,
+    before: Complex64,
+}
+
+impl DampedState {
+    /// The tagged states of `layer`'s damper, discretised for `step` with a fall of `fall`
+    /// samples; `lam`/`g` are the sounding ones.
+    fn all(
+        layer: &SsmLayer,
+        damper: &Damper,
+        lam: &[Complex64],
+        g: &[Complex64],
+        step: f64,
+        fall: u32,
+    ) -> Vec<DampedState> {
+        let zero = Complex64::new(0.0, 0.0);
+        damper
+            .key
+            .iter()
+            .enumerate()
+            .filter_map(|(state, key)| {
+                let key = (*key)? as usize;
+                let (damped, g_damped) = discretise(damper.norm[state], damper.angle[state], step);
+                // the continuous poles' difference, spread over the fall
+                let shift = stable_pole(damper.norm[state], damper.angle[state])
+                    - stable_pole(layer.norm[state], layer.angle[state]);
+                Some(DampedState {
+                    state,
+                    key,
+                    sounding: lam[state],
+                    damped,
+                    gain_ratio: g_damped / g[state],
+                    fall_factor: (shift * step / fall.max(1) as f64).exp(),
+                    fallen: 0,
+                    pole: lam[state],
+                    input: zero,
+                    held: zero,
+                    before: zero,
+                })
+            })
+            .collect()
+    }
+
+    /// One sample of the fall, from the state before it: `x = λ̄_n x + (g_n/g)·u`.
+    fn fall_step(&mut self, fall: u32) -> Complex64 {
+        self.fallen += 1;
+        self.pole *= self.fall_factor;
+        let ratio = 1.0 + (self.gain_ratio - 1.0) * (self.fallen as f64 / fall as f64);
+        self.pole * self.before + ratio * self.input
+    }
+}
+
+/// A damper's fall in samples, for `frame` samples per MIDI frame: rounded to whole samples.
+fn fall_samples(damper: &Damper, frame: f64) -> u32 {
+    (damper.fall_frames as f64 * frame).round() as u32
+}
+
 /// Continuous-time pole after the stability rule, then its discretisation for `step`:
 /// `λ̄ = exp(λ s)`, `g = (λ̄ − 1) / λ`.
 fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Complex64) {
@@ -107,7 +191,8 @@ fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Complex64) {
 }
 
 impl Layer {
-    fn new(l: &SsmLayer, step: f64, lanes: usize) -> Layer {
+    /// `l` discretised for `step` (train rate / sample rate), `frame` samples per MIDI frame.
+    fn new(l: &SsmLayer, step: f64, frame: f64, lanes: usize) -> Layer {
         let p = l.state;
         let (lam, g): (Vec<Complex64>, Vec<Complex64>) = l
             .norm
@@ -143,6 +228,11 @@ impl Layer {
                     .collect(),
                 u: gbias.clone(),
                 bias: gbias,
+                damper: l.damper.as_ref().map_or_else(Vec::new, |d| {
+                    DampedState::all(l, d, &lam, &g, step, fall_samples(d, frame))
+                }),
+                falling: Vec::with_capacity(l.state),
+                fall: l.damper.as_ref().map_or(0, |d| fall_samples(d, frame)),
             },
             Some(skip) => {
                 let m = 2 * p + out_pad;
@@ -237,6 +327,41 @@ impl Recurrence {
     }
 }
 
+/// The first layer's dampers as [`Recurrence::run_falling`] needs them.
+struct Falls<'a> {
+    damper: &'a mut [DampedState],
+    falling: &'a mut Vec<usize>,
+    fall: u32,
+}
+
+impl Recurrence {
+    /// [`Recurrence::run`] with the key dampers in `falling` falling: sample by sample, those
+    /// states are recomputed with their falling pole and gain; a finished fall leaves the list
+    /// (its state then plays the damped pole and input the vectorised loop already holds).
+    fn run_falling(&mut self, p: usize, rows: usize, u: &[f64], falls: Falls<'_>, x: &mut [f32]) {
+        let Falls {
+            damper,
+            falling,
+            fall,
+        } = falls;
+        for n in 0..rows {
+            for &i in falling.iter() {
+                let q = damper[i].state;
+                damper[i].before = Complex64::new(self.x_re[q], self.x_im[q]);
+            }
+            let row = &mut x[n * 2 * p..(n + 1) * 2 * p];
+            self.run(p, 1, Input::Constant(u), row);
+            for &i in falling.iter() {
+                let d = &mut damper[i];
+                let v = d.fall_step(fall);
+                (self.x_re[d.state], self.x_im[d.state]) = (v.re, v.im);
+                (row[d.state], row[p + d.state]) = (v.re as f32, v.im as f32);
+            }
+            falling.retain(|&i| damper[i].fallen < fall);
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Input<'a> {
     Constant(&'a [f64]),
@@ -283,11 +408,12 @@ impl Engine {
             Isa::detect()
         };
         let step = model.info.train_rate as f64 / sample_rate as f64;
+        let frame = sample_rate as f64 / model.info.midi_rate as f64;
         let lanes = isa.lanes();
         let layers: Vec<Layer> = model
             .layers
             .iter()
-            .map(|l| Layer::new(l, step, lanes))
+            .map(|l| Layer::new(l, step, frame, lanes))
             .collect();
         let max = |f: &dyn Fn(&Layer) -> usize| layers.iter().map(f).max().unwrap_or(0);
         let (max_u, max_x, max_y) = (
@@ -369,12 +495,26 @@ impl Engine {
 
     /// Clears every state and releases all keys: the next sample is as from a fresh engine.
     pub fn reset(&mut self) {
+        // keys up (every damper down), then the states cleared (the dampers' fall moved
+        // them); a fresh engine's dampers are down, not falling
+        self.stop_falls();
+        self.keys = [1; KEYS];
+        self.set_keys(&[0; KEYS]);
+        self.stop_falls();
         for l in &mut self.layers {
             l.rec.x_re.fill(0.0);
             l.rec.x_im.fill(0.0);
         }
-        self.keys = [1; KEYS];
-        self.set_keys(&[0; KEYS]);
+    }
+
+    fn stop_falls(&mut self) {
+        if let Some(Layer {
+            input: LayerInput::Keys { falling, .. },
+            ..
+        }) = self.layers.first_mut()
+        {
+            falling.clear();
+        }
     }
 
     /// True when no state holds NaN or infinity.
@@ -390,23 +530,68 @@ impl Engine {
         if *keys == self.keys {
             return;
         }
-        self.keys = *keys;
+        let before = std::mem::replace(&mut self.keys, *keys);
         if let Some(Layer {
-            input: LayerInput::Keys { cols, bias, u },
+            input:
+                LayerInput::Keys {
+                    cols,
+                    bias,
+                    u,
+                    damper,
+                    falling,
+                    fall,
+                },
             p,
+            rec,
             ..
         }) = self.layers.first_mut()
         {
-            let rows = 2 * *p;
+            let p = *p;
+            // the equilibrium x* = u / (1 − λ̄) of each state whose damper is about to fall
+            for d in damper.iter_mut() {
+                if before[d.key] > 0 && keys[d.key] == 0 {
+                    d.held = Complex64::new(u[d.state], u[p + d.state]) / (1.0 - d.sounding);
+                }
+            }
             u.copy_from_slice(bias);
             for (k, &v) in keys.iter().enumerate() {
                 if v > 0 {
-                    let scale = v.min(127) as f64 / 127.0;
-                    for (ui, c) in u.iter_mut().zip(&cols[k * rows..(k + 1) * rows]) {
+                    // the roll's value over 127, as the training pipeline divides it (sums of
+                    // overlapping notes go past 1)
+                    let scale = v as f64 / 127.0;
+                    for (ui, c) in u.iter_mut().zip(&cols[k * 2 * p..(k + 1) * 2 * p]) {
                         *ui += scale * c;
                     }
                 }
             }
+            for (i, d) in damper.iter_mut().enumerate() {
+                let q = d.state;
+                let sounding_input = Complex64::new(u[q], u[p + q]);
+                if keys[d.key] > 0 {
+                    // a key struck while its damper falls lifts it at once
+                    d.fallen = 0;
+                    (rec.lam_re[q], rec.lam_im[q]) = (d.sounding.re, d.sounding.im);
+                    continue;
+                }
+                let damped_input = sounding_input * d.gain_ratio;
+                (u[q], u[p + q]) = (damped_input.re, damped_input.im);
+                (rec.lam_re[q], rec.lam_im[q]) = (d.damped.re, d.damped.im);
+                if before[d.key] > 0 {
+                    // the damper takes the string's vibration, not its rest position: the
+                    // deviation from equilibrium is kept, the equilibrium becomes the damped one
+                    let jump = damped_input / (1.0 - d.damped) - d.held;
+                    rec.x_re[q] += jump.re;
+                    rec.x_im[q] += jump.im;
+                    if *fall > 0 {
+                        d.fallen = 0;
+                        d.pole = d.sounding;
+                        falling.push(i);
+                    }
+                }
+                d.input = sounding_input;
+            }
+            // the states whose key came back stop falling (no allocation: removal only)
+            falling.retain(|&i| keys[damper[i].key] == 0);
         }
     }
 
@@ -449,12 +634,33 @@ impl Engine {
         let mut prev_stride = 0;
         for layer in &mut self.layers {
             let (p, out_pad) = (layer.p, layer.out_pad);
-            let skip_at = match &layer.input {
-                LayerInput::Keys { u, .. } => {
-                    layer.rec.run(p, rows, Input::Constant(u), &mut self.x);
+            let skip_at = match &mut layer.input {
+                LayerInput::Keys {
+                    u,
+                    damper,
+                    falling,
+                    fall,
+                    ..
+                } => {
+                    if falling.is_empty() {
+                        layer.rec.run(p, rows, Input::Constant(u), &mut self.x);
+                    } else {
+                        layer.rec.run_falling(
+                            p,
+                            rows,
+                            u,
+                            Falls {
+                                damper,
+                                falling,
+                                fall: *fall,
+                            },
+                            &mut self.x,
+                        );
+                    }
                     None
                 }
                 LayerInput::Hidden { w, bias } => {
+                    let (w, bias) = (&*w, &*bias);
                     let m = w.m;
                     simd::gemm::<S>(rows, h_prev, prev_stride, w, bias, &mut self.u, m);
                     layer.rec.run(p, rows, Input::Rows(&self.u, m), &mut self.x);
