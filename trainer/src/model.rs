@@ -279,28 +279,21 @@ impl PianoSsm {
         let _ = self.head_bias.copy_(&bias);
     }
 
-    /// Shortens every pole of layers 2–4 whose 60 dB decay is longer than `t60` samples to
-    /// that decay (its frequency kept). Why: with `PoleInit::GatedKeys` only the first layer is
-    /// gated by the keys, and a spectral loss that wants energy in every bin will otherwise
-    /// stretch a later layer's pole into a ring that plays on long after the keys are released.
+    /// Shortens every pole of layers 2–4, and every damped pole of layer 1's key damper, whose
+    /// 60 dB decay is longer than `t60` samples to that decay (its frequency kept). Why: only
+    /// the first layer is gated or damped by the keys, and a spectral loss that wants energy in
+    /// every bin will otherwise stretch a later layer's pole, or a damped string's, into a ring
+    /// that plays on long after the keys are released (a damped pole reached 20 s in 7 epochs).
     pub fn limit_later_decays(&mut self, t60: f64) {
         let _guard = tch::no_grad_guard();
         let min_decay = 6.9 / t60;
-        for layer in self.layers.iter_mut().skip(1) {
-            let (norm, angle) = (
-                layer.norm.to_kind(Kind::Double),
-                layer.angle.to_kind(Kind::Double),
-            );
-            let mag = norm.exp();
-            // the pole as the forward sees it (stability rule: real part negative)
-            let re = -(&mag * angle.cos()).abs();
-            let im = &mag * angle.sin();
-            let re = re.clamp_max(-min_decay);
-            let new_norm = (&re * &re + &im * &im).sqrt().log();
-            let new_angle = im.atan2(&re);
-            let kind = layer.norm.kind();
-            let _ = layer.norm.copy_(&new_norm.to_kind(kind));
-            let _ = layer.angle.copy_(&new_angle.to_kind(kind));
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            if i > 0 {
+                limit_decay(&mut layer.norm, &mut layer.angle, min_decay);
+            }
+            if let Some(d) = &mut layer.damper {
+                limit_decay(&mut d.norm, &mut d.angle, min_decay);
+            }
         }
     }
 
@@ -710,6 +703,19 @@ fn prefix_scan(mut a: Cx, mut c: Cx, len: i64) -> Cx {
         d *= 2;
     }
     c
+}
+
+/// Moves every pole (norm, angle) decaying slower than `min_decay` per sample to that decay,
+/// its frequency kept, in place.
+fn limit_decay(norm: &mut Tensor, angle: &mut Tensor, min_decay: f64) {
+    let poles = ContinuousPoles::new(norm, angle);
+    let re = poles.re.clamp_max(-min_decay);
+    let im = poles.im;
+    let new_norm = (&re * &re + &im * &im).sqrt().log();
+    let new_angle = im.atan2(&re);
+    let kind = norm.kind();
+    let _ = norm.copy_(&new_norm.to_kind(kind));
+    let _ = angle.copy_(&new_angle.to_kind(kind));
 }
 
 /// The activations on tensors.

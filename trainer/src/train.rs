@@ -117,9 +117,10 @@ pub struct TrainArgs {
     /// no offset after the music stops; recommended with --init gated-keys).
     #[arg(long)]
     pub rest_at_zero: bool,
-    /// Longest 60 dB decay (seconds) of a pole in layers 2–4, enforced after every step; the
-    /// first layer's poles are not limited. With --init gated-keys only the first layer is
-    /// gated by the keys: a long ring later would play on after release.
+    /// Longest 60 dB decay (seconds) of a pole in layers 2–4 and of the key damper's damped
+    /// poles, enforced after every step; the first layer's sounding poles are not limited.
+    /// Only the first layer is gated or damped by the keys: a long ring later, or a damped
+    /// string that learns to ring, would play on after release.
     #[arg(long)]
     pub later_t60: Option<f64>,
     /// Where a fresh model's poles start (ignored with --weights).

@@ -191,3 +191,40 @@ fn the_damped_keys_init_needs_a_state_per_key() {
     );
     assert!(fresh(Size::XL).is_ok());
 }
+
+/// `--later-t60` caps the damped poles too: training stretched some to 20 s without it.
+#[test]
+fn later_t60_caps_the_damped_poles() {
+    let mut net = fresh(Size::L).unwrap();
+    {
+        // as 7 epochs did: damped poles ten times slower than the init's 0.1 s
+        let _guard = tch::no_grad_guard();
+        for (name, mut t) in net.vs.variables() {
+            if name.ends_with("damper_norm") {
+                let _ = t.g_sub_scalar_(10f64.ln());
+            }
+        }
+    }
+    let longest = |net: &PianoSsm| {
+        let d = net.to_runtime(info()).unwrap().layers[0]
+            .damper
+            .clone()
+            .unwrap();
+        d.norm
+            .iter()
+            .zip(&d.angle)
+            .map(|(&n, &a)| 6.9 / (-ssm_runtime::model::stable_pole(n, a).re * TRAIN_RATE as f64))
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        longest(&net) > 0.5,
+        "the stretched poles ring {} s",
+        longest(&net)
+    );
+    net.limit_later_decays(0.2 * TRAIN_RATE as f64);
+    let capped = longest(&net);
+    assert!(
+        capped <= 0.2 + 1e-6,
+        "damped poles ring {capped} s after the cap"
+    );
+}
