@@ -190,7 +190,9 @@ pub fn mean(models: &[Model], poles: PoleMean) -> Result<Model> {
             let damped = layers
                 .iter()
                 .map(|l| match &l.damper {
-                    Some(d) if d.key == damper.key => Ok((&d.norm[..], &d.angle[..])),
+                    Some(d) if d.key == damper.key && d.fall_frames == damper.fall_frames => {
+                        Ok((&d.norm[..], &d.angle[..]))
+                    }
                     _ => bail!("layer {}: the models' key dampers differ", i + 1),
                 })
                 .collect::<Result<Vec<_>>>()?;

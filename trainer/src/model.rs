@@ -353,21 +353,10 @@ impl Layer {
     /// a crop, which float32 would get wrong by a few hundredths of a radian.
     fn kernel(&self, len: i64, n_fft: i64, s: f64) -> Kernel {
         let opts = (Kind::Double, self.norm.device());
-        let norm = self.norm.to_kind(Kind::Double);
-        let angle = self.angle.to_kind(Kind::Double);
-        let mag = norm.exp();
-        // stability: the pole's real part is forced negative, imaginary part kept
-        let re = -(&mag * angle.cos()).abs();
-        let im = &mag * angle.sin();
-        // λ̄ = exp(λ s), g = (λ̄ − 1) / λ
-        let (bar_re, bar_im) = {
-            let r = (&re * s).exp();
-            (&r * (&im * s).cos(), r * (&im * s).sin())
-        };
-        let denom = &re * &re + &im * &im;
-        let (num_re, num_im) = (bar_re - 1.0, bar_im);
-        let g_re = (&num_re * &re + &num_im * &im) / &denom;
-        let g_im = (&num_im * &re - &num_re * &im) / &denom;
+        let poles = ContinuousPoles::new(&self.norm, &self.angle);
+        // g = (λ̄ − 1) / λ with λ̄ = exp(λ s)
+        let Cx { re: g_re, im: g_im } = poles.zoh_gain(s);
+        let (re, im) = (&poles.re, &poles.im);
         // λ̄^t = exp(λ s t)
         let t = Tensor::arange(len, opts) * s;
         let decay = (re.unsqueeze(1) * &t).exp();
