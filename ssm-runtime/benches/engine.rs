@@ -2,6 +2,8 @@
 //! of compute per second of audio) for S, L and XL at 44.1 and 48 kHz on 60 s of music
 //! (chords, melody, pedal) played in 64-sample blocks, the p99.9 and worst block time, and
 //! the real-time factor over 30 s of silence after the music (denormals must not slow it).
+//! At 48 kHz each size plays once more with a key damper (format version 2: falls and
+//! settling fades after every release), to show what the damper costs.
 //!
 //! Run it on one core for numbers comparable with the paper's: `taskset -c 1 cargo bench -p ssm-runtime`.
 //! Set `PIANO_SSM_BENCH_SECONDS` to shorten the music and `PIANO_SSM_BENCH_SIZES=XL` to pick sizes.
@@ -10,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
-use ssm_runtime::{Engine, Isa, KeyEvent, Model, Player};
+use ssm_runtime::model::Damper;
+use ssm_runtime::{Engine, Isa, KeyEvent, Model, Player, KEYS};
 
 const BLOCK: usize = 64;
 
@@ -62,6 +65,20 @@ fn performance(seconds: f64, sample_rate: u32) -> Vec<(u64, KeyEvent)> {
     ev.push((at(beats as f64), KeyEvent::Sustain { value: 0 }));
     ev.sort_by_key(|e| e.0);
     ev
+}
+
+/// `model` with a key damper as `--init damped-keys` builds it: up to 88 first-layer states
+/// tagged with a key, damped poles, a 12-frame fall and a 6-frame settling fade.
+fn with_damper(mut model: Model) -> Model {
+    let first = &mut model.layers[0];
+    let mut d = Damper::none(&first.norm, &first.angle);
+    for (p, k) in d.key.iter_mut().enumerate().take(KEYS) {
+        *k = Some(p as u8);
+    }
+    d.norm.iter_mut().for_each(|v| *v += 2.0);
+    (d.fall_frames, d.settle_frames) = (12, 6);
+    first.damper = Some(d);
+    model
 }
 
 struct Stats {
@@ -144,10 +161,18 @@ fn main() {
             } else {
                 &isas[..1]
             };
-            for &isa in variants {
-                let s = run(&model, rate, isa, seconds);
+            let mut rows: Vec<(String, &Model, Isa)> = variants
+                .iter()
+                .map(|&isa| (size.to_string(), &model, isa))
+                .collect();
+            let damped = with_damper(model.clone());
+            if rate == 48_000 {
+                rows.push((format!("{size} + damper"), &damped, isas[0]));
+            }
+            for (label, model, isa) in rows {
+                let s = run(model, rate, isa, seconds);
                 println!(
-                    "| {size} | {:.1} kHz | {} | {:.3} | {:.1} % | {:.1} % | {:.3} |",
+                    "| {label} | {:.1} kHz | {} | {:.3} | {:.1} % | {:.1} % | {:.3} |",
                     rate as f64 / 1000.0,
                     isa.name(),
                     s.rtf,

@@ -13,8 +13,11 @@
 //! Format version 2 adds the **key damper** to the first layer (see [`Damper`]):
 //! `layers.0.damper_key` (P; the key index 0..88 a state belongs to, or −1), and
 //! `layers.0.damper_norm`, `layers.0.damper_angle` (P): the pole a tagged state plays while its
-//! key is silent, and `layers.0.damper_fall` (1): how many frames the damper takes to fall. Files without a damper are written as version 1, so every earlier build reads
-//! them (the published checkpoints import that way).
+//! key is silent, `layers.0.damper_fall` (1): how many frames the damper takes to fall, and
+//! `layers.0.damper_settle` (1, optional, 0 when absent): the time constant in frames over
+//! which the held equilibrium fades out of the output after a fall. Files without a damper
+//! are written as version 1, so every earlier build reads them (the published checkpoints
+//! import that way).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -127,6 +130,15 @@ pub struct SsmLayer {
 /// gain with it (`g_n = g + (g_d − g)·n/R`), so a released string fades in without the kink
 /// an instant switch puts into its waveform (heard as a click).
 ///
+/// The equilibrium the state leaves is not dropped from the output at once: it moves to an
+/// **offset** that the output reads beside the state (`Re C (x + o)`) and that fades out along
+/// a critically damped curve, `o_n = Δ·(ρⁿ + n(1 − ρ)ρⁿ⁻¹)` with `Δ = x*_sounding − x*_damped`,
+/// `ρ = exp(−1/(settle_frames·frame))` per sample, `n` counted from the fall's first sample.
+/// Once a trained layer's output holds a visible part of the equilibrium, dropping it in one
+/// sample is a step in the output, heard as a click at every release; the fade starts flat
+/// and ends flat, so the step becomes a slope falling 18 dB per octave. The fade is cut where
+/// it has fallen below [`SETTLE_FLOOR`] of `Δ`. Overlapping fades add.
+///
 /// Why: the roll holds a key at its velocity and a linear layer driven by it answers the
 /// key-up edge exactly as much as the key-down edge, so no time-invariant first layer can
 /// stop a resonance when a key is released. A pole that switches with the key can: the
@@ -144,10 +156,15 @@ pub struct Damper {
     pub angle: Vec<f32>,
     /// how many frames (at the model's MIDI rate) the damper takes to fall; 0 = at once
     pub fall_frames: u32,
+    /// the time constant, in frames, of the held equilibrium's fade; 0 = dropped at once
+    pub settle_frames: u32,
 }
 
-/// The longest damper fall a model may ask for, in frames.
-pub const MAX_FALL_FRAMES: u32 = 1000;
+/// The longest damper fall or settling time constant a model may ask for, in frames.
+pub const MAX_DAMPER_FRAMES: u32 = 1000;
+
+/// Where a damper's settling fade is cut: this fraction of where it started.
+pub const SETTLE_FLOOR: f64 = 1e-6;
 
 impl Damper {
     /// A damper that damps nothing, for a layer of `state` states (the trainer's starting
@@ -158,7 +175,32 @@ impl Damper {
             norm: norm.to_vec(),
             angle: angle.to_vec(),
             fall_frames: 0,
+            settle_frames: 0,
         }
+    }
+
+    /// The settling fade of `settle_frames` sample by sample, for `frame` samples per MIDI frame: `o_n / Δ` for
+    /// n = 0 up to where it falls below [`SETTLE_FLOOR`]; empty when the damper does not settle.
+    /// Computed by the recurrence the engine runs (`z₂ ← ρ z₂ + (1 − ρ) z₁`, `z₁ ← ρ z₁`), so
+    /// the trainer's table and the engine's states agree to rounding.
+    pub fn settle_fade(settle_frames: u32, frame: f64) -> Vec<f64> {
+        if settle_frames == 0 {
+            return Vec::new();
+        }
+        let rho = Damper::settle_pole(settle_frames, frame);
+        let (mut drive, mut visible) = (1.0, 1.0);
+        let mut fade = Vec::new();
+        while visible >= SETTLE_FLOOR {
+            fade.push(visible);
+            visible = rho * visible + (1.0 - rho) * drive;
+            drive *= rho;
+        }
+        fade
+    }
+
+    /// The settling fade's per-sample pole for `settle_frames` frames of `frame` samples.
+    pub fn settle_pole(settle_frames: u32, frame: f64) -> f64 {
+        (-1.0 / (settle_frames as f64 * frame)).exp()
     }
 
     /// The key tags as stored: the key index, or −1.
@@ -272,14 +314,11 @@ impl Model {
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         self.validate()?;
         let mut tensors: BTreeMap<String, (Vec<usize>, &[f32])> = BTreeMap::new();
-        let tags: Vec<Option<(Vec<f32>, [f32; 1])>> = self
+        // the damper's values stored as f32 tensors, kept alive for the borrow below
+        let stored: Vec<Option<StoredDamper>> = self
             .layers
             .iter()
-            .map(|l| {
-                l.damper
-                    .as_ref()
-                    .map(|d| (d.key_tags(), [d.fall_frames as f32]))
-            })
+            .map(|l| l.damper.as_ref().map(StoredDamper::new))
             .collect();
         for (i, l) in self.layers.iter().enumerate() {
             let (p, n_in, n_out) = (l.state, l.inputs, l.outputs);
@@ -294,9 +333,10 @@ impl Model {
             if let Some(skip) = &l.skip {
                 entries.push(("skip", vec![n_out, n_in], skip));
             }
-            if let (Some(d), Some((tags, fall))) = (&l.damper, &tags[i]) {
-                entries.push(("damper_key", vec![p], tags));
-                entries.push(("damper_fall", vec![1], fall));
+            if let (Some(d), Some(stored)) = (&l.damper, &stored[i]) {
+                entries.push(("damper_key", vec![p], &stored.tags));
+                entries.push(("damper_fall", vec![1], &stored.fall));
+                entries.push(("damper_settle", vec![1], &stored.settle));
                 entries.push(("damper_norm", vec![p], &d.norm));
                 entries.push(("damper_angle", vec![p], &d.angle));
             }
@@ -418,14 +458,18 @@ impl Model {
                     check_len(&name("damper_norm"), &d.norm, p)?;
                     check_len(&name("damper_angle"), &d.angle, p)?;
                     check_norms(&name("damper_norm"), &d.norm)?;
-                    if d.fall_frames > MAX_FALL_FRAMES {
-                        return Err(ModelError::BadValue {
-                            name: name("damper_fall"),
-                            reason: format!(
-                                "{} frames is longer than {MAX_FALL_FRAMES}",
-                                d.fall_frames
-                            ),
-                        });
+                    for (tensor, frames) in [
+                        ("damper_fall", d.fall_frames),
+                        ("damper_settle", d.settle_frames),
+                    ] {
+                        if frames > MAX_DAMPER_FRAMES {
+                            return Err(ModelError::BadValue {
+                                name: name(tensor),
+                                reason: format!(
+                                    "{frames} frames is longer than {MAX_DAMPER_FRAMES}"
+                                ),
+                            });
+                        }
                     }
                 }
                 (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("damper_key"))),
@@ -478,14 +522,31 @@ impl Model {
     }
 }
 
-/// A stored damper fall: a whole number of frames up to [`MAX_FALL_FRAMES`].
-fn fall_frames(v: f32) -> Result<u32, ModelError> {
-    if v >= 0.0 && v <= MAX_FALL_FRAMES as f32 && v.fract() == 0.0 {
+/// A damper's key tags and durations as the f32 tensors the file stores.
+struct StoredDamper {
+    tags: Vec<f32>,
+    fall: [f32; 1],
+    settle: [f32; 1],
+}
+
+impl StoredDamper {
+    fn new(d: &Damper) -> StoredDamper {
+        StoredDamper {
+            tags: d.key_tags(),
+            fall: [d.fall_frames as f32],
+            settle: [d.settle_frames as f32],
+        }
+    }
+}
+
+/// A stored damper duration (`tensor`): a whole number of frames up to [`MAX_DAMPER_FRAMES`].
+fn damper_frames(tensor: &str, v: f32) -> Result<u32, ModelError> {
+    if v >= 0.0 && v <= MAX_DAMPER_FRAMES as f32 && v.fract() == 0.0 {
         Ok(v as u32)
     } else {
         Err(ModelError::BadValue {
-            name: "layers.0.damper_fall".into(),
-            reason: format!("{v} is not a whole number of frames in 0..={MAX_FALL_FRAMES}"),
+            name: format!("layers.0.{tensor}"),
+            reason: format!("{v} is not a whole number of frames in 0..={MAX_DAMPER_FRAMES}"),
         })
     }
 }
@@ -700,17 +761,28 @@ impl TensorReader<'_, '_> {
             } else {
                 Some(t("skip", &[n_out, n_in])?)
             },
-            // any one of the damper's tensors means all three must be there
+            // any one of the damper's tensors means the four required ones must be there
             damper: if i == 0
-                && ["damper_key", "damper_norm", "damper_angle", "damper_fall"]
-                    .iter()
-                    .any(|t| self.0.tensor(&format!("layers.0.{t}")).is_ok())
+                && [
+                    "damper_key",
+                    "damper_norm",
+                    "damper_angle",
+                    "damper_fall",
+                    "damper_settle",
+                ]
+                .iter()
+                .any(|t| self.0.tensor(&format!("layers.0.{t}")).is_ok())
             {
                 Some(Damper {
                     key: Damper::parse_key_tags(&t("damper_key", &[p])?)?,
                     norm: t("damper_norm", &[p])?,
                     angle: t("damper_angle", &[p])?,
-                    fall_frames: fall_frames(t("damper_fall", &[1])?[0])?,
+                    fall_frames: damper_frames("damper_fall", t("damper_fall", &[1])?[0])?,
+                    // files written before the settling fade drop the equilibrium at once
+                    settle_frames: match self.0.tensor("layers.0.damper_settle") {
+                        Ok(_) => damper_frames("damper_settle", t("damper_settle", &[1])?[0])?,
+                        Err(_) => 0,
+                    },
                 })
             } else {
                 None
@@ -730,7 +802,11 @@ impl TensorReader<'_, '_> {
                             || (i == 0
                                 && matches!(
                                     t,
-                                    "damper_key" | "damper_norm" | "damper_angle" | "damper_fall"
+                                    "damper_key"
+                                        | "damper_norm"
+                                        | "damper_angle"
+                                        | "damper_fall"
+                                        | "damper_settle"
                                 ))
                     })
                 }),

@@ -1,6 +1,7 @@
 //! The key damper's place in the model format (version 2): it survives a save and load, a
-//! model without it is still written as version 1, a damper that tags no state plays as no
-//! damper at all, and broken damper tensors are refused with their name.
+//! model without it is still written as version 1, a file from before the settling fade still
+//! loads, a damper that tags no state plays as no damper at all while no key is released, and
+//! broken damper tensors are refused with their name.
 
 mod common;
 
@@ -25,6 +26,7 @@ fn damped() -> Model {
         *v += 10f32.ln();
     }
     d.fall_frames = 5;
+    d.settle_frames = 4;
     first.damper = Some(d);
     m
 }
@@ -34,9 +36,10 @@ fn version(bytes: &[u8]) -> String {
     header.metadata().as_ref().unwrap()["format_version"].clone()
 }
 
-fn render(model: &Model) -> Vec<f32> {
+/// Two keys struck at frame 20, held to frame `to`, then silence up to frame 400.
+fn render(model: &Model, to: usize) -> Vec<f32> {
     let mut frames = vec![[0u8; KEYS]; 400];
-    for f in &mut frames[20..150] {
+    for f in &mut frames[20..to] {
         f[39] = 100;
         f[3] = 60;
     }
@@ -62,16 +65,40 @@ fn a_damper_round_trips_as_version_2() {
 }
 
 #[test]
-fn a_damper_tagging_nothing_plays_as_none() {
+fn a_file_from_before_the_settling_fade_drops_the_equilibrium_at_once() {
+    let model = damped();
+    let bytes = model.to_bytes().unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let older: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != "layers.0.damper_settle")
+        .collect();
+    let older = safetensors::serialize(older, header.metadata().clone()).unwrap();
+    let loaded = Model::from_bytes(&older).unwrap();
+    let damper = loaded.layers[0].damper.as_ref().unwrap();
+    assert_eq!(damper.settle_frames, 0);
+    assert_eq!(damper.fall_frames, 5);
+}
+
+#[test]
+fn a_damper_tagging_nothing_plays_as_none_until_a_key_is_released() {
     let mut model = damped();
-    let with = render(&model);
+    let with = render(&model, 400);
     model.layers[0].damper.as_mut().unwrap().key.fill(None);
-    let untagged = render(&model);
+    let untagged = render(&model, 400);
+    let untagged_released = render(&model, 150);
     model.layers[0].damper = None;
-    let plain = render(&model);
+    let plain = render(&model, 400);
     assert_eq!(untagged, plain);
     let diff = common::relative_l2(&with, &plain);
     assert!(diff > 1e-2, "the damper should change the sound: {diff:e}");
+    // a released key never strikes in a layer with a damper: it does in the plain layer
+    let plain_released = render(&model, 150);
+    let after = 150 * 16;
+    let diff = common::relative_l2(&untagged_released[after..], &plain_released[after..]);
+    assert!(diff > 1e-2, "a release should play differently: {diff:e}");
 }
 
 #[test]
@@ -84,11 +111,14 @@ fn broken_dampers_are_refused_by_name() {
     on_layer_two.layers[1].damper = on_layer_two.layers[0].damper.clone();
     let mut long_fall = damped();
     long_fall.layers[0].damper.as_mut().unwrap().fall_frames = 100_000;
+    let mut long_settle = damped();
+    long_settle.layers[0].damper.as_mut().unwrap().settle_frames = 1001;
     for (model, name) in [
         (bad_key, "layers.0.damper_key"),
         (short, "layers.0.damper_norm"),
         (on_layer_two, "layers.1.damper_key"),
         (long_fall, "layers.0.damper_fall"),
+        (long_settle, "layers.0.damper_settle"),
     ] {
         let err = model.validate().expect_err(name);
         assert!(err.to_string().contains(name), "{name}: {err}");

@@ -1,7 +1,7 @@
 //! The audio path never touches the allocator: a counting global allocator watches the
 //! thread while `Player::process` plays notes, pedal, head changes, engine swaps (new model,
 //! new rate) and resets, at block sizes from 1 to 16384. The first engine carries a key damper
-//! (format version 2), so releases run its falls.
+//! (format version 2), so releases run its falls and fades.
 
 mod common;
 
@@ -10,7 +10,8 @@ use common::checkpoint;
 use ssm_runtime::model::{Damper, Model};
 use ssm_runtime::{Engine, KeyEvent, Player, KEYS};
 
-/// `m` with its first 88 states damped by their keys, falling over 12 frames.
+/// `m` with its first 88 states damped by their keys, falling over 12 frames; released
+/// equilibria fade over 6.
 fn with_damper(mut m: Model) -> Model {
     let first = &mut m.layers[0];
     let mut d = Damper::none(&first.norm, &first.angle);
@@ -19,6 +20,7 @@ fn with_damper(mut m: Model) -> Model {
     }
     d.norm.iter_mut().for_each(|v| *v += 2.0);
     d.fall_frames = 12;
+    d.settle_frames = 6;
     first.damper = Some(d);
     m
 }

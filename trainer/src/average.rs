@@ -190,7 +190,11 @@ pub fn mean(models: &[Model], poles: PoleMean) -> Result<Model> {
             let damped = layers
                 .iter()
                 .map(|l| match &l.damper {
-                    Some(d) if d.key == damper.key && d.fall_frames == damper.fall_frames => {
+                    Some(d)
+                        if d.key == damper.key
+                            && d.fall_frames == damper.fall_frames
+                            && d.settle_frames == damper.settle_frames =>
+                    {
                         Ok((&d.norm[..], &d.angle[..]))
                     }
                     _ => bail!("layer {}: the models' key dampers differ", i + 1),

@@ -75,6 +75,8 @@ struct KeyDamper {
     angle: Tensor,
     /// frames the damper takes to fall (fixed)
     fall_frames: u32,
+    /// time constant of the held equilibrium's fade out of the output, frames (fixed)
+    settle_frames: u32,
 }
 
 /// Per-forward constants of one layer: the kernel spectra, which depend only on the poles.
@@ -188,6 +190,7 @@ impl PianoSsm {
                         norm: var(&p, "damper_norm", &d.norm, &[pn]),
                         angle: var(&p, "damper_angle", &d.angle, &[pn]),
                         fall_frames: d.fall_frames,
+                        settle_frames: d.settle_frames,
                     }),
                     state: pn,
                 }
@@ -328,6 +331,7 @@ impl PianoSsm {
                                 norm: to_vec(&d.norm)?,
                                 angle: to_vec(&d.angle)?,
                                 fall_frames: d.fall_frames,
+                                settle_frames: d.settle_frames,
                             })
                         })
                         .transpose()?,
@@ -380,7 +384,9 @@ impl Layer {
     /// `i` samples into frame f is exactly `x = P[i] X_{f−1} + G[i] w_f`, with the schedule's
     /// tables P, G — what the engine's per-sample recurrence computes — and the frame ends
     /// are a first-order recurrence over frames, solved by a parallel prefix scan (log₂ F
-    /// steps of tensor products).
+    /// steps of tensor products). Where keys are released the states jump to the kept keys'
+    /// equilibrium ([`Layer::release_jump`]) and the output reads what they left along the
+    /// settling fade (an FFT convolution of per-frame impulses, [`settle`]).
     fn forward_damped(&self, damper: &KeyDamper, roll: &Tensor, hold: i64, s: f64) -> Tensor {
         let (batch, frames) = (roll.size()[0], roll.size()[2]);
         let device = roll.device();
@@ -404,39 +410,82 @@ impl Layer {
             .index_select(0, &Tensor::from_slice(&tagged).to_device(device))
             .masked_fill(&untagged, 0); // (P, B, F)
         let (pow, gain) = schedules.pick(&phase);
-        // where a damper falls (sounding in f − 1, falling in f) the state keeps its deviation
-        // from equilibrium and moves to the damped equilibrium: X_{f−1} += x*_d(w_f) − x*(w_{f−1})
+        let jump = self.release_jump(&schedules, &w_now, roll, &phase, &untagged);
         let zero = Tensor::zeros([self.state, batch, 1], (kind, device));
         let shift = |t: &Tensor| Tensor::cat(&[&zero, &t.narrow(2, 0, frames - 1)], 2);
-        let sounding = phase.eq(0).to_kind(kind);
-        let falls = shift(&sounding) * (1.0 - &sounding);
-        let w_before = Cx::new(shift(&w_now.re), shift(&w_now.im));
-        let held = schedules.sounding_inverse.mul(&w_before);
-        let damped = schedules.damped_inverse.mul(&w_now);
-        let jump = Cx::new(
-            (damped.re - held.re) * &falls,
-            (damped.im - held.im) * &falls,
-        );
         let w = Cx::new(w_now.re.unsqueeze(3), w_now.im.unsqueeze(3));
         // frame ends: X_f = A_f (X_{f−1} + jump_f) + c_f
         let last = |t: &Tensor| t.select(3, hold - 1);
         let a = Cx::new(last(&pow.re), last(&pow.im));
         let c = gain.select_last(hold).mul(&w.squeeze3()).add(&a.mul(&jump));
         let ends = prefix_scan(a, c, frames);
-        // X_{f−1} (zero before the first frame) after the damper's jump
+        // X_{f−1} (zero before the first frame) after the frame's jump
         let before = Cx::new(
-            (shift(&ends.re) + jump.re).unsqueeze(3),
-            (shift(&ends.im) + jump.im).unsqueeze(3),
+            (shift(&ends.re) + &jump.re).unsqueeze(3),
+            (shift(&ends.im) + &jump.im).unsqueeze(3),
         );
         let x = pow.mul(&before).add(&gain.mul(&w));
         let flat = |t: Tensor| t.reshape([self.state, batch, frames * hold]);
         let (x_re, x_im) = (flat(x.re), flat(x.im));
         // Re(C x) = C_re x_re − C_im x_im
         let c = Tensor::cat(&[self.c.select(2, 0), -self.c.select(2, 1)], 1); // (out, 2P)
-        channel_matmul(&c, &Tensor::cat(&[x_re, x_im], 0))
-            + self.c_bias.select(1, 0).view([-1, 1, 1])
+        let y = channel_matmul(&c, &Tensor::cat(&[x_re, x_im], 0))
+            + self.c_bias.select(1, 0).view([-1, 1, 1]);
+        // the output lets go of the equilibria the jumps left, along the settling fade
+        let fade = Damper::settle_fade(damper.settle_frames, hold as f64);
+        if fade.is_empty() {
+            return y;
+        }
+        let left = -channel_matmul(&c, &Tensor::cat(&[jump.re, jump.im], 0)); // (out, B, F)
+        y + settle(&left, &fade, hold)
     }
 
+    /// The jump of every state at every frame (P, B, F): a released key never excites, so
+    /// each state keeps its deviation from equilibrium and moves from the equilibrium of the
+    /// previous frame's keys at its previous resting pole to that of the keys still down at
+    /// its new one (the engine's rule; zero where no key is released and no damper moves).
+    /// `w_now` is the layer input per frame, `phase` each state's schedule, `untagged` (P, 1,
+    /// 1) marks the states no key damps.
+    fn release_jump(
+        &self,
+        schedules: &FallSchedules,
+        w_now: &Cx,
+        roll: &Tensor,
+        phase: &Tensor,
+        untagged: &Tensor,
+    ) -> Cx {
+        let frames = roll.size()[2];
+        let keys = roll.permute([1, 0, 2]); // (88, B, F)
+        let bias = |part: i64| self.b_bias.select(1, part).view([-1, 1, 1]);
+        // each frame's predecessor; the one before the first is silence
+        let before = |t: &Tensor, silence: &Tensor| {
+            let first = silence.expand_as(&t.narrow(2, 0, 1));
+            Tensor::cat(&[&first, &t.narrow(2, 0, frames - 1)], 2)
+        };
+        let w_before = Cx::new(before(&w_now.re, &bias(0)), before(&w_now.im, &bias(1)));
+        // the previous frame's keys that stay down
+        let held_keys = before(&keys, &keys.zeros_like().narrow(2, 0, 1));
+        let kept_keys = held_keys * keys.gt(0.0).to_kind(keys.kind());
+        let w_kept = |part: i64| channel_matmul(&self.b.select(2, part), &kept_keys) + bias(part);
+        let w_kept = Cx::new(w_kept(0), w_kept(1));
+        // −1/λ of the pole each state rests at: sounding in phase 0, damped otherwise; in
+        // silence a tagged state is damped
+        let (up, down) = (&schedules.sounding_inverse, &schedules.damped_inverse);
+        let damped = phase.ne(0);
+        let rest = |u: &Tensor, d: &Tensor, at: &Tensor| d.where_self(at, u);
+        let rest_now = Cx::new(
+            rest(&up.re, &down.re, &damped),
+            rest(&up.im, &down.im, &damped),
+        );
+        let tagged = untagged.logical_not();
+        let rest_before = Cx::new(
+            before(&rest_now.re, &rest(&up.re, &down.re, &tagged)),
+            before(&rest_now.im, &rest(&up.im, &down.im, &tagged)),
+        );
+        let after = rest_now.mul(&w_kept);
+        let held = rest_before.mul(&w_before);
+        Cx::new(after.re - held.re, after.im - held.im)
+    }
     /// y = Re(C x + C_bias) for input u: (in, B, L) → (out, B, L).
     fn forward(&self, u: &Tensor, kernel: &Kernel, n_fft: i64) -> Tensor {
         let (batch, len) = (u.size()[1], u.size()[2]);
@@ -466,6 +515,25 @@ impl Layer {
         let y = y.fft_irfft(n_fft, -1, "backward").narrow(2, 0, len);
         y + self.c_bias.select(1, 0).view([-1, 1, 1])
     }
+}
+
+/// `left` (out, B, F), each frame's value read from the frame's first sample on along the
+/// settling `fade`, the frames' fades added: (out, B, F·hold). An FFT convolution of the
+/// frames' impulses with the fade.
+fn settle(left: &Tensor, fade: &[f64], hold: i64) -> Tensor {
+    let size = left.size();
+    let (out, batch, frames) = (size[0], size[1], size[2]);
+    let len = frames * hold;
+    let opts = (left.kind(), left.device());
+    let gaps = Tensor::zeros([out, batch, frames, hold - 1], opts);
+    let impulses = Tensor::cat(&[&left.unsqueeze(3), &gaps], 3).reshape([out, batch, len]);
+    let taps = fade.len().min(len as usize);
+    let kernel = Tensor::from_slice(&fade[..taps])
+        .to_kind(opts.0)
+        .to_device(opts.1);
+    let n_fft = fft_length(len + taps as i64 - 1);
+    let spec = impulses.fft_rfft(n_fft, -1, "backward") * kernel.fft_rfft(n_fft, -1, "backward");
+    spec.fft_irfft(n_fft, -1, "backward").narrow(2, 0, len)
 }
 
 /// A complex tensor as its real and imaginary parts (plain real autograd throughout).

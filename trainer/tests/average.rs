@@ -329,3 +329,41 @@ fn models_in_other_units_are_converted_before_averaging() {
         worst(&got)
     );
 }
+
+/// Models whose key dampers fall or settle over different times play releases differently:
+/// their mean would be neither's.
+#[test]
+fn differing_dampers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = fresh(Size::L, 2);
+    let first = &mut a.layers[0];
+    let mut damper = ssm_runtime::model::Damper::none(&first.norm, &first.angle);
+    damper.key[0] = Some(39);
+    damper.fall_frames = 12;
+    damper.settle_frames = 6;
+    first.damper = Some(damper);
+    let mut same = a.clone();
+    same.layers[0].b[0] += 0.01;
+    let ok = vec![
+        save(dir.path(), "a.safetensors", &a),
+        save(dir.path(), "same.safetensors", &same),
+    ];
+    average::run(&args(ok, dir.path().join("ok.safetensors"))).unwrap();
+    for (name, change) in [
+        (
+            "fall",
+            (|d| d.fall_frames = 6) as fn(&mut ssm_runtime::model::Damper),
+        ),
+        ("settle", |d| d.settle_frames = 12),
+    ] {
+        let mut b = a.clone();
+        change(b.layers[0].damper.as_mut().unwrap());
+        let paths = vec![
+            save(dir.path(), "a.safetensors", &a),
+            save(dir.path(), &format!("{name}.safetensors"), &b),
+        ];
+        let err = average::run(&args(paths, dir.path().join("avg.safetensors"))).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("key dampers differ"), "{name}: {msg}");
+    }
+}

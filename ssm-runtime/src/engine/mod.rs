@@ -10,20 +10,22 @@
 //!
 //! The first layer's input is the key frame, constant between roll changes, so its
 //! projection is computed only when the keys change and only over the keys that sound. Its
-//! key damper (format version 2) switches the poles of the states tagged with a key at the
-//! same moment, so it costs nothing per sample either.
+//! key damper (format version 2, [`keys`]) switches the poles of the states tagged with a key
+//! at the same moment; only its falls and the fades after releases run sample by sample.
 //! Nothing allocates, locks or does I/O after [`Engine::new`].
 
 mod activation;
+mod keys;
+mod recurrence;
 mod simd;
 
 use num_complex::Complex64;
 
 use crate::error::EngineError;
-use crate::model::{
-    stable_pole, Activation, Damper, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE,
-};
+use crate::model::{stable_pole, Activation, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE};
 use crate::roll::KeyFrame;
+use keys::KeyInput;
+use recurrence::{Input, Recurrence};
 use simd::{Packed, Simd};
 
 pub use activation::tanh as fast_tanh;
@@ -79,18 +81,8 @@ impl Isa {
 
 /// Where a layer's input comes from.
 enum LayerInput {
-    /// First layer: the key frame. `cols[k]` is `g ⊙ B[:, k]` as `[re; im]` (2P values, f64),
-    /// `bias` is `g ⊙ B_bias`; `u` is their combination for the current keys.
-    Keys {
-        cols: Vec<f64>,
-        bias: Vec<f64>,
-        u: Vec<f64>,
-        damper: Vec<DampedState>,
-        /// indices into `damper` of the states whose damper is falling (capacity for all)
-        falling: Vec<usize>,
-        /// the fall's length in samples at this rate
-        fall: u32,
-    },
+    /// First layer: the key frame.
+    Keys(KeyInput),
     /// Hidden layers: `[g ⊙ B | W_skip]` packed for the block product, with its bias.
     Hidden { w: Packed, bias: Vec<f32> },
 }
@@ -107,84 +99,17 @@ struct Layer {
     c_bias: Vec<f32>,
 }
 
-/// One state of the first layer that its key damps: both discretised poles, the ratio of the
-/// damped input gain to the sounding one (`u` is built with the sounding gain), and where its
-/// damper's fall is.
-struct DampedState {
-    state: usize,
-    key: usize,
-    sounding: Complex64,
-    damped: Complex64,
-    gain_ratio: Complex64,
-    /// per-sample factor of the falling pole: `exp((λ_d − λ)·s / R)`
-    fall_factor: Complex64,
-    /// samples into the fall (0 when not falling)
-    fallen: u32,
-    /// while falling: the current discretised pole and the input with the sounding gain
-    pole: Complex64,
-    input: Complex64,
-    /// scratch: the equilibrium the state held under its sounding key; the state before a
-    /// sample
-    held: Complex64,
-    before: Complex64,
-}
-
-impl DampedState {
-    /// The tagged states of `layer`'s damper, discretised for `step` with a fall of `fall`
-    /// samples; `lam`/`g` are the sounding ones.
-    fn all(
-        layer: &SsmLayer,
-        damper: &Damper,
-        lam: &[Complex64],
-        g: &[Complex64],
-        step: f64,
-        fall: u32,
-    ) -> Vec<DampedState> {
-        let zero = Complex64::new(0.0, 0.0);
-        damper
-            .key
-            .iter()
-            .enumerate()
-            .filter_map(|(state, key)| {
-                let key = (*key)? as usize;
-                let (damped, g_damped) = discretise(damper.norm[state], damper.angle[state], step);
-                // the continuous poles' difference, spread over the fall
-                let shift = stable_pole(damper.norm[state], damper.angle[state])
-                    - stable_pole(layer.norm[state], layer.angle[state]);
-                Some(DampedState {
-                    state,
-                    key,
-                    sounding: lam[state],
-                    damped,
-                    gain_ratio: g_damped / g[state],
-                    fall_factor: (shift * step / fall.max(1) as f64).exp(),
-                    fallen: 0,
-                    pole: lam[state],
-                    input: zero,
-                    held: zero,
-                    before: zero,
-                })
-            })
-            .collect()
-    }
-
-    /// One sample of the fall, from the state before it: `x = λ̄_n x + (g_n/g)·u`.
-    fn fall_step(&mut self, fall: u32) -> Complex64 {
-        self.fallen += 1;
-        self.pole *= self.fall_factor;
-        let ratio = 1.0 + (self.gain_ratio - 1.0) * (self.fallen as f64 / fall as f64);
-        self.pole * self.before + ratio * self.input
-    }
-}
-
-/// A damper's fall in samples, for `frame` samples per MIDI frame: rounded to whole samples.
-fn fall_samples(damper: &Damper, frame: f64) -> u32 {
-    (damper.fall_frames as f64 * frame).round() as u32
+/// Complex values as `[re; im]`.
+pub(super) fn split(v: &[Complex64]) -> Vec<f64> {
+    v.iter()
+        .map(|z| z.re)
+        .chain(v.iter().map(|z| z.im))
+        .collect()
 }
 
 /// Continuous-time pole after the stability rule, then its discretisation for `step`:
 /// `λ̄ = exp(λ s)`, `g = (λ̄ − 1) / λ`.
-fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Complex64) {
+pub(super) fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Complex64) {
     let lambda = stable_pole(norm, angle);
     let lambda_bar = (lambda * step).exp();
     (lambda_bar, (lambda_bar - 1.0) / lambda)
@@ -201,40 +126,19 @@ impl Layer {
             .map(|(&n, &a)| discretise(n, a, step))
             .unzip();
         let cplx = |v: &[f32], i: usize| Complex64::new(v[2 * i] as f64, v[2 * i + 1] as f64);
-        // g ⊙ B as a function of (input k, real state row r < 2P)
-        let gb = |k: usize, r: usize| {
-            let z = g[r % p] * cplx(&l.b, (r % p) * l.inputs + k);
-            if r < p {
-                z.re
-            } else {
-                z.im
-            }
-        };
-        let gbias: Vec<f64> = (0..2 * p)
-            .map(|r| {
-                let z = g[r % p] * cplx(&l.b_bias, r % p);
-                if r < p {
-                    z.re
-                } else {
-                    z.im
-                }
-            })
-            .collect();
         let out_pad = l.outputs.div_ceil(lanes) * lanes;
         let input = match &l.skip {
-            None => LayerInput::Keys {
-                cols: (0..l.inputs)
-                    .flat_map(|k| (0..2 * p).map(move |r| gb(k, r)))
-                    .collect(),
-                u: gbias.clone(),
-                bias: gbias,
-                damper: l.damper.as_ref().map_or_else(Vec::new, |d| {
-                    DampedState::all(l, d, &lam, &g, step, fall_samples(d, frame))
-                }),
-                falling: Vec::with_capacity(l.state),
-                fall: l.damper.as_ref().map_or(0, |d| fall_samples(d, frame)),
-            },
+            None => LayerInput::Keys(KeyInput::new(l, &lam, &g, step, frame)),
             Some(skip) => {
+                // g ⊙ B as a function of (input k, real state row r < 2P)
+                let gb = |k: usize, r: usize| {
+                    let z = g[r % p] * cplx(&l.b, (r % p) * l.inputs + k);
+                    if r < p {
+                        z.re
+                    } else {
+                        z.im
+                    }
+                };
                 let m = 2 * p + out_pad;
                 let w = Packed::new(l.inputs, m, m, lanes, |k, col| {
                     if col < 2 * p {
@@ -245,7 +149,8 @@ impl Layer {
                         0.0
                     }
                 });
-                let mut bias: Vec<f32> = gbias.iter().map(|&v| v as f32).collect();
+                let gbias: Vec<Complex64> = (0..p).map(|q| g[q] * cplx(&l.b_bias, q)).collect();
+                let mut bias: Vec<f32> = split(&gbias).iter().map(|&v| v as f32).collect();
                 bias.resize(m, 0.0);
                 LayerInput::Hidden { w, bias }
             }
@@ -261,12 +166,10 @@ impl Layer {
             p,
             outputs: l.outputs,
             out_pad,
-            rec: Recurrence {
-                lam_re: lam.iter().map(|z| z.re).collect(),
-                lam_im: lam.iter().map(|z| z.im).collect(),
-                x_re: vec![0.0; p],
-                x_im: vec![0.0; p],
-            },
+            rec: Recurrence::new(
+                lam.iter().map(|z| z.re).collect(),
+                lam.iter().map(|z| z.im).collect(),
+            ),
             input,
             w_out,
             c_bias,
@@ -276,96 +179,10 @@ impl Layer {
     /// Width of the block product's output: the state (re, im) plus the skip columns.
     fn input_width(&self) -> usize {
         match &self.input {
-            LayerInput::Keys { .. } => 0,
+            LayerInput::Keys(_) => 0,
             LayerInput::Hidden { w, .. } => w.m,
         }
     }
-}
-
-/// The diagonal recurrence of one layer: discretised poles and the f64 state.
-struct Recurrence {
-    lam_re: Vec<f64>,
-    lam_im: Vec<f64>,
-    x_re: Vec<f64>,
-    x_im: Vec<f64>,
-}
-
-impl Recurrence {
-    /// Runs the recurrence over `rows` samples, input row `n` at `u[n·ldu..]` (`[re; im]`),
-    /// writing the state as f32 `[re; im]` rows of `x`.
-    #[inline(always)]
-    fn run(&mut self, p: usize, rows: usize, u: Input<'_>, x: &mut [f32]) {
-        let (lr, li) = (&self.lam_re[..p], &self.lam_im[..p]);
-        let (xr, xi) = (&mut self.x_re[..p], &mut self.x_im[..p]);
-        for n in 0..rows {
-            let xo = &mut x[n * 2 * p..(n + 1) * 2 * p];
-            let (xo_re, xo_im) = xo.split_at_mut(p);
-            match u {
-                Input::Constant(u) => {
-                    // re-slicing to exactly p lets the compiler drop bounds checks and vectorise
-                    let (ur, ui) = (&u[..p], &u[p..2 * p]);
-                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
-                    for q in 0..p {
-                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q];
-                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q];
-                        (xr[q], xi[q]) = (re, im);
-                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
-                    }
-                }
-                Input::Rows(u, ldu) => {
-                    let (ur, ui) = (&u[n * ldu..n * ldu + p], &u[n * ldu + p..n * ldu + 2 * p]);
-                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
-                    for q in 0..p {
-                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q] as f64;
-                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q] as f64;
-                        (xr[q], xi[q]) = (re, im);
-                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The first layer's dampers as [`Recurrence::run_falling`] needs them.
-struct Falls<'a> {
-    damper: &'a mut [DampedState],
-    falling: &'a mut Vec<usize>,
-    fall: u32,
-}
-
-impl Recurrence {
-    /// [`Recurrence::run`] with the key dampers in `falling` falling: sample by sample, those
-    /// states are recomputed with their falling pole and gain; a finished fall leaves the list
-    /// (its state then plays the damped pole and input the vectorised loop already holds).
-    fn run_falling(&mut self, p: usize, rows: usize, u: &[f64], falls: Falls<'_>, x: &mut [f32]) {
-        let Falls {
-            damper,
-            falling,
-            fall,
-        } = falls;
-        for n in 0..rows {
-            for &i in falling.iter() {
-                let q = damper[i].state;
-                damper[i].before = Complex64::new(self.x_re[q], self.x_im[q]);
-            }
-            let row = &mut x[n * 2 * p..(n + 1) * 2 * p];
-            self.run(p, 1, Input::Constant(u), row);
-            for &i in falling.iter() {
-                let d = &mut damper[i];
-                let v = d.fall_step(fall);
-                (self.x_re[d.state], self.x_im[d.state]) = (v.re, v.im);
-                (row[d.state], row[p + d.state]) = (v.re as f32, v.im as f32);
-            }
-            falling.retain(|&i| damper[i].fallen < fall);
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Input<'a> {
-    Constant(&'a [f64]),
-    Rows(&'a [f32], usize),
 }
 
 /// A Piano-SSM model ready to render at one sample rate.
@@ -495,33 +312,31 @@ impl Engine {
 
     /// Clears every state and releases all keys: the next sample is as from a fresh engine.
     pub fn reset(&mut self) {
-        // keys up (every damper down), then the states cleared (the dampers' fall moved
-        // them); a fresh engine's dampers are down, not falling
-        self.stop_falls();
+        // keys up (every damper down; falls in progress ended first, so the list of falling
+        // states never outgrows its capacity), then the states cleared (the key change moved
+        // them); a fresh engine's dampers are down, not falling, and nothing fades
+        self.stop_dampers();
         self.keys = [1; KEYS];
         self.set_keys(&[0; KEYS]);
-        self.stop_falls();
+        self.stop_dampers();
         for l in &mut self.layers {
-            l.rec.x_re.fill(0.0);
-            l.rec.x_im.fill(0.0);
+            l.rec.clear();
         }
     }
 
-    fn stop_falls(&mut self) {
+    fn stop_dampers(&mut self) {
         if let Some(Layer {
-            input: LayerInput::Keys { falling, .. },
+            input: LayerInput::Keys(keys),
             ..
         }) = self.layers.first_mut()
         {
-            falling.clear();
+            keys.stop();
         }
     }
 
     /// True when no state holds NaN or infinity.
     pub fn is_finite(&self) -> bool {
-        self.layers
-            .iter()
-            .all(|l| l.rec.x_re.iter().chain(&l.rec.x_im).all(|v| v.is_finite()))
+        self.layers.iter().all(|l| l.rec.is_finite())
     }
 
     /// Sets the key frame (velocities 0..=127, A0 first) heard from the next sample on.
@@ -532,66 +347,12 @@ impl Engine {
         }
         let before = std::mem::replace(&mut self.keys, *keys);
         if let Some(Layer {
-            input:
-                LayerInput::Keys {
-                    cols,
-                    bias,
-                    u,
-                    damper,
-                    falling,
-                    fall,
-                },
-            p,
+            input: LayerInput::Keys(input),
             rec,
             ..
         }) = self.layers.first_mut()
         {
-            let p = *p;
-            // the equilibrium x* = u / (1 − λ̄) of each state whose damper is about to fall
-            for d in damper.iter_mut() {
-                if before[d.key] > 0 && keys[d.key] == 0 {
-                    d.held = Complex64::new(u[d.state], u[p + d.state]) / (1.0 - d.sounding);
-                }
-            }
-            u.copy_from_slice(bias);
-            for (k, &v) in keys.iter().enumerate() {
-                if v > 0 {
-                    // the roll's value over 127, as the training pipeline divides it (sums of
-                    // overlapping notes go past 1)
-                    let scale = v as f64 / 127.0;
-                    for (ui, c) in u.iter_mut().zip(&cols[k * 2 * p..(k + 1) * 2 * p]) {
-                        *ui += scale * c;
-                    }
-                }
-            }
-            for (i, d) in damper.iter_mut().enumerate() {
-                let q = d.state;
-                let sounding_input = Complex64::new(u[q], u[p + q]);
-                if keys[d.key] > 0 {
-                    // a key struck while its damper falls lifts it at once
-                    d.fallen = 0;
-                    (rec.lam_re[q], rec.lam_im[q]) = (d.sounding.re, d.sounding.im);
-                    continue;
-                }
-                let damped_input = sounding_input * d.gain_ratio;
-                (u[q], u[p + q]) = (damped_input.re, damped_input.im);
-                (rec.lam_re[q], rec.lam_im[q]) = (d.damped.re, d.damped.im);
-                if before[d.key] > 0 {
-                    // the damper takes the string's vibration, not its rest position: the
-                    // deviation from equilibrium is kept, the equilibrium becomes the damped one
-                    let jump = damped_input / (1.0 - d.damped) - d.held;
-                    rec.x_re[q] += jump.re;
-                    rec.x_im[q] += jump.im;
-                    if *fall > 0 {
-                        d.fallen = 0;
-                        d.pole = d.sounding;
-                        falling.push(i);
-                    }
-                }
-                d.input = sounding_input;
-            }
-            // the states whose key came back stop falling (no allocation: removal only)
-            falling.retain(|&i| keys[damper[i].key] == 0);
+            input.set_keys(&before, keys, rec);
         }
     }
 
@@ -635,28 +396,8 @@ impl Engine {
         for layer in &mut self.layers {
             let (p, out_pad) = (layer.p, layer.out_pad);
             let skip_at = match &mut layer.input {
-                LayerInput::Keys {
-                    u,
-                    damper,
-                    falling,
-                    fall,
-                    ..
-                } => {
-                    if falling.is_empty() {
-                        layer.rec.run(p, rows, Input::Constant(u), &mut self.x);
-                    } else {
-                        layer.rec.run_falling(
-                            p,
-                            rows,
-                            u,
-                            Falls {
-                                damper,
-                                falling,
-                                fall: *fall,
-                            },
-                            &mut self.x,
-                        );
-                    }
+                LayerInput::Keys(keys) => {
+                    keys.run(&mut layer.rec, rows, &mut self.x);
                     None
                 }
                 LayerInput::Hidden { w, bias } => {

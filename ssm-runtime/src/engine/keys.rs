@@ -1,0 +1,354 @@
+//! The first layer's input: the key frame, constant between roll changes, and the key damper
+//! (format version 2, see [`Damper`]).
+//!
+//! The projection `g ⊙ (B u + B_bias)` is recomputed only when the keys change, over the keys
+//! that sound. A released key never excites a state: at the change every state keeps its
+//! deviation from equilibrium and moves to the equilibrium of the keys that stay, the pole it
+//! now rests at; the output lets go of the equilibrium it leaves along the settling fade.
+//! Only a damper's fall (a few ms) and the fade (tens of ms) cost anything per sample.
+
+use num_complex::Complex64;
+
+use super::recurrence::{Input, Recurrence};
+use super::{discretise, split};
+use crate::model::{stable_pole, Damper, SsmLayer, KEYS};
+use crate::roll::KeyFrame;
+
+/// The first layer's input and its key damper, discretised for one rate.
+pub(super) struct KeyInput {
+    p: usize,
+    /// `cols[k]` is `g ⊙ B[:, k]` as `[re; im]` (2P values, f64), with the sounding gain
+    cols: Vec<f64>,
+    /// `g ⊙ B_bias`
+    bias: Vec<f64>,
+    /// the input for the current keys with every state's sounding gain
+    sounding: Vec<f64>,
+    /// what the recurrence reads: `sounding` with a damped state's gain where its key is up
+    u: Vec<f64>,
+    /// per state, `x* = rest · sounding input`: the equilibrium factor of the pole the state
+    /// rests at now (`1/(1 − λ̄)`, or `(g_d/g)/(1 − λ̄_d)` while damped)
+    rest: Vec<Complex64>,
+    dampers: Vec<DampedState>,
+    /// indices into `dampers` of the states whose damper is falling (capacity for all)
+    falling: Vec<usize>,
+    /// the fall's length in samples at this rate
+    fall: u32,
+    settling: Settling,
+    /// scratch: the input of the keys that stay down through a change (2P)
+    kept: Vec<f64>,
+    /// whether the layer has a damper: without one (format version 1, the published
+    /// checkpoints) a released key drives the states like any input change
+    damped: bool,
+}
+
+/// One state that its key damps: both discretised poles and equilibrium factors, the ratio
+/// of the damped input gain to the sounding one, and where its damper's fall is.
+struct DampedState {
+    state: usize,
+    key: usize,
+    sounding: Complex64,
+    damped: Complex64,
+    gain_ratio: Complex64,
+    rest_sounding: Complex64,
+    rest_damped: Complex64,
+    /// per-sample factor of the falling pole: `exp((λ_d − λ)·s / R)`
+    fall_factor: Complex64,
+    /// samples into the fall (0 when not falling)
+    fallen: u32,
+    /// while falling: the current discretised pole, the input with the sounding gain, and
+    /// the state before a sample
+    pole: Complex64,
+    input: Complex64,
+    before: Complex64,
+}
+
+/// The outputs' fading offsets: what the states' equilibria were before the last key changes,
+/// fading along [`Damper::settle_fade`].
+struct Settling {
+    /// per-sample pole ρ
+    pole: f64,
+    /// samples from a change until the fade is cut; 0 when the damper does not settle
+    len: u32,
+    /// samples left until the cut
+    left: u32,
+    /// the visible offset and the fade's first stage, `[re; im]` (2P)
+    offset: Vec<f64>,
+    drive: Vec<f64>,
+}
+
+impl KeyInput {
+    /// `layer` (the first) discretised: poles `lam` and gains `g` for `step`, `frame` samples
+    /// per MIDI frame.
+    pub(super) fn new(
+        layer: &SsmLayer,
+        lam: &[Complex64],
+        g: &[Complex64],
+        step: f64,
+        frame: f64,
+    ) -> KeyInput {
+        let p = layer.state;
+        let column = |w: &dyn Fn(usize) -> Complex64| -> Vec<f64> {
+            split(&(0..p).map(|q| g[q] * w(q)).collect::<Vec<_>>())
+        };
+        let cplx = |v: &[f32], i: usize| Complex64::new(v[2 * i] as f64, v[2 * i + 1] as f64);
+        let cols = (0..layer.inputs)
+            .flat_map(|k| column(&|q| cplx(&layer.b, q * layer.inputs + k)))
+            .collect();
+        let bias = column(&|q| cplx(&layer.b_bias, q));
+        let (dampers, fall, settling) = match &layer.damper {
+            Some(d) => {
+                let fall = (d.fall_frames as f64 * frame).round() as u32;
+                let dampers = DampedState::all(layer, d, lam, g, step, fall);
+                (dampers, fall, Settling::new(d, frame, p))
+            }
+            None => (Vec::new(), 0, Settling::none()),
+        };
+        KeyInput {
+            p,
+            cols,
+            sounding: bias.clone(),
+            u: bias.clone(),
+            bias,
+            rest: lam.iter().map(|l| 1.0 / (1.0 - l)).collect(),
+            dampers,
+            falling: Vec::with_capacity(p),
+            fall,
+            settling,
+            kept: vec![0.0; 2 * p],
+            damped: layer.damper.is_some(),
+        }
+    }
+
+    /// Moves from key frame `before` to `keys`: the released keys' equilibria leave the
+    /// states (into the fading offsets), the dampers of released keys fall and those of
+    /// struck keys lift, and the input becomes the new keys'.
+    pub(super) fn set_keys(&mut self, before: &KeyFrame, keys: &KeyFrame, rec: &mut Recurrence) {
+        let released = |k: usize| before[k] > 0 && keys[k] == 0;
+        let repoled = |k: usize| (before[k] > 0) != (keys[k] > 0);
+        if self.damped && ((0..KEYS).any(released) || self.dampers.iter().any(|d| repoled(d.key))) {
+            self.move_equilibria(before, keys, rec);
+        }
+        self.sounding.copy_from_slice(&self.bias);
+        let p2 = 2 * self.p;
+        for (k, &v) in keys.iter().enumerate() {
+            if v > 0 {
+                // the roll's value over 127, as the training pipeline divides it (sums of
+                // overlapping notes go past 1)
+                let scale = v as f64 / 127.0;
+                let col = &self.cols[k * p2..(k + 1) * p2];
+                for (s, c) in self.sounding.iter_mut().zip(col) {
+                    *s += scale * c;
+                }
+            }
+        }
+        self.u.copy_from_slice(&self.sounding);
+        let p = self.p;
+        for (i, d) in self.dampers.iter_mut().enumerate() {
+            let q = d.state;
+            let input = Complex64::new(self.sounding[q], self.sounding[p + q]);
+            if keys[d.key] > 0 {
+                // a key struck while its damper falls lifts it at once
+                d.fallen = 0;
+                (rec.lam_re[q], rec.lam_im[q]) = (d.sounding.re, d.sounding.im);
+                continue;
+            }
+            let damped_input = input * d.gain_ratio;
+            (self.u[q], self.u[p + q]) = (damped_input.re, damped_input.im);
+            (rec.lam_re[q], rec.lam_im[q]) = (d.damped.re, d.damped.im);
+            if before[d.key] > 0 && self.fall > 0 {
+                d.fallen = 0;
+                d.pole = d.sounding;
+                self.falling.push(i);
+            }
+            d.input = input;
+        }
+        // the states whose key came back stop falling (no allocation: removal only)
+        let dampers = &self.dampers;
+        self.falling.retain(|&i| keys[dampers[i].key] == 0);
+    }
+
+    /// The jump of a key change: each state goes from the equilibrium of the old keys at its
+    /// old resting pole to that of the keys that stay down at its new one, keeping its
+    /// deviation (the vibration); the output keeps reading the old equilibrium, fading.
+    fn move_equilibria(&mut self, before: &KeyFrame, keys: &KeyFrame, rec: &mut Recurrence) {
+        let p = self.p;
+        self.kept.copy_from_slice(&self.sounding);
+        for k in (0..KEYS).filter(|&k| before[k] > 0 && keys[k] == 0) {
+            let scale = before[k] as f64 / 127.0;
+            let col = &self.cols[k * 2 * p..(k + 1) * 2 * p];
+            for (s, c) in self.kept.iter_mut().zip(col) {
+                *s -= scale * c;
+            }
+        }
+        let at = |v: &[f64], q: usize| Complex64::new(v[q], v[p + q]);
+        for q in 0..p {
+            let jump = self.rest[q] * (at(&self.kept, q) - at(&self.sounding, q));
+            self.apply_jump(q, jump, rec);
+        }
+        for i in 0..self.dampers.len() {
+            let d = &self.dampers[i];
+            let new_rest = if keys[d.key] > 0 {
+                d.rest_sounding
+            } else {
+                d.rest_damped
+            };
+            let q = d.state;
+            let jump = (new_rest - self.rest[q]) * at(&self.kept, q);
+            self.rest[q] = new_rest;
+            self.apply_jump(q, jump, rec);
+        }
+    }
+
+    fn apply_jump(&mut self, q: usize, jump: Complex64, rec: &mut Recurrence) {
+        if jump == Complex64::new(0.0, 0.0) {
+            return;
+        }
+        rec.x_re[q] += jump.re;
+        rec.x_im[q] += jump.im;
+        self.settling.add(q, self.p, -jump);
+    }
+
+    /// [`Recurrence::run`] for `rows` samples of the current keys. While dampers fall or
+    /// offsets fade it goes sample by sample: the falling states are recomputed with their
+    /// falling pole and gain, and the output rows read the offsets beside the state; a
+    /// finished fall leaves the list (its state then plays the damped pole and input the
+    /// vectorised loop already holds).
+    pub(super) fn run(&mut self, rec: &mut Recurrence, rows: usize, x: &mut [f32]) {
+        let p = self.p;
+        if self.falling.is_empty() && self.settling.left == 0 {
+            rec.run(p, rows, Input::Constant(&self.u), x);
+            return;
+        }
+        for n in 0..rows {
+            for &i in &self.falling {
+                let q = self.dampers[i].state;
+                self.dampers[i].before = Complex64::new(rec.x_re[q], rec.x_im[q]);
+            }
+            let row = &mut x[n * 2 * p..(n + 1) * 2 * p];
+            rec.run(p, 1, Input::Constant(&self.u), row);
+            for &i in &self.falling {
+                let d = &mut self.dampers[i];
+                let v = d.fall_step(self.fall);
+                (rec.x_re[d.state], rec.x_im[d.state]) = (v.re, v.im);
+                (row[d.state], row[p + d.state]) = (v.re as f32, v.im as f32);
+            }
+            let (dampers, fall) = (&self.dampers, self.fall);
+            self.falling.retain(|&i| dampers[i].fallen < fall);
+            self.settling.step(row);
+        }
+    }
+
+    /// Ends every fall and fade (a reset).
+    pub(super) fn stop(&mut self) {
+        self.falling.clear();
+        self.settling.stop();
+    }
+}
+
+impl DampedState {
+    /// The tagged states of `layer`'s damper, discretised for `step` with a fall of `fall`
+    /// samples; `lam`/`g` are the sounding ones.
+    fn all(
+        layer: &SsmLayer,
+        damper: &Damper,
+        lam: &[Complex64],
+        g: &[Complex64],
+        step: f64,
+        fall: u32,
+    ) -> Vec<DampedState> {
+        let zero = Complex64::new(0.0, 0.0);
+        damper
+            .key
+            .iter()
+            .enumerate()
+            .filter_map(|(state, key)| {
+                let key = (*key)? as usize;
+                let (damped, g_damped) = discretise(damper.norm[state], damper.angle[state], step);
+                // the continuous poles' difference, spread over the fall
+                let shift = stable_pole(damper.norm[state], damper.angle[state])
+                    - stable_pole(layer.norm[state], layer.angle[state]);
+                let gain_ratio = g_damped / g[state];
+                Some(DampedState {
+                    state,
+                    key,
+                    sounding: lam[state],
+                    damped,
+                    gain_ratio,
+                    rest_sounding: 1.0 / (1.0 - lam[state]),
+                    rest_damped: gain_ratio / (1.0 - damped),
+                    fall_factor: (shift * step / fall.max(1) as f64).exp(),
+                    fallen: 0,
+                    pole: lam[state],
+                    input: zero,
+                    before: zero,
+                })
+            })
+            .collect()
+    }
+
+    /// One sample of the fall, from the state before it: `x = λ̄_n x + (g_n/g)·u`.
+    fn fall_step(&mut self, fall: u32) -> Complex64 {
+        self.fallen += 1;
+        self.pole *= self.fall_factor;
+        let ratio = 1.0 + (self.gain_ratio - 1.0) * (self.fallen as f64 / fall as f64);
+        self.pole * self.before + ratio * self.input
+    }
+}
+
+impl Settling {
+    fn new(damper: &Damper, frame: f64, p: usize) -> Settling {
+        Settling {
+            pole: Damper::settle_pole(damper.settle_frames, frame),
+            len: Damper::settle_fade(damper.settle_frames, frame).len() as u32,
+            left: 0,
+            offset: vec![0.0; 2 * p],
+            drive: vec![0.0; 2 * p],
+        }
+    }
+
+    /// No damper: equilibria are dropped at once (no layer without a damper jumps anyway).
+    fn none() -> Settling {
+        Settling {
+            pole: 0.0,
+            len: 0,
+            left: 0,
+            offset: Vec::new(),
+            drive: Vec::new(),
+        }
+    }
+
+    /// Starts (or adds to) state `q`'s fade from `offset`.
+    fn add(&mut self, q: usize, p: usize, offset: Complex64) {
+        if self.len == 0 {
+            return;
+        }
+        for (v, part) in [(q, offset.re), (p + q, offset.im)] {
+            self.offset[v] += part;
+            self.drive[v] += part;
+        }
+        self.left = self.len;
+    }
+
+    /// Adds the offsets to one output row, then takes one step of the fade.
+    fn step(&mut self, row: &mut [f32]) {
+        if self.left == 0 {
+            return;
+        }
+        let rho = self.pole;
+        for ((r, o), d) in row.iter_mut().zip(&mut self.offset).zip(&mut self.drive) {
+            *r += *o as f32;
+            *o = rho * *o + (1.0 - rho) * *d;
+            *d *= rho;
+        }
+        self.left -= 1;
+        if self.left == 0 {
+            self.stop();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.offset.fill(0.0);
+        self.drive.fill(0.0);
+        self.left = 0;
+    }
+}

@@ -1,0 +1,75 @@
+//! The diagonal recurrence `x_t = λ̄ x_{t-1} + u_t` of one layer, the engine's only
+//! per-sample step, in f64 so long-ringing poles keep their exact frequency and decay.
+
+/// A layer's discretised poles and its f64 state, stored as separate real and imaginary parts
+/// so the loop vectorises.
+pub(super) struct Recurrence {
+    pub(super) lam_re: Vec<f64>,
+    pub(super) lam_im: Vec<f64>,
+    pub(super) x_re: Vec<f64>,
+    pub(super) x_im: Vec<f64>,
+}
+
+/// The recurrence's input: one row for every sample, or one constant row.
+#[derive(Clone, Copy)]
+pub(super) enum Input<'a> {
+    Constant(&'a [f64]),
+    Rows(&'a [f32], usize),
+}
+
+impl Recurrence {
+    pub(super) fn new(lam_re: Vec<f64>, lam_im: Vec<f64>) -> Recurrence {
+        let p = lam_re.len();
+        Recurrence {
+            lam_re,
+            lam_im,
+            x_re: vec![0.0; p],
+            x_im: vec![0.0; p],
+        }
+    }
+
+    /// Runs the recurrence over `rows` samples, input row `n` at `u[n·ldu..]` (`[re; im]`),
+    /// writing the state as f32 `[re; im]` rows of `x`.
+    #[inline(always)]
+    pub(super) fn run(&mut self, p: usize, rows: usize, u: Input<'_>, x: &mut [f32]) {
+        let (lr, li) = (&self.lam_re[..p], &self.lam_im[..p]);
+        let (xr, xi) = (&mut self.x_re[..p], &mut self.x_im[..p]);
+        for n in 0..rows {
+            let xo = &mut x[n * 2 * p..(n + 1) * 2 * p];
+            let (xo_re, xo_im) = xo.split_at_mut(p);
+            match u {
+                Input::Constant(u) => {
+                    // re-slicing to exactly p lets the compiler drop bounds checks and vectorise
+                    let (ur, ui) = (&u[..p], &u[p..2 * p]);
+                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
+                    for q in 0..p {
+                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q];
+                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q];
+                        (xr[q], xi[q]) = (re, im);
+                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
+                    }
+                }
+                Input::Rows(u, ldu) => {
+                    let (ur, ui) = (&u[n * ldu..n * ldu + p], &u[n * ldu + p..n * ldu + 2 * p]);
+                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
+                    for q in 0..p {
+                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q] as f64;
+                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q] as f64;
+                        (xr[q], xi[q]) = (re, im);
+                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Zeroes the state.
+    pub(super) fn clear(&mut self) {
+        self.x_re.fill(0.0);
+        self.x_im.fill(0.0);
+    }
+
+    pub(super) fn is_finite(&self) -> bool {
+        self.x_re.iter().chain(&self.x_im).all(|v| v.is_finite())
+    }
+}
