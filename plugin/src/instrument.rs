@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use ssm_runtime::{Engine, KeyEvent, Player};
+use ssm_runtime::{ChannelEvent, Engine, Player};
 
 use crate::catalog::Catalog;
 use crate::loader::{build_engine, LoaderHandle, ModelKey};
@@ -43,7 +43,7 @@ pub struct Instrument {
     loader: LoaderHandle,
     shared: Arc<Shared>,
     sample_rate: u32,
-    events: Vec<(u32, KeyEvent)>,
+    events: Vec<(u32, ChannelEvent)>,
     scratch: Vec<f32>,
     /// The gain applied to the last sample, gliding towards the setting.
     gain: f32,
@@ -128,9 +128,9 @@ impl Instrument {
 
     /// Queues an event at `offset` samples into the coming block; events beyond the queue's
     /// capacity (4096 per block) are dropped rather than allocated for.
-    pub fn push_event(&mut self, offset: u32, event: KeyEvent) {
+    pub fn push_event(&mut self, offset: u32, event: impl Into<ChannelEvent>) {
         if self.events.len() < self.events.capacity() {
-            self.events.push((offset, event));
+            self.events.push((offset, event.into()));
         }
     }
 

@@ -16,10 +16,11 @@ pub mod shared;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use nice_plug::midi::Channel;
 use nice_plug::prelude::*;
 use nice_plug_egui::{EguiEditor, EguiEditorState};
 use parking_lot::RwLock;
-use ssm_runtime::KeyEvent;
+use ssm_runtime::{ChannelEvent, KeyEvent};
 
 use catalog::{user_model_dir, Catalog};
 use instrument::{Instrument, Settings};
@@ -58,32 +59,55 @@ impl PianoSsm {
     }
 }
 
-/// The host's note events as the runtime's key events.
-fn key_event(event: NoteEvent<()>) -> Option<(u32, KeyEvent)> {
+/// The host's note events as the runtime's key events, each on its MIDI channel (the
+/// encoder plays one instrument per channel, as pretty_midi does for files).
+fn key_event(event: NoteEvent<()>) -> Option<(u32, ChannelEvent)> {
     let to_7bit = |v: f32| (v * 127.0).round().clamp(0.0, 127.0) as u8;
+    let on = |channel: Channel, event| ChannelEvent {
+        channel: channel.number(),
+        event,
+    };
     match event {
         // a host's velocity that rounds to 0 is still a note-on, not MIDI's note-off
         NoteEvent::NoteOn {
             timing,
+            channel,
             key,
             velocity,
             ..
         } => Some((
             timing,
-            KeyEvent::NoteOn {
-                note: key.number()?,
-                velocity: to_7bit(velocity).max(1),
-            },
+            on(
+                channel,
+                KeyEvent::NoteOn {
+                    note: key.number()?,
+                    velocity: to_7bit(velocity).max(1),
+                },
+            ),
         )),
-        NoteEvent::NoteOff { timing, key, .. } => Some((
+        NoteEvent::NoteOff {
             timing,
-            KeyEvent::NoteOff {
-                note: key.number()?,
-            },
+            channel,
+            key,
+            ..
+        } => Some((
+            timing,
+            on(
+                channel,
+                // a note-off for any key (a CLAP wildcard) ends every note of the channel
+                match key.number() {
+                    Some(note) => KeyEvent::NoteOff { note },
+                    None => KeyEvent::AllNotesOff,
+                },
+            ),
         )),
         NoteEvent::MidiCC {
-            timing, cc, value, ..
-        } => KeyEvent::from_midi(0xB0, cc, to_7bit(value)).map(|e| (timing, e)),
+            timing,
+            channel,
+            cc,
+            value,
+        } => ChannelEvent::from_midi(0xB0 | (channel & 0x0F), cc, to_7bit(value))
+            .map(|e| (timing, e)),
         _ => None,
     }
 }
@@ -209,3 +233,46 @@ impl Vst3Plugin for PianoSsm {
 
 nice_export_clap!(PianoSsm);
 nice_export_vst3!(PianoSsm);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nice_plug::midi::{Key, VoiceID};
+
+    #[test]
+    fn host_events_keep_their_channel() {
+        let on = NoteEvent::NoteOn {
+            timing: 7,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Number(3),
+            key: Key::Number(60),
+            velocity: 0.5,
+        };
+        let (timing, e) = key_event(on).unwrap();
+        assert_eq!((timing, e.channel), (7, Some(3)));
+        assert_eq!(
+            e.event,
+            KeyEvent::NoteOn {
+                note: 60,
+                velocity: 64
+            }
+        );
+        let cc = NoteEvent::MidiCC {
+            timing: 0,
+            channel: 9,
+            cc: 64,
+            value: 1.0,
+        };
+        assert_eq!(key_event(cc).unwrap().1.channel, Some(9));
+        // a CLAP wildcard: any channel, any key
+        let off = NoteEvent::NoteOff {
+            timing: 0,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Wildcard,
+            key: Key::Wildcard,
+            velocity: 0.0,
+        };
+        let (_, e) = key_event(off).unwrap();
+        assert_eq!((e.channel, e.event), (None, KeyEvent::AllNotesOff));
+    }
+}

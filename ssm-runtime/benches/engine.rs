@@ -123,7 +123,7 @@ fn run(model: &Model, sample_rate: u32, isa: Isa, seconds: f64) -> Stats {
     let t = Instant::now();
     let mut done = 0;
     while done < silence_samples {
-        player.process(std::iter::empty(), &mut out);
+        player.process(std::iter::empty::<(u32, KeyEvent)>(), &mut out);
         done += BLOCK as u64;
     }
     let silence = t.elapsed().as_secs_f64();

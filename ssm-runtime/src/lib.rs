@@ -28,4 +28,4 @@ pub use error::{EngineError, MidiError, ModelError};
 pub use midi_file::MidiFile;
 pub use model::{Activation, Model, ModelInfo, KEYS};
 pub use player::Player;
-pub use roll::{KeyEvent, KeyFrame, Roll, RollEncoder};
+pub use roll::{ChannelEvent, KeyEvent, KeyFrame, Roll, RollEncoder};

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 
 use crate::engine::Engine;
-use crate::roll::{frame_of_sample, frame_start, KeyEvent, RollEncoder};
+use crate::roll::{frame_of_sample, frame_start, ChannelEvent, RollEncoder};
 
 /// Events that can wait for their frame at once; more in one block are dropped, not
 /// allocated for.
@@ -30,7 +30,7 @@ pub struct Player {
     /// Output delay in samples: model sample `t` is output at host sample `t + latency`.
     latency: u64,
     /// Events (host sample, event) whose frame has not started yet.
-    pending: VecDeque<(u64, KeyEvent)>,
+    pending: VecDeque<(u64, ChannelEvent)>,
     keys_dirty: bool,
 }
 
@@ -112,15 +112,20 @@ impl Player {
         self.keys_dirty = false;
     }
 
-    /// Renders one block. `events` are `(sample offset in this block, event)` in time order;
-    /// offsets past the block's end count as its last sample. Never allocates.
-    pub fn process(&mut self, events: impl IntoIterator<Item = (u32, KeyEvent)>, out: &mut [f32]) {
+    /// Renders one block. `events` are `(sample offset in this block, event)` in time order,
+    /// each a [`ChannelEvent`] or a `KeyEvent` (channel 1); offsets past the block's end count
+    /// as its last sample. Never allocates.
+    pub fn process<E: Into<ChannelEvent>>(
+        &mut self,
+        events: impl IntoIterator<Item = (u32, E)>,
+        out: &mut [f32],
+    ) {
         let len = out.len() as u64;
         for (offset, event) in events {
             if self.pending.len() < self.pending.capacity() {
                 self.pending.push_back((
                     self.position + (offset as u64).min(len.saturating_sub(1)),
-                    event,
+                    event.into(),
                 ));
             }
         }
@@ -153,8 +158,8 @@ impl Player {
                 }
             }
             self.pending.pop_front();
-            self.encoder.apply(event, at);
-            if event.clears_state() {
+            self.encoder.apply_live(event, at);
+            if event.event.clears_state() {
                 if let Some(e) = &mut self.engine {
                     e.reset();
                 }

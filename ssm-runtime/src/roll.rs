@@ -84,6 +84,37 @@ impl KeyEvent {
     }
 }
 
+/// A key event and the MIDI channel (0..16) it came on. Live input plays one instrument per
+/// channel, as a file plays one per channel and track: a note-off on one channel does not end
+/// a note of the same key on another, and each channel's pedal holds its own notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelEvent {
+    /// `None`: any channel (a CLAP host's wildcard). Such an event applies to every channel,
+    /// except a note-on, which opens its note on the first (one note, not sixteen).
+    pub channel: Option<u8>,
+    pub event: KeyEvent,
+}
+
+impl ChannelEvent {
+    /// Decodes a channel voice message (status byte with its channel, two data bytes).
+    pub fn from_midi(status: u8, data1: u8, data2: u8) -> Option<ChannelEvent> {
+        KeyEvent::from_midi(status, data1, data2).map(|event| ChannelEvent {
+            channel: Some(status & 0x0F),
+            event,
+        })
+    }
+}
+
+/// An event without a channel is on the first.
+impl From<KeyEvent> for ChannelEvent {
+    fn from(event: KeyEvent) -> ChannelEvent {
+        ChannelEvent {
+            channel: Some(0),
+            event,
+        }
+    }
+}
+
 fn key_index(note: u8) -> Option<usize> {
     let k = note.checked_sub(LOWEST_NOTE)? as usize;
     (k < KEYS).then_some(k)
@@ -270,6 +301,21 @@ impl RollEncoder {
             self.instruments.fill(Instrument::SILENT);
         } else if let Some(inst) = self.instruments.get_mut(instrument) {
             inst.apply(event, stamp);
+        }
+    }
+
+    /// Applies a live event on its channel's instrument (see [`ChannelEvent`]).
+    pub fn apply_live(&mut self, e: ChannelEvent, stamp: u64) {
+        match (e.channel, e.event) {
+            (Some(channel), event) => self.apply_on(channel as usize, event, stamp),
+            (None, KeyEvent::NoteOn { velocity, .. }) if velocity > 0 => {
+                self.apply_on(0, e.event, stamp)
+            }
+            (None, event) => {
+                for channel in 0..self.instruments.len() {
+                    self.apply_on(channel, event, stamp);
+                }
+            }
         }
     }
 

@@ -1,14 +1,21 @@
 //! Live playing through `Player` (events with sample offsets, host-sized blocks) gives the
-//! file renderer's samples when events fall on frame boundaries, at any block size.
+//! file renderer's samples when events fall on frame boundaries, at any block size, and plays
+//! each MIDI channel as its own instrument, as a file's channels are.
 
 mod common;
 
 use common::{checkpoint, reference_dir};
+use ssm_runtime::midi_file::TimedEvent;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::frame_start;
-use ssm_runtime::{Engine, KeyEvent, MidiFile, Player};
+use ssm_runtime::{ChannelEvent, Engine, KeyEvent, MidiFile, Player};
 
-fn stream(player: &mut Player, events: &[(u64, KeyEvent)], total: usize, block: usize) -> Vec<f32> {
+fn stream<E: Into<ChannelEvent> + Copy>(
+    player: &mut Player,
+    events: &[(u64, E)],
+    total: usize,
+    block: usize,
+) -> Vec<f32> {
     let mut out = vec![0.0; total];
     let mut next = 0;
     for (b, chunk) in out.chunks_mut(block).enumerate() {
@@ -87,7 +94,7 @@ fn reset_and_sound_off_silence_the_player() {
     // the model's output with no key and zero state: its bias, a constant near zero
     let mut fresh = Player::new(Engine::new(&model, 16_000).unwrap());
     let mut silent = vec![0.0; 4000];
-    fresh.process(std::iter::empty(), &mut silent);
+    fresh.process(std::iter::empty::<(u32, KeyEvent)>(), &mut silent);
     player.process([(0, KeyEvent::AllSoundOff)], &mut block);
     assert_eq!(block, silent, "all-sound-off clears the state at once");
     player.process(
@@ -101,7 +108,7 @@ fn reset_and_sound_off_silence_the_player() {
         &mut block,
     );
     player.reset();
-    player.process(std::iter::empty(), &mut block);
+    player.process(std::iter::empty::<(u32, KeyEvent)>(), &mut block);
     assert_eq!(block, silent, "reset clears the state");
     let quiet = silent.iter().map(|v| v * v).sum::<f32>();
     assert!(loud > 10.0 * quiet, "note energy {loud} vs silence {quiet}");
@@ -143,4 +150,97 @@ fn with_one_frame_of_latency_any_block_size_is_exact() {
             .fold(0.0f32, f32::max);
         assert!(worst <= 1e-6, "block {block}: max difference {worst}");
     }
+}
+
+/// One key on two channels, overlapping, one channel's pedal down: live, a note-off on one
+/// channel leaves the other's note sounding and each pedal holds its own channel, exactly as
+/// the file's two instruments play (and not as one channel would).
+#[test]
+fn live_channels_play_as_a_files_instruments() {
+    let model = checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth");
+    let (rate, mr) = (16_000, model.info.midi_rate);
+    let on = |note, velocity| KeyEvent::NoteOn { note, velocity };
+    let off = |note| KeyEvent::NoteOff { note };
+    let script: [(f64, u16, KeyEvent); 9] = [
+        (0.05, 0, on(60, 90)),
+        (0.10, 1, on(60, 50)),
+        (0.20, 0, off(60)),
+        (0.30, 1, KeyEvent::Sustain { value: 100 }),
+        (0.35, 1, on(64, 70)),
+        (0.40, 0, on(64, 40)),
+        (0.45, 1, off(64)),
+        (0.50, 0, off(64)),
+        (0.70, 1, off(60)),
+    ];
+    let mut events: Vec<TimedEvent> = script
+        .iter()
+        .map(|&(seconds, instrument, event)| TimedEvent {
+            seconds,
+            tick: (seconds * 1000.0) as u64,
+            instrument,
+            event,
+        })
+        .collect();
+    events.push(TimedEvent {
+        seconds: 1.0,
+        tick: 1000,
+        instrument: 1,
+        event: KeyEvent::Sustain { value: 0 },
+    });
+    let midi = MidiFile::from_events(events);
+    let roll = midi.roll(mr, 0.5);
+    let expected = render_roll(&mut Engine::new(&model, rate).unwrap(), &roll, |_, _| {});
+    let at = |seconds: f64| frame_start((seconds * mr as f64).floor() as u64, rate, mr);
+    let live: Vec<(u64, ChannelEvent)> = midi
+        .events
+        .iter()
+        .map(|e| {
+            let channel = Some(e.instrument as u8);
+            (
+                at(e.seconds),
+                ChannelEvent {
+                    channel,
+                    event: e.event,
+                },
+            )
+        })
+        .collect();
+    let one_channel: Vec<(u64, KeyEvent)> = live.iter().map(|&(t, e)| (t, e.event)).collect();
+    let play = |events: &[(u64, ChannelEvent)]| {
+        let mut player = Player::new(Engine::new(&model, rate).unwrap());
+        stream(&mut player, events, expected.len(), 64)
+    };
+    let worst = |out: &[f32]| {
+        out.iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(worst(&play(&live)) <= 1e-6, "{}", worst(&play(&live)));
+    let mut player = Player::new(Engine::new(&model, rate).unwrap());
+    let merged = stream(&mut player, &one_channel, expected.len(), 64);
+    assert!(worst(&merged) > 1e-3, "one channel should play differently");
+}
+
+/// A note-off for any channel (a CLAP wildcard) ends the key on every channel; a note-on for
+/// any channel opens one note, on the first.
+#[test]
+fn wildcard_channels() {
+    let mut encoder = ssm_runtime::RollEncoder::new();
+    let on = |channel, velocity| ChannelEvent {
+        channel,
+        event: KeyEvent::NoteOn { note: 60, velocity },
+    };
+    encoder.apply_live(on(Some(0), 30), 0);
+    encoder.apply_live(on(Some(5), 40), 1);
+    encoder.apply_live(on(None, 20), 2);
+    assert_eq!(encoder.roll()[60 - 21], 90);
+    encoder.apply_live(
+        ChannelEvent {
+            channel: None,
+            event: KeyEvent::NoteOff { note: 60 },
+        },
+        3,
+    );
+    assert_eq!(encoder.roll()[60 - 21], 0);
 }

@@ -282,6 +282,24 @@ impl PianoSsm {
         let _ = self.head_bias.copy_(&bias);
     }
 
+    /// Scales the first layer's outputs by `k` and the second layer's inputs (B and the skip)
+    /// by `1/k`: for quiet signals, where the tanh is linear, the same network; for loud ones
+    /// `k` times deeper into the tanh, whose overtones brighten a loud note as a harder
+    /// strike brightens a string. A network trained with its tanh in the linear range has no
+    /// gradient towards that (measured: the same spectral centroid at velocity 30 and 110).
+    pub fn drive_first_tanh(&mut self, k: f64) {
+        let _guard = tch::no_grad_guard();
+        let [first, second, ..] = &mut self.layers[..] else {
+            return;
+        };
+        let _ = first.c.g_mul_scalar_(k);
+        let _ = first.c_bias.g_mul_scalar_(k);
+        let _ = second.b.g_div_scalar_(k);
+        if let Some(skip) = &mut second.skip {
+            let _ = skip.g_div_scalar_(k);
+        }
+    }
+
     /// Shortens every pole of layers 2–4, and every damped pole of layer 1's key damper, whose
     /// 60 dB decay is longer than `t60` samples to that decay (its frequency kept). Why: only
     /// the first layer is gated or damped by the keys, and a spectral loss that wants energy in

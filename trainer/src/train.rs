@@ -123,6 +123,12 @@ pub struct TrainArgs {
     /// string that learns to ring, would play on after release.
     #[arg(long)]
     pub later_t60: Option<f64>,
+    /// With --weights, on a fresh start: scale layer 1's outputs by K and layer 2's inputs by
+    /// 1/K, the same model for quiet notes, K times deeper into the tanh for loud ones (where
+    /// its overtones brighten the tone, as a harder strike does).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drive: Option<f64>,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -387,6 +393,12 @@ impl<'a> Run<'a> {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
             let norm = normalisation(args, &*source, rates)?;
+            match (args.drive, &args.weights) {
+                (Some(k), Some(_)) if k.is_finite() && k > 0.0 => net.drive_first_tanh(k),
+                (Some(k), Some(_)) => bail!("--drive must be a positive number, not {k}"),
+                (Some(_), None) => bail!("--drive scales a trained model: give it --weights"),
+                (None, _) => {}
+            }
             if args.weights.is_none()
                 && matches!(args.init, PoleInit::GatedKeys | PoleInit::DampedKeys)
             {

@@ -318,3 +318,27 @@ fn later_t60_caps_the_damped_poles() {
         "damped poles ring {capped} s after the cap"
     );
 }
+
+/// `drive_first_tanh` keeps a quiet note as it was (the tanh is linear there) and changes a
+/// loud one (deeper into the tanh).
+#[test]
+fn driving_the_tanh_changes_loud_notes_only() {
+    let model = trained_like(fresh(Size::L).unwrap().to_runtime(info()).unwrap());
+    let plain = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let mut driven = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    driven.drive_first_tanh(10.0);
+    let change = |velocity: u8| {
+        let mut frames = vec![[0u8; KEYS]; 300];
+        for f in &mut frames[10..200] {
+            f[39] = velocity;
+            f[46] = velocity;
+        }
+        relative_l2(
+            &trainer_render(&driven, &frames, 16, 1.0),
+            &trainer_render(&plain, &frames, 16, 1.0),
+        )
+    };
+    let (quiet, loud) = (change(2), change(127));
+    eprintln!("driven ×10: relative change {quiet:.2e} quiet, {loud:.2e} loud");
+    assert!(quiet < 0.2 * loud, "quiet {quiet:.2e}, loud {loud:.2e}");
+}
