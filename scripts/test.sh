@@ -13,6 +13,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "checking ../shared/reference"
 test -f ../shared/reference/README.md || { echo "error: ../shared/reference is missing (clone beside shared/)" >&2; exit 1; }
 
+step "style gate: cargo fmt --check (fails fast, before anything is installed)"
+cargo fmt --all --check
+
 step "system packages (ALSA/JACK headers; Xvfb, xdotool, imagemagick for the panel screenshot; SoundFonts and npm for the trainer)"
 missing=()
 for pkg in libasound2-dev libjack-jackd2-dev xvfb xdotool imagemagick fluid-soundfont-gm timgm6mb-soundfont; do
@@ -37,6 +40,9 @@ if ! target/midi-venv/bin/python -c "import pretty_midi" 2>/dev/null; then
     python3 -m venv target/midi-venv
     target/midi-venv/bin/pip install -q pretty_midi==0.2.11.post0 mido==1.3.3 numpy
 fi
+
+step "lint gate: cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "building"
 cargo test --workspace --locked --no-run

@@ -245,7 +245,7 @@ fn keyboard(ui: &mut egui::Ui, held: &[bool; KEYS], sounding: &[bool; KEYS]) {
     };
     let mut x = rect.left();
     let mut white_x = [0.0f32; KEYS];
-    for k in 0..KEYS {
+    for (k, left) in white_x.iter_mut().enumerate() {
         if !is_black(k) {
             let r = egui::Rect::from_min_size(
                 egui::pos2(x, rect.top()),
@@ -258,7 +258,7 @@ fn keyboard(ui: &mut egui::Ui, held: &[bool; KEYS], sounding: &[bool; KEYS]) {
                 Stroke::new(1.0, Color32::DARK_GRAY),
                 egui::StrokeKind::Inside,
             );
-            white_x[k] = x;
+            *left = x;
             x += white_w;
         }
     }

@@ -323,7 +323,7 @@ fn gain_changes_glide() {
         gain: 0.25,
         ..unity
     };
-    let mut play_with = |change_at: Option<usize>| -> Vec<f32> {
+    let play_with = |change_at: Option<usize>| -> Vec<f32> {
         let catalog = Arc::new(RwLock::new(Catalog::scan(Some(empty.path()))));
         let mut inst = Instrument::new(catalog, Arc::new(Shared::default()), rate, 256, &unity);
         for key in [48, 55, 60, 64] {

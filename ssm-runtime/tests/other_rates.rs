@@ -71,9 +71,9 @@ fn naive_render(model: &Model, roll: &Roll, sample_rate: u32, head: usize) -> Ve
             let mut next = Vec::with_capacity(l.outputs);
             for o in 0..l.outputs {
                 let mut y = l.c_bias[2 * o] as f64;
-                for q in 0..p {
+                for (q, &xq) in x.iter().enumerate().take(p) {
                     let c = (l.c[2 * (o * p + q)] as f64, l.c[2 * (o * p + q) + 1] as f64);
-                    y += mul(c, x[q]).0;
+                    y += mul(c, xq).0;
                 }
                 let skip = l.skip.as_ref().map_or(0.0, |s| {
                     (0..l.inputs)

@@ -270,7 +270,7 @@ impl PianoSsm {
         for layer in &mut self.layers {
             let b = layer.b.detach(); // (P, in, 2)
             let bias = -(b * rest.view([1, -1, 1])).sum_dim_intlist(1, false, Kind::Float);
-            let _ = layer.b_bias.copy_(&bias);
+            layer.b_bias.copy_(&bias);
             // states at zero: y = Re(C_bias)
             let y = self.activation.apply(&layer.c_bias.select(1, 0));
             rest = match &layer.skip {
@@ -279,7 +279,7 @@ impl PianoSsm {
             };
         }
         let bias = -self.head_weight.matmul(&rest) + silence;
-        let _ = self.head_bias.copy_(&bias);
+        self.head_bias.copy_(&bias);
     }
 
     /// Scales the first layer's outputs by `k` and the second layer's inputs (B and the skip)
@@ -789,8 +789,8 @@ fn limit_decay(norm: &mut Tensor, angle: &mut Tensor, min_decay: f64) {
     let new_norm = (&re * &re + &im * &im).sqrt().log();
     let new_angle = im.atan2(&re);
     let kind = norm.kind();
-    let _ = norm.copy_(&new_norm.to_kind(kind));
-    let _ = angle.copy_(&new_angle.to_kind(kind));
+    norm.copy_(&new_norm.to_kind(kind));
+    angle.copy_(&new_angle.to_kind(kind));
 }
 
 /// The activations on tensors.

@@ -26,11 +26,14 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plot: {e:?}")
 }
 
+/// One curve of the loss plot: its label, colour and (epoch, loss) points.
+type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
+
 pub fn loss_curves(path: &Path, log: &[LogRow]) -> Result<()> {
     register_font();
     let root = BitMapBackend::new(path, (800, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = vec![
+    let series: Vec<Series> = vec![
         (
             "train",
             BLUE,

@@ -37,7 +37,7 @@ pub struct Rates {
 
 impl Rates {
     pub fn new(sample_rate: u32, midi_rate: u32) -> Result<Rates> {
-        if midi_rate == 0 || sample_rate % midi_rate != 0 {
+        if midi_rate == 0 || !sample_rate.is_multiple_of(midi_rate) {
             anyhow::bail!("--midi-rate {midi_rate} must divide --sample-rate {sample_rate}");
         }
         Ok(Rates {

@@ -76,10 +76,16 @@ pub struct Library {
     /// rel1..rel88 → file.
     releases: HashMap<usize, PathBuf>,
     /// (key, layer, rate) → the note as far as decoded.
-    notes_cache: Mutex<HashMap<(u8, usize, u32), Decoded>>,
+    notes_cache: Mutex<HashMap<NoteAt, Decoded>>,
     /// (key, rate) → its release sample.
-    releases_cache: Mutex<HashMap<(u8, u32), Arc<Vec<f32>>>>,
+    releases_cache: Mutex<HashMap<(u8, u32), Samples>>,
 }
+
+/// A recorded note at one rate: (key, velocity layer, sample rate).
+type NoteAt = (u8, usize, u32);
+
+/// Decoded samples, shared between the batches that play them.
+type Samples = Arc<Vec<f32>>;
 
 /// A note resampled for one rate, and whether that is all of the recording.
 #[derive(Clone)]
