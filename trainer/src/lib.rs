@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod eval;
+pub mod grow;
 pub mod init;
 pub mod listen;
 pub mod loss;

@@ -101,7 +101,8 @@ pub struct TrainArgs {
     /// Score the validation split after every epoch.
     #[arg(long)]
     pub valid: bool,
-    /// Start from a runtime model (.safetensors) or a published checkpoint (.pth).
+    /// Start from a runtime model (.safetensors) or a published checkpoint (.pth). A smaller
+    /// model than --model is grown into it (its states first, the added ones silent).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// cpu, cuda or cuda:N (default: CUDA when available).
@@ -129,6 +130,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drive: Option<f64>,
+    /// With --weights: set the key damper's settling fade to FRAMES (`layers.0.damper_settle`;
+    /// models written before the fade exist drop the equilibrium at once, which clicks).
+    #[arg(long, value_name = "FRAMES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damper_settle: Option<u32>,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -261,6 +267,16 @@ pub fn set_threads(threads: Option<usize>) {
 }
 
 /// Loads `--weights`: a runtime model or a published `.pth` checkpoint.
+/// A fresh model's initialisation as the options ask for it.
+fn init_options(args: &TrainArgs, rates: Rates) -> InitOptions {
+    InitOptions {
+        poles: args.init,
+        sample_rate: rates.sample_rate,
+        seed: args.seed,
+        gate: args.gate,
+    }
+}
+
 pub fn load_weights(path: &Path) -> Result<Model> {
     if path.extension().is_some_and(|e| e == "pth") {
         Ok(import_pth(path, &ImportOptions::default())?)
@@ -309,6 +325,9 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if let Some(t60) = args.later_t60 {
         check_later_t60(t60)?;
     }
+    if args.weights.is_none() && (args.drive.is_some() || args.damper_settle.is_some()) {
+        bail!("--drive and --damper-settle change a trained model: give it --weights");
+    }
     if !gated_keys::is_valid_gate(args.gate) {
         bail!(
             "--gate must be in (0, {}]: released keys pass at sech²(gate)",
@@ -351,7 +370,16 @@ impl<'a> Run<'a> {
         let heads = source.heads();
         let mut net = match &args.weights {
             Some(path) => {
-                let model = load_weights(path)?;
+                let mut model = load_weights(path)?;
+                if let Some(frames) = args.damper_settle {
+                    match model.layers.first_mut().and_then(|l| l.damper.as_mut()) {
+                        Some(d) => d.settle_frames = frames,
+                        None => bail!(
+                            "--damper-settle: {} has no key damper to settle",
+                            path.display()
+                        ),
+                    }
+                }
                 if model.head_count() != heads.len() {
                     bail!(
                         "{} has {} heads; this dataset trains {} ({})",
@@ -361,17 +389,34 @@ impl<'a> Run<'a> {
                         heads.join(", ")
                     );
                 }
-                PianoSsm::from_runtime(device, &model)?
+                if model.state_sizes().iter().all(|&s| s < args.model.state()) {
+                    eprintln!(
+                        "growing {} into {}: its states come first, the added ones start silent",
+                        path.display(),
+                        args.model.label()
+                    );
+                    let fresh = PianoSsm::new(
+                        device,
+                        args.model,
+                        heads.len(),
+                        model.info.activation,
+                        init_options(args, rates),
+                    )?;
+                    let mut info = model.info.clone();
+                    info.size = args.model.label().into();
+                    let grown = crate::grow::grow(&model, fresh.to_runtime(info)?)?;
+                    PianoSsm::from_runtime(device, &grown)?
+                } else {
+                    PianoSsm::from_runtime(device, &model)?
+                }
             }
-            None => {
-                let init = InitOptions {
-                    poles: args.init,
-                    sample_rate: rates.sample_rate,
-                    seed: args.seed,
-                    gate: args.gate,
-                };
-                PianoSsm::new(device, args.model, heads.len(), args.activation.0, init)?
-            }
+            None => PianoSsm::new(
+                device,
+                args.model,
+                heads.len(),
+                args.activation.0,
+                init_options(args, rates),
+            )?,
         };
         let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
         let mut adam = Adam::new(1e-4);
@@ -393,11 +438,10 @@ impl<'a> Run<'a> {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
             let norm = normalisation(args, &*source, rates)?;
-            match (args.drive, &args.weights) {
-                (Some(k), Some(_)) if k.is_finite() && k > 0.0 => net.drive_first_tanh(k),
-                (Some(k), Some(_)) => bail!("--drive must be a positive number, not {k}"),
-                (Some(_), None) => bail!("--drive scales a trained model: give it --weights"),
-                (None, _) => {}
+            match args.drive {
+                Some(k) if k.is_finite() && k > 0.0 => net.drive_first_tanh(k),
+                Some(k) => bail!("--drive must be a positive number, not {k}"),
+                None => {}
             }
             if args.weights.is_none()
                 && matches!(args.init, PoleInit::GatedKeys | PoleInit::DampedKeys)

@@ -545,3 +545,50 @@ fn fresh_states_have_unit_gain() {
         }
     }
 }
+
+/// `--weights` with `--damper-settle` gives an older damped model (no settling fade) its fade,
+/// and `--model XL` grows an L; both are refused where they mean nothing.
+#[test]
+fn weights_take_a_settling_fade_and_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = PianoSsm::new(
+        Device::Cpu,
+        Size::L,
+        1,
+        Activation::Tanh,
+        InitOptions {
+            poles: PoleInit::DampedKeys,
+            sample_rate: 16_000,
+            seed: 1,
+            gate: gated_keys::GATE,
+        },
+    )
+    .unwrap();
+    train(&args(&dir.path().join("base"), &["--model", "L"])).unwrap();
+    let mut older = Model::load(&dir.path().join("base/model.safetensors")).unwrap();
+    older.layers = net.to_runtime(older.info.clone()).unwrap().layers;
+    older.layers[0].damper.as_mut().unwrap().settle_frames = 0;
+    let path = dir.path().join("older.safetensors");
+    older.save(&path).unwrap();
+    let weights = path.to_str().unwrap();
+    let out = dir.path().join("settled");
+    let settle = [
+        "--weights",
+        weights,
+        "--damper-settle",
+        "9",
+        "--model",
+        "XL",
+    ];
+    train(&args(&out, &settle)).unwrap();
+    let trained = Model::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(trained.layers[0].damper.as_ref().unwrap().settle_frames, 9);
+    assert_eq!(trained.state_sizes(), vec![256; 4]);
+    assert_eq!(trained.info.size, "XL");
+    let err = train(&args(&dir.path().join("no"), &["--damper-settle", "9"])).unwrap_err();
+    assert!(format!("{err:#}").contains("--weights"), "{err:#}");
+    let plain = dir.path().join("base/model.safetensors");
+    let plain = ["--weights", plain.to_str().unwrap(), "--damper-settle", "9"];
+    let err = train(&args(&dir.path().join("no2"), &plain)).unwrap_err();
+    assert!(format!("{err:#}").contains("no key damper"), "{err:#}");
+}
