@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 
 use crate::engine::Engine;
-use crate::roll::{frame_of_sample, frame_start, ChannelEvent, RollEncoder};
+use crate::roll::{frame_of_event, frame_of_sample, frame_start, ChannelEvent, RollEncoder};
 
 /// Events that can wait for their frame at once; more in one block are dropped, not
 /// allocated for.
@@ -141,7 +141,7 @@ impl Player {
             .map(|e| (e.sample_rate(), e.midi_rate()));
         while let Some(&(at, event)) = self.pending.front() {
             if let Some((sr, mr)) = rates {
-                let frame = frame_of_sample(at, sr, mr);
+                let frame = frame_of_event(at, sr, mr);
                 let frame_begins = frame_start(frame, sr, mr);
                 if frame_begins >= end {
                     break; // its frame starts in a later block

@@ -382,12 +382,33 @@ pub fn frame_of_sample(s: u64, sample_rate: u32, midi_rate: u32) -> u64 {
     (((s as u128 + 1) * midi_rate as u128 - 1) / sample_rate as u128) as u64
 }
 
+/// The frame a live event at host sample `s` belongs to: the frame holding `s`, or the next
+/// one when that starts at `s + 1`. Hosts round an event's time to a sample, and an event on
+/// a frame boundary (quantized MIDI: every beat at 120 bpm lies on a 1 ms frame boundary) can
+/// arrive one sample early; without this it would sound a whole frame early. An event inside
+/// a frame moves at most one sample.
+pub fn frame_of_event(s: u64, sample_rate: u32, midi_rate: u32) -> u64 {
+    frame_of_sample(s + 1, sample_rate, midi_rate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const C4: u8 = 60;
     const K: usize = (C4 - LOWEST_NOTE) as usize;
+
+    #[test]
+    fn an_event_a_sample_before_a_frame_belongs_to_it() {
+        // 48 samples a frame: frame 900 starts at 43200
+        assert_eq!(frame_of_event(43_199, 48_000, 1000), 900);
+        assert_eq!(frame_of_event(43_200, 48_000, 1000), 900);
+        assert_eq!(frame_of_event(43_198, 48_000, 1000), 899);
+        // 27.2 samples a frame (1764 Hz at 48 kHz): frame 3 starts at 81, frame 4 at 108
+        assert_eq!(frame_of_event(80, 48_000, 1764), 3);
+        assert_eq!(frame_of_event(106, 48_000, 1764), 3);
+        assert_eq!(frame_of_event(107, 48_000, 1764), 4);
+    }
 
     fn on(note: u8, velocity: u8) -> KeyEvent {
         KeyEvent::NoteOn { note, velocity }

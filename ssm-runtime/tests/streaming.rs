@@ -244,3 +244,52 @@ fn wildcard_channels() {
     );
     assert_eq!(encoder.roll()[60 - 21], 0);
 }
+
+/// Quantized MIDI: every event of pedal.mid lies on a 1 ms frame boundary of the 1 kHz model,
+/// and a host's tick-to-sample rounding may deliver it a sample early or late. Whichever, the
+/// player (one frame of latency) plays each event in the frame that starts at its beat: the
+/// render of the same events placed mid-frame, where no rounding can move them.
+#[test]
+fn events_a_sample_off_a_frame_boundary_keep_their_frame() {
+    let model = checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth");
+    let midi = MidiFile::load(&reference_dir().join("midi/pedal.mid")).unwrap();
+    let (rate, mr) = (48_000, model.info.midi_rate);
+    assert_eq!(mr, 1000);
+    let beats: Vec<(i64, TimedEvent)> = midi
+        .events
+        .iter()
+        .map(|e| {
+            let on_grid = (e.seconds * rate as f64).round() as i64;
+            assert_eq!(on_grid % 48, 0, "pedal.mid is quantized to 1 ms");
+            (on_grid, *e)
+        })
+        .collect();
+    let mid_frame = MidiFile {
+        events: beats
+            .iter()
+            .map(|&(s, e)| TimedEvent {
+                seconds: (s as f64 / 48.0 + 0.5) / mr as f64,
+                ..e
+            })
+            .collect(),
+        end: midi.end,
+    };
+    let roll = mid_frame.roll(mr, 1.0);
+    let expected = render_roll(&mut Engine::new(&model, rate).unwrap(), &roll, |_, _| {});
+    let latency = ssm_runtime::player::frame_latency(rate, mr);
+    for shift in [-1i64, 0, 1] {
+        let events: Vec<(u64, KeyEvent)> = beats
+            .iter()
+            .map(|&(s, e)| ((s + shift).max(0) as u64, e.event))
+            .collect();
+        let mut player = Player::new(Engine::new(&model, rate).unwrap());
+        player.set_latency(latency);
+        let out = stream(&mut player, &events, expected.len() + latency as usize, 64);
+        let worst = out[latency as usize..]
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "shift {shift}: max difference {worst}");
+    }
+}
