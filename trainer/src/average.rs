@@ -52,6 +52,9 @@ pub struct AverageArgs {
     /// Family name written into the averaged model (default: the first model's).
     #[arg(long)]
     pub family: Option<String>,
+    /// Description written into the averaged model (default: which files were averaged).
+    #[arg(long)]
+    pub description: Option<String>,
 }
 
 /// The two ways to average a pole; see the module documentation for what each does to the
@@ -99,15 +102,17 @@ pub fn run(args: &AverageArgs) -> Result<Model> {
     }
     let mut avg = mean(&models, args.poles)?;
     avg.info.family = args.family.clone().unwrap_or(avg.info.family);
-    avg.info.description = format!(
-        "weight average of {} models: {}",
-        models.len(),
-        args.models
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    avg.info.description = args.description.clone().unwrap_or_else(|| {
+        format!(
+            "weight average of {} models: {}",
+            models.len(),
+            args.models
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
     let avg = constrain(&avg, args)?;
     avg.save(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

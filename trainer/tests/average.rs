@@ -62,6 +62,7 @@ fn args(models: Vec<PathBuf>, out: PathBuf) -> AverageArgs {
         later_t60: None,
         poles: PoleMean::Stored,
         family: None,
+        description: None,
     }
 }
 
@@ -348,7 +349,10 @@ fn differing_dampers_are_refused() {
         save(dir.path(), "a.safetensors", &a),
         save(dir.path(), "same.safetensors", &same),
     ];
-    average::run(&args(ok, dir.path().join("ok.safetensors"))).unwrap();
+    let mut described = args(ok, dir.path().join("ok.safetensors"));
+    described.description = Some("credit where it is due".into());
+    let avg = average::run(&described).unwrap();
+    assert_eq!(avg.info.description, "credit where it is due");
     for (name, change) in [
         (
             "fall",

@@ -186,14 +186,16 @@ impl Library {
         Ok(lib)
     }
 
-    /// One line for a model's description.
+    /// One line for a model's description: the library's credit and which of its files were
+    /// there (the folder by name only: a model file should not carry the trainer's home).
     pub fn describe(&self) -> String {
+        let folder = self.dir.file_name().unwrap_or(self.dir.as_os_str());
         format!(
             "Salamander Grand Piano V3 by Alexander Holm, CC BY 3.0 ({} keys × {} velocity layers, {} release samples, from {})",
             self.keys.len(),
             self.layers.len(),
             self.releases.len(),
-            self.dir.display()
+            folder.to_string_lossy()
         )
     }
 
