@@ -1,5 +1,6 @@
-//! `trainer compare`: one MIDI file played by the SoundFont the synthetic set is rendered
-//! with and by a model, written as WAVs and as stacked spectrograms (the README's picture).
+//! `trainer compare`: one MIDI file played by the piano a synthetic set is rendered with (the
+//! Salamander sampler or a SoundFont) and by a model, written as WAVs and as stacked
+//! spectrograms (the README's picture).
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,7 @@ use ssm_runtime::{Engine, KeyEvent, MidiFile, Model};
 use tch::Tensor;
 
 use crate::data::performance::Performance;
-use crate::data::synth::{Instrument, SynthSource, DEFAULT_SOUNDFONT};
+use crate::data::synth::{Instrument, SynthSource};
 use crate::data::Rates;
 use crate::plots;
 
@@ -23,9 +24,10 @@ pub struct CompareArgs {
     /// Built-in model size, without --model.
     #[arg(long, default_value = ssm_runtime::builtin::DEFAULT_SIZE)]
     pub size: String,
-    /// The SoundFont of the target (the synthetic set's, FluidR3_GM, by default).
-    #[arg(long)]
-    pub soundfont: Option<PathBuf>,
+    /// The target piano, as training's --instrument: salamander, salamander:DIR or FILE.sf2
+    /// (default: Debian's FluidR3_GM).
+    #[arg(long, value_parser = Instrument::parse)]
+    pub instrument: Option<Instrument>,
     /// Only the first this many seconds.
     #[arg(long, default_value_t = 12.0)]
     pub seconds: f64,
@@ -45,18 +47,14 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let midi = MidiFile::load(&args.midi)?;
     let frames = (args.seconds * rates.midi_rate as f64) as usize;
     let perf = performance(&midi, rates.midi_rate, frames as u64);
-    let font = args
-        .soundfont
-        .clone()
-        .unwrap_or_else(|| DEFAULT_SOUNDFONT.into());
-    let target =
-        SynthSource::open(&Instrument::SoundFont(font.clone()), rates, 0)?.render(&perf, frames)?;
+    let piano = args.instrument.clone().unwrap_or_else(Instrument::fluid);
+    let target = SynthSource::open(&piano, rates, 0)?.render(&perf, frames)?;
     let mut roll = midi.roll(rates.midi_rate, 0.0);
     roll.frames.resize(frames, [0; ssm_runtime::KEYS]);
     let mut engine = Engine::new(&model, rates.sample_rate)?;
     let pred = render_roll(&mut engine, &roll, |_, _| {});
     let (target_wav, model_wav) = (
-        args.out.with_extension("soundfont.wav"),
+        args.out.with_extension("target.wav"),
         args.out.with_extension("model.wav"),
     );
     write_wav(&target_wav, &target, rates.sample_rate)?;
@@ -72,7 +70,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         args.out.display(),
         model.info.family,
         model.info.size,
-        font.display()
+        piano
     );
     println!("{}\n{}", target_wav.display(), model_wav.display());
     Ok(())
