@@ -12,9 +12,9 @@ use nice_plug_egui::{
     RepaintNotifier,
 };
 use parking_lot::RwLock;
-use ssm_runtime::KEYS;
+use ssm_runtime::{builtin, KEYS};
 
-use crate::catalog::{Catalog, SIZES};
+use crate::catalog::{Catalog, ModelSource, SIZES};
 use crate::params::{ModelSize, PianoParams};
 use crate::shared::Shared;
 
@@ -203,6 +203,13 @@ impl Panel {
             None => "No model playing".into(),
         };
         ui.label(text);
+        let builtin = family
+            .checked_sub(1)
+            .and_then(|f| catalog.find(f as usize, size))
+            .is_some_and(|e| matches!(e.source, ModelSource::Builtin(_)));
+        if builtin {
+            ui.label(RichText::new(format!("Piano-SSM Grand: {}", builtin::CREDIT)).small());
+        }
     }
 
     fn status(&self, ui: &mut egui::Ui) {

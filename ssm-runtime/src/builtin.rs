@@ -1,12 +1,16 @@
 //! The models compiled into the binaries: the "Piano-SSM Grand" family, trained by our own
-//! trainer on synthetic SoundFont-piano data (see `assets/README.md` for their provenance).
-//! The published checkpoints cannot be redistributed; these can, so every build plays out
-//! of the box.
+//! trainer on synthetic performances played by our sampler from the Salamander Grand Piano
+//! (see `assets/README.md` for their provenance). The published checkpoints cannot be
+//! redistributed; these can, so every build plays out of the box.
 
 use crate::{Model, ModelError};
 
 /// Family name of the built-in models (also written in their metadata).
 pub const FAMILY: &str = "Piano-SSM Grand";
+
+/// The credit the built-in models' licence asks for (the samples they learned from are CC BY
+/// 3.0), shown wherever they play: the panel, `piano-ssm info`, their description.
+pub const CREDIT: &str = "trained on the Salamander Grand Piano V3 by Alexander Holm (CC BY 3.0)";
 
 /// One embedded model file.
 pub struct Builtin {
@@ -28,9 +32,9 @@ pub const MODELS: &[Builtin] = &[
     },
 ];
 
-/// The size `piano-ssm render` uses without `--model`/`--size`: L, the one that scores best on
-/// the held-out set's SpectralLoss (11.66 against XL's 12.09, see `assets/README.md`) and costs
-/// half XL's CPU (the plugin starts on L too).
+/// The size `piano-ssm render` uses without `--model`/`--size`: L, which costs half XL's CPU
+/// (the plugin starts on L too); XL is a little nearer the Salamander recording (spectral
+/// distance 24.3 against 25.9, see `assets/README.md`).
 pub const DEFAULT_SIZE: &str = "L";
 
 /// The built-in model of `size` (S, L, XL).
