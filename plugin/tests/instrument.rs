@@ -52,22 +52,23 @@ const S: Settings = Settings {
 };
 
 /// Plays a MIDI file through the instrument in blocks of `block`, as a sample-accurate host
-/// does: each event on the first sample of its roll frame, floor(k · rate / 1000), which at
-/// 44.1 kHz lies a fraction of a sample before the frame's time (the frame is taken as the
-/// file renderer takes it, from the event's time in seconds).
+/// does: each event on the first sample of its roll frame at the model's `midi_rate`,
+/// floor(k · rate / midi_rate), which at 44.1 kHz lies a fraction of a sample before the
+/// frame's time (the frame is taken as the file renderer takes it, from the event's time in
+/// seconds).
 fn play(
     inst: &mut Instrument,
     settings: &Settings,
     midi: &MidiFile,
-    rate: u32,
+    (rate, midi_rate): (u32, u32),
     len: usize,
     block: usize,
 ) -> Vec<f32> {
-    let frame = |seconds: f64| (seconds * 1000.0).floor() as u64;
+    let frame = |seconds: f64| (seconds * midi_rate as f64).floor() as u64;
     let events: Vec<(u64, KeyEvent)> = midi
         .events
         .iter()
-        .map(|e| (frame_start(frame(e.seconds), rate, 1000), e.event))
+        .map(|e| (frame_start(frame(e.seconds), rate, midi_rate), e.event))
         .collect();
     let mut out = vec![0.0f32; len];
     let mut next = 0;
@@ -101,7 +102,14 @@ fn plays_what_the_file_renderer_plays() {
     let expected = render_roll(&mut engine, &roll, |_, _| {});
     let latency = inst.latency() as usize;
     assert_eq!(latency, 48, "one 1 ms frame at 48 kHz");
-    let out = play(&mut inst, &S, &midi, rate, expected.len() + latency, 512);
+    let out = play(
+        &mut inst,
+        &S,
+        &midi,
+        (rate, model.info.midi_rate),
+        expected.len() + latency,
+        512,
+    );
     assert!(out[..latency].iter().all(|&v| v == 0.0));
     let worst = out[latency..]
         .iter()
@@ -287,7 +295,7 @@ fn the_built_in_model_plays_without_any_file() {
         &mut inst,
         &settings,
         &midi,
-        rate,
+        (rate, model.info.midi_rate),
         expected.len() + latency,
         256,
     );
