@@ -120,20 +120,22 @@ pub struct SsmLayer {
 }
 
 /// The first layer's key damper: a state tagged with a key plays a second pole while that
-/// key's roll value is 0, as a felt damper stops a string when its key is up. When the key's
-/// value falls to 0 the state keeps its deviation from equilibrium (the vibration) and moves
-/// to the damped equilibrium at once: `x ← x − x*_sounding + x*_damped`, with `x* = −w/λ` for
-/// the layer input `w = B u + B_bias` before and after the change. Without that rule the
-/// equilibrium the held key drove the state to would ring out as a second strike. The damper
-/// falls over `fall_frames` frames: sample by sample the pole moves linearly from the sounding
+/// key's roll value is 0, as a felt damper stops a string when its key is up. A released key
+/// never strikes: where keys fall to 0, *every* state of the layer keeps its deviation from
+/// equilibrium (the vibration) and moves at once from the equilibrium it held to that of the
+/// keys still down, each at the pole the state rests at before and after (the damped one while
+/// its key is up): `x ← x + x*_after(w_kept) − x*_before(w_before)`, `x* = −w/λ`,
+/// `w = B u + B_bias` for the previous frame's keys and for those of them still down. Without
+/// that rule the layer would answer the key-up edge as it answers the key-down edge, and every
+/// state a key drives would ring out a second, negated strike. The damper falls over `fall_frames` frames: sample by sample the pole moves linearly from the sounding
 /// pole to the damped one (`λ_n = λ + (λ_d − λ)·n/R`, `R` the fall in samples), and the input
 /// gain with it (`g_n = g + (g_d − g)·n/R`), so a released string fades in without the kink
 /// an instant switch puts into its waveform (heard as a click).
 ///
-/// The equilibrium the state leaves is not dropped from the output at once: it moves to an
+/// The equilibrium a state leaves is not dropped from the output at once: it moves to an
 /// **offset** that the output reads beside the state (`Re C (x + o)`) and that fades out along
-/// a critically damped curve, `o_n = Δ·(ρⁿ + n(1 − ρ)ρⁿ⁻¹)` with `Δ = x*_sounding − x*_damped`,
-/// `ρ = exp(−1/(settle_frames·frame))` per sample, `n` counted from the fall's first sample.
+/// a critically damped curve, `o_n = Δ·(ρⁿ + n(1 − ρ)ρⁿ⁻¹)` with `Δ` minus the state's jump,
+/// `ρ = exp(−1/(settle_frames·frame))` per sample, `n` counted from the change's first sample.
 /// Once a trained layer's output holds a visible part of the equilibrium, dropping it in one
 /// sample is a step in the output, heard as a click at every release; the fade starts flat
 /// and ends flat, so the step becomes a slope falling 18 dB per octave. The fade is cut where
@@ -179,23 +181,23 @@ impl Damper {
         }
     }
 
-    /// The settling fade of `settle_frames` sample by sample, for `frame` samples per MIDI frame: `o_n / Δ` for
-    /// n = 0 up to where it falls below [`SETTLE_FLOOR`]; empty when the damper does not settle.
-    /// Computed by the recurrence the engine runs (`z₂ ← ρ z₂ + (1 − ρ) z₁`, `z₁ ← ρ z₁`), so
-    /// the trainer's table and the engine's states agree to rounding.
-    pub fn settle_fade(settle_frames: u32, frame: f64) -> Vec<f64> {
-        if settle_frames == 0 {
-            return Vec::new();
-        }
+    /// The settling fade of `settle_frames` sample by sample, for `frame` samples per MIDI
+    /// frame: `o_n / Δ` for n = 0 up to where it falls below [`SETTLE_FLOOR`]; nothing when the
+    /// damper does not settle. Computed by the recurrence the engine runs (`z₂ ← ρ z₂ +
+    /// (1 − ρ) z₁`, `z₁ ← ρ z₁`), so the trainer's table and the engine's states agree to
+    /// rounding; the engine only counts it.
+    pub fn settle_fade(settle_frames: u32, frame: f64) -> impl Iterator<Item = f64> {
         let rho = Damper::settle_pole(settle_frames, frame);
-        let (mut drive, mut visible) = (1.0, 1.0);
-        let mut fade = Vec::new();
-        while visible >= SETTLE_FLOOR {
-            fade.push(visible);
-            visible = rho * visible + (1.0 - rho) * drive;
-            drive *= rho;
-        }
-        fade
+        let start = if settle_frames == 0 {
+            (0.0, 0.0)
+        } else {
+            (1.0, 1.0)
+        };
+        std::iter::successors(Some(start), move |&(drive, visible)| {
+            Some((drive * rho, rho * visible + (1.0 - rho) * drive))
+        })
+        .map(|(_, visible)| visible)
+        .take_while(|&visible| visible >= SETTLE_FLOOR)
     }
 
     /// The settling fade's per-sample pole for `settle_frames` frames of `frame` samples.

@@ -482,8 +482,8 @@ pub mod gated_keys {
 /// decays in [`DAMPED_T60`] (or half the held decay, if that is shorter), reached over the
 /// damper's fall of [`FALL_FRAMES`]: released, the partial fades smoothly, and the damper's
 /// rule (every state keeps its vibration, not its equilibrium) keeps the release from striking
-/// it again, and the equilibrium fades out of the output over [`SETTLE_FRAMES`]. No gate: the tanh works in its
-/// linear range at every velocity, so dynamics start linear.
+/// it again, and the equilibrium fades out of the output over [`SETTLE_FRAMES`]. No gate: the
+/// tanh works in its linear range at every velocity, so dynamics start linear.
 /// Layers 2–4 and the heads as in [`gated_keys`].
 pub mod damped_keys {
     use super::gated_keys::{behind, empty_layer, overtones, set_b, set_c, set_pole, RING};

@@ -410,12 +410,7 @@ impl Layer {
         let device = roll.device();
         let kind = self.norm.kind();
         let keys = roll.permute([1, 0, 2]); // (88, B, F)
-                                            // w_f = B u_f + B_bias, (P, B, F)
-        let w = |part: i64| {
-            channel_matmul(&self.b.select(2, part), &keys)
-                + self.b_bias.select(1, part).view([-1, 1, 1])
-        };
-        let w_now = Cx::new(w(0), w(1));
+        let w_now = self.key_input(&keys);
         let schedules = FallSchedules::new(&self.norm, &self.angle, damper, hold, s, kind);
         // each state's schedule per frame; untagged states always sound
         let phase = fall_phases(roll, damper.fall_frames).to_device(device); // (88, B, F)
@@ -428,9 +423,9 @@ impl Layer {
             .index_select(0, &Tensor::from_slice(&tagged).to_device(device))
             .masked_fill(&untagged, 0); // (P, B, F)
         let (pow, gain) = schedules.pick(&phase);
-        let jump = self.release_jump(&schedules, &w_now, roll, &phase, &untagged);
+        let jump = self.release_jump(&schedules, &w_now, &keys, &phase, &untagged);
         let zero = Tensor::zeros([self.state, batch, 1], (kind, device));
-        let shift = |t: &Tensor| Tensor::cat(&[&zero, &t.narrow(2, 0, frames - 1)], 2);
+        let shift = |t: &Tensor| previous(t, &zero);
         let w = Cx::new(w_now.re.unsqueeze(3), w_now.im.unsqueeze(3));
         // frame ends: X_f = A_f (X_{f−1} + jump_f) + c_f
         let last = |t: &Tensor| t.select(3, hold - 1);
@@ -450,7 +445,7 @@ impl Layer {
         let y = channel_matmul(&c, &Tensor::cat(&[x_re, x_im], 0))
             + self.c_bias.select(1, 0).view([-1, 1, 1]);
         // the output lets go of the equilibria the jumps left, along the settling fade
-        let fade = Damper::settle_fade(damper.settle_frames, hold as f64);
+        let fade: Vec<f64> = Damper::settle_fade(damper.settle_frames, hold as f64).collect();
         if fade.is_empty() {
             return y;
         }
@@ -462,30 +457,22 @@ impl Layer {
     /// each state keeps its deviation from equilibrium and moves from the equilibrium of the
     /// previous frame's keys at its previous resting pole to that of the keys still down at
     /// its new one (the engine's rule; zero where no key is released and no damper moves).
-    /// `w_now` is the layer input per frame, `phase` each state's schedule, `untagged` (P, 1,
-    /// 1) marks the states no key damps.
+    /// `w_now` is the layer input per frame for `keys` (88, B, F), `phase` each state's
+    /// schedule, `untagged` (P, 1, 1) marks the states no key damps. Each frame's predecessor
+    /// is read with [`previous`]; the one before the first is silence.
     fn release_jump(
         &self,
         schedules: &FallSchedules,
         w_now: &Cx,
-        roll: &Tensor,
+        keys: &Tensor,
         phase: &Tensor,
         untagged: &Tensor,
     ) -> Cx {
-        let frames = roll.size()[2];
-        let keys = roll.permute([1, 0, 2]); // (88, B, F)
         let bias = |part: i64| self.b_bias.select(1, part).view([-1, 1, 1]);
-        // each frame's predecessor; the one before the first is silence
-        let before = |t: &Tensor, silence: &Tensor| {
-            let first = silence.expand_as(&t.narrow(2, 0, 1));
-            Tensor::cat(&[&first, &t.narrow(2, 0, frames - 1)], 2)
-        };
-        let w_before = Cx::new(before(&w_now.re, &bias(0)), before(&w_now.im, &bias(1)));
+        let w_before = Cx::new(previous(&w_now.re, &bias(0)), previous(&w_now.im, &bias(1)));
         // the previous frame's keys that stay down
-        let held_keys = before(&keys, &keys.zeros_like().narrow(2, 0, 1));
-        let kept_keys = held_keys * keys.gt(0.0).to_kind(keys.kind());
-        let w_kept = |part: i64| channel_matmul(&self.b.select(2, part), &kept_keys) + bias(part);
-        let w_kept = Cx::new(w_kept(0), w_kept(1));
+        let held_keys = previous(keys, &keys.zeros_like().narrow(2, 0, 1));
+        let w_kept = self.key_input(&(held_keys * keys.gt(0.0).to_kind(keys.kind())));
         // −1/λ of the pole each state rests at: sounding in phase 0, damped otherwise; in
         // silence a tagged state is damped
         let (up, down) = (&schedules.sounding_inverse, &schedules.damped_inverse);
@@ -497,12 +484,21 @@ impl Layer {
         );
         let tagged = untagged.logical_not();
         let rest_before = Cx::new(
-            before(&rest_now.re, &rest(&up.re, &down.re, &tagged)),
-            before(&rest_now.im, &rest(&up.im, &down.im, &tagged)),
+            previous(&rest_now.re, &rest(&up.re, &down.re, &tagged)),
+            previous(&rest_now.im, &rest(&up.im, &down.im, &tagged)),
         );
         let after = rest_now.mul(&w_kept);
         let held = rest_before.mul(&w_before);
         Cx::new(after.re - held.re, after.im - held.im)
+    }
+
+    /// The first layer's input `w = B u + B_bias` for key frames `keys` (88, B, F): (P, B, F).
+    fn key_input(&self, keys: &Tensor) -> Cx {
+        let w = |part: i64| {
+            channel_matmul(&self.b.select(2, part), keys)
+                + self.b_bias.select(1, part).view([-1, 1, 1])
+        };
+        Cx::new(w(0), w(1))
     }
     /// y = Re(C x + C_bias) for input u: (in, B, L) → (out, B, L).
     fn forward(&self, u: &Tensor, kernel: &Kernel, n_fft: i64) -> Tensor {
@@ -533,6 +529,14 @@ impl Layer {
         let y = y.fft_irfft(n_fft, -1, "backward").narrow(2, 0, len);
         y + self.c_bias.select(1, 0).view([-1, 1, 1])
     }
+}
+
+/// Each frame's predecessor along dimension 2 of `t`, `first` (broadcast to one frame)
+/// before the first.
+fn previous(t: &Tensor, first: &Tensor) -> Tensor {
+    let frames = t.size()[2];
+    let first = first.expand_as(&t.narrow(2, 0, 1));
+    Tensor::cat(&[&first, &t.narrow(2, 0, frames - 1)], 2)
 }
 
 /// `left` (out, B, F), each frame's value read from the frame's first sample on along the

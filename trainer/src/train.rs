@@ -266,7 +266,6 @@ pub fn set_threads(threads: Option<usize>) {
     tch::set_num_threads(cores.max(1) as i32);
 }
 
-/// Loads `--weights`: a runtime model or a published `.pth` checkpoint.
 /// A fresh model's initialisation as the options ask for it.
 fn init_options(args: &TrainArgs, rates: Rates) -> InitOptions {
     InitOptions {
@@ -277,6 +276,56 @@ fn init_options(args: &TrainArgs, rates: Rates) -> InitOptions {
     }
 }
 
+/// `--weights` as the network training starts from: `--damper-settle` applied, and grown into
+/// `--model` when that is larger (its states first, the added ones silent).
+fn start_from_weights(
+    path: &Path,
+    args: &TrainArgs,
+    rates: Rates,
+    device: Device,
+    heads: &[String],
+) -> Result<PianoSsm> {
+    let mut model = load_weights(path)?;
+    if let Some(frames) = args.damper_settle {
+        match model.layers.first_mut().and_then(|l| l.damper.as_mut()) {
+            Some(d) => d.settle_frames = frames,
+            None => bail!(
+                "--damper-settle: {} has no key damper to settle",
+                path.display()
+            ),
+        }
+    }
+    if model.head_count() != heads.len() {
+        bail!(
+            "{} has {} heads; this dataset trains {} ({})",
+            path.display(),
+            model.head_count(),
+            heads.len(),
+            heads.join(", ")
+        );
+    }
+    if !model.state_sizes().iter().all(|&s| s < args.model.state()) {
+        return PianoSsm::from_runtime(device, &model);
+    }
+    eprintln!(
+        "growing {} into {}: its states come first, the added ones start silent",
+        path.display(),
+        args.model.label()
+    );
+    let fresh = PianoSsm::new(
+        device,
+        args.model,
+        heads.len(),
+        model.info.activation,
+        init_options(args, rates),
+    )?;
+    let mut info = model.info.clone();
+    info.size = args.model.label().into();
+    let grown = crate::grow::grow(&model, fresh.to_runtime(info)?)?;
+    PianoSsm::from_runtime(device, &grown)
+}
+
+/// Loads `--weights`: a runtime model or a published `.pth` checkpoint.
 pub fn load_weights(path: &Path) -> Result<Model> {
     if path.extension().is_some_and(|e| e == "pth") {
         Ok(import_pth(path, &ImportOptions::default())?)
@@ -328,6 +377,9 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if args.weights.is_none() && (args.drive.is_some() || args.damper_settle.is_some()) {
         bail!("--drive and --damper-settle change a trained model: give it --weights");
     }
+    if let Some(k) = args.drive.filter(|k| !(k.is_finite() && *k > 0.0)) {
+        bail!("--drive must be a positive number, not {k}");
+    }
     if !gated_keys::is_valid_gate(args.gate) {
         bail!(
             "--gate must be in (0, {}]: released keys pass at sech²(gate)",
@@ -369,47 +421,7 @@ impl<'a> Run<'a> {
     ) -> Result<Run<'a>> {
         let heads = source.heads();
         let mut net = match &args.weights {
-            Some(path) => {
-                let mut model = load_weights(path)?;
-                if let Some(frames) = args.damper_settle {
-                    match model.layers.first_mut().and_then(|l| l.damper.as_mut()) {
-                        Some(d) => d.settle_frames = frames,
-                        None => bail!(
-                            "--damper-settle: {} has no key damper to settle",
-                            path.display()
-                        ),
-                    }
-                }
-                if model.head_count() != heads.len() {
-                    bail!(
-                        "{} has {} heads; this dataset trains {} ({})",
-                        path.display(),
-                        model.head_count(),
-                        heads.len(),
-                        heads.join(", ")
-                    );
-                }
-                if model.state_sizes().iter().all(|&s| s < args.model.state()) {
-                    eprintln!(
-                        "growing {} into {}: its states come first, the added ones start silent",
-                        path.display(),
-                        args.model.label()
-                    );
-                    let fresh = PianoSsm::new(
-                        device,
-                        args.model,
-                        heads.len(),
-                        model.info.activation,
-                        init_options(args, rates),
-                    )?;
-                    let mut info = model.info.clone();
-                    info.size = args.model.label().into();
-                    let grown = crate::grow::grow(&model, fresh.to_runtime(info)?)?;
-                    PianoSsm::from_runtime(device, &grown)?
-                } else {
-                    PianoSsm::from_runtime(device, &model)?
-                }
-            }
+            Some(path) => start_from_weights(path, args, rates, device, &heads)?,
             None => PianoSsm::new(
                 device,
                 args.model,
@@ -438,10 +450,8 @@ impl<'a> Run<'a> {
                 eprintln!("no checkpoint at {}: starting from scratch", ckpt.display());
             }
             let norm = normalisation(args, &*source, rates)?;
-            match args.drive {
-                Some(k) if k.is_finite() && k > 0.0 => net.drive_first_tanh(k),
-                Some(k) => bail!("--drive must be a positive number, not {k}"),
-                None => {}
+            if let Some(k) = args.drive {
+                net.drive_first_tanh(k);
             }
             if args.weights.is_none()
                 && matches!(args.init, PoleInit::GatedKeys | PoleInit::DampedKeys)

@@ -5,41 +5,17 @@ use std::path::{Path, PathBuf};
 
 use ssm_runtime::model::stable_pole;
 use ssm_runtime::soundcheck::{ModelRenderer, Renderer};
-use ssm_runtime::{Activation, Model, ModelInfo};
+use ssm_runtime::Model;
 use tch::Device;
 use trainer::average::{self, AverageArgs, PoleMean};
-use trainer::init::gated_keys;
-use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::model::{PianoSsm, PoleInit, Size};
 
-const RATE: u32 = 16_000;
+mod common;
+
+use common::RATE;
 
 fn fresh(size: Size, seed: u64) -> Model {
-    let net = PianoSsm::new(
-        Device::Cpu,
-        size,
-        1,
-        Activation::Tanh,
-        InitOptions {
-            poles: PoleInit::GatedKeys,
-            sample_rate: RATE,
-            seed,
-            gate: gated_keys::GATE,
-        },
-    )
-    .unwrap();
-    net.to_runtime(ModelInfo {
-        family: "test".into(),
-        size: size.label().into(),
-        activation: Activation::Tanh,
-        train_rate: RATE,
-        midi_rate: 1_000,
-        norm_mean: 0.0,
-        norm_std: 0.05,
-        heads: vec!["only".into()],
-        head_kind: None,
-        description: String::new(),
-    })
-    .unwrap()
+    common::fresh_model(size, PoleInit::GatedKeys, seed, 0.05)
 }
 
 /// The continuous-time pole the forward uses (stability rule: real part negative).

@@ -4,40 +4,17 @@
 use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::Roll;
-use ssm_runtime::{Activation, Engine, KeyFrame, ModelInfo, KEYS};
+use ssm_runtime::{Engine, KeyFrame, KEYS};
 use tch::{Device, Kind, Tensor};
 use trainer::grow::grow;
-use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::model::{PianoSsm, PoleInit, Size};
 
-const RATE: u32 = 16_000;
+mod common;
+
+use common::RATE;
 
 fn fresh(size: Size, seed: u64) -> Model {
-    let net = PianoSsm::new(
-        Device::Cpu,
-        size,
-        1,
-        Activation::Tanh,
-        InitOptions {
-            poles: PoleInit::DampedKeys,
-            sample_rate: RATE,
-            seed,
-            gate: 3.0,
-        },
-    )
-    .unwrap();
-    net.to_runtime(ModelInfo {
-        family: "test".into(),
-        size: size.label().into(),
-        activation: Activation::Tanh,
-        train_rate: RATE,
-        midi_rate: 1_000,
-        norm_mean: 0.0,
-        norm_std: 1.0,
-        heads: vec!["only".into()],
-        head_kind: None,
-        description: String::new(),
-    })
-    .unwrap()
+    common::fresh_model(size, PoleInit::DampedKeys, seed, 1.0)
 }
 
 /// A chord with a release while other keys ring, a re-strike, silence after.

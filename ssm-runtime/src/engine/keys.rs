@@ -123,23 +123,16 @@ impl KeyInput {
     /// states (into the fading offsets), the dampers of released keys fall and those of
     /// struck keys lift, and the input becomes the new keys'.
     pub(super) fn set_keys(&mut self, before: &KeyFrame, keys: &KeyFrame, rec: &mut Recurrence) {
-        let released = |k: usize| before[k] > 0 && keys[k] == 0;
         let repoled = |k: usize| (before[k] > 0) != (keys[k] > 0);
-        if self.damped && ((0..KEYS).any(released) || self.dampers.iter().any(|d| repoled(d.key))) {
+        if self.damped
+            && ((0..KEYS).any(|k| released(before, keys, k))
+                || self.dampers.iter().any(|d| repoled(d.key)))
+        {
             self.move_equilibria(before, keys, rec);
         }
         self.sounding.copy_from_slice(&self.bias);
-        let p2 = 2 * self.p;
-        for (k, &v) in keys.iter().enumerate() {
-            if v > 0 {
-                // the roll's value over 127, as the training pipeline divides it (sums of
-                // overlapping notes go past 1)
-                let scale = v as f64 / 127.0;
-                let col = &self.cols[k * p2..(k + 1) * p2];
-                for (s, c) in self.sounding.iter_mut().zip(col) {
-                    *s += scale * c;
-                }
-            }
+        for (k, &v) in keys.iter().enumerate().filter(|(_, &v)| v > 0) {
+            add_key(&mut self.sounding, &self.cols, k, v as f64);
         }
         self.u.copy_from_slice(&self.sounding);
         let p = self.p;
@@ -173,12 +166,8 @@ impl KeyInput {
     fn move_equilibria(&mut self, before: &KeyFrame, keys: &KeyFrame, rec: &mut Recurrence) {
         let p = self.p;
         self.kept.copy_from_slice(&self.sounding);
-        for k in (0..KEYS).filter(|&k| before[k] > 0 && keys[k] == 0) {
-            let scale = before[k] as f64 / 127.0;
-            let col = &self.cols[k * 2 * p..(k + 1) * 2 * p];
-            for (s, c) in self.kept.iter_mut().zip(col) {
-                *s -= scale * c;
-            }
+        for k in (0..KEYS).filter(|&k| released(before, keys, k)) {
+            add_key(&mut self.kept, &self.cols, k, -(before[k] as f64));
         }
         let at = |v: &[f64], q: usize| Complex64::new(v[q], v[p + q]);
         for q in 0..p {
@@ -245,6 +234,21 @@ impl KeyInput {
     }
 }
 
+/// Whether key `k` goes from sounding in `before` to silent in `keys`.
+fn released(before: &KeyFrame, keys: &KeyFrame, k: usize) -> bool {
+    before[k] > 0 && keys[k] == 0
+}
+
+/// Adds key `k`'s column of `cols` (2P values each) for roll value `value` to `input`: the
+/// value over 127, as the training pipeline divides it (sums of overlapping notes go past 1).
+fn add_key(input: &mut [f64], cols: &[f64], k: usize, value: f64) {
+    let width = input.len();
+    let scale = value / 127.0;
+    for (s, c) in input.iter_mut().zip(&cols[k * width..(k + 1) * width]) {
+        *s += scale * c;
+    }
+}
+
 impl DampedState {
     /// The tagged states of `layer`'s damper, discretised for `step` with a fall of `fall`
     /// samples; `lam`/`g` are the sounding ones.
@@ -299,7 +303,7 @@ impl Settling {
     fn new(damper: &Damper, frame: f64, p: usize) -> Settling {
         Settling {
             pole: Damper::settle_pole(damper.settle_frames, frame),
-            len: Damper::settle_fade(damper.settle_frames, frame).len() as u32,
+            len: Damper::settle_fade(damper.settle_frames, frame).count() as u32,
             left: 0,
             offset: vec![0.0; 2 * p],
             drive: vec![0.0; 2 * p],
