@@ -250,6 +250,7 @@ fn assemble(
                 .clone(),
             skip,
             damper: None,
+            velocity_exponent: None,
         });
         inputs = outputs;
     }

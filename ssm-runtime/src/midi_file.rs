@@ -23,7 +23,7 @@ use std::path::Path;
 use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
 
 use crate::error::MidiError;
-use crate::roll::{KeyEvent, Roll, RollEncoder};
+use crate::roll::{KeyEvent, KeyFrame, Roll, RollEncoder};
 
 /// General MIDI percussion channel (10, zero-based 9): drum hits are not piano keys.
 const PERCUSSION_CHANNEL: u8 = 9;
@@ -90,31 +90,76 @@ impl MidiFile {
         self.end
     }
 
-    /// The piano roll at `midi_rate`: `floor(end · midi_rate)` frames plus `tail_seconds`.
+    /// How many frames the roll at `midi_rate` lasts: `floor(end · midi_rate)` plus
+    /// `tail_seconds`.
+    pub fn frame_count(&self, midi_rate: u32, tail_seconds: f64) -> u64 {
+        frame_of(self.end, midi_rate) + (tail_seconds.max(0.0) * midi_rate as f64).round() as u64
+    }
+
+    /// The piano roll at `midi_rate` (see [`MidiFile::frames`]), in memory.
     pub fn roll(&self, midi_rate: u32, tail_seconds: f64) -> Roll {
-        let frame_of = |seconds: f64| (seconds * midi_rate as f64).floor().max(0.0) as u64;
-        let total = frame_of(self.end) + (tail_seconds.max(0.0) * midi_rate as f64).round() as u64;
+        Roll {
+            midi_rate,
+            frames: self.frames(midi_rate, tail_seconds).collect(),
+        }
+    }
+
+    /// The roll's frames one after another, [`MidiFile::frame_count`] of them: a render
+    /// streams them instead of holding 88 bytes a frame for the whole piece.
+    pub fn frames(&self, midi_rate: u32, tail_seconds: f64) -> Frames<'_> {
         let instruments = self.events.iter().map(|e| e.instrument as usize + 1).max();
-        let mut encoder = RollEncoder::with_instruments(instruments.unwrap_or(1));
-        let mut frames = Vec::with_capacity(total as usize);
-        for e in &self.events {
-            let f = frame_of(e.seconds);
-            if f >= total {
+        Frames {
+            events: &self.events,
+            next: 0,
+            encoder: RollEncoder::with_instruments(instruments.unwrap_or(1)),
+            frame: 0,
+            total: self.frame_count(midi_rate, tail_seconds),
+            midi_rate,
+        }
+    }
+}
+
+/// The frame an event at `seconds` falls in, as pretty_midi's roll puts it.
+fn frame_of(seconds: f64, midi_rate: u32) -> u64 {
+    (seconds * midi_rate as f64).floor().max(0.0) as u64
+}
+
+/// The frames of a [`MidiFile`]'s roll, encoded as they are asked for.
+pub struct Frames<'a> {
+    events: &'a [TimedEvent],
+    /// the first event not yet applied
+    next: usize,
+    encoder: RollEncoder,
+    /// the frame the next call returns
+    frame: u64,
+    total: u64,
+    midi_rate: u32,
+}
+
+impl Iterator for Frames<'_> {
+    type Item = KeyFrame;
+
+    fn next(&mut self) -> Option<KeyFrame> {
+        if self.frame >= self.total {
+            return None;
+        }
+        self.encoder.advance_to(self.frame);
+        // the events of this frame (every earlier frame is complete)
+        while let Some(e) = self.events.get(self.next) {
+            if frame_of(e.seconds, self.midi_rate) > self.frame {
                 break;
             }
-            // every frame before this event's frame is complete
-            while (frames.len() as u64) < f {
-                encoder.advance_to(frames.len() as u64);
-                frames.push(encoder.roll());
-            }
-            encoder.advance_to(f);
-            encoder.apply_on(e.instrument as usize, e.event, e.tick);
+            self.encoder
+                .apply_on(e.instrument as usize, e.event, e.tick);
+            self.next += 1;
         }
-        while (frames.len() as u64) < total {
-            encoder.advance_to(frames.len() as u64);
-            frames.push(encoder.roll());
-        }
-        Roll { midi_rate, frames }
+        self.frame += 1;
+        Some(self.encoder.roll())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.total - self.frame) as usize;
+        (left, Some(left))
     }
 }
 

@@ -15,9 +15,11 @@
 //! `layers.0.damper_norm`, `layers.0.damper_angle` (P): the pole a tagged state plays while its
 //! key is silent, `layers.0.damper_fall` (1): how many frames the damper takes to fall, and
 //! `layers.0.damper_settle` (1, optional, 0 when absent): the time constant in frames over
-//! which the held equilibrium fades out of the output after a fall. Files without a damper
-//! are written as version 1, so every earlier build reads them (the published checkpoints
-//! import that way).
+//! which the held equilibrium fades out of the output after a fall. Version 2 also adds
+//! `layers.0.velocity_exponent` (1, optional, 1 when absent): the first layer reads a key's
+//! roll value `v` as `(v/127)^e` instead of `v/127` (see [`SsmLayer::velocity_exponent`]).
+//! Files without a damper or an exponent are written as version 1, so every earlier build
+//! reads them (the published checkpoints import that way).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -117,7 +119,16 @@ pub struct SsmLayer {
     pub skip: Option<Vec<f32>>,
     /// the key damper, on the first layer only (format version 2)
     pub damper: Option<Damper>,
+    /// On the first layer only (format version 2): the layer reads a key's roll value `v` as
+    /// `(v/127)^e`; `None` reads `v/127`, as the published checkpoints were trained. Why: a
+    /// layer linear in `v/127` plays velocity 20 only 16 dB below 120 (less once the tanh
+    /// compresses), while a grand's soft notes lie about 30 dB below its loud ones (the
+    /// training sampler's curve is `40·log10(v/127)` dB, an exponent of 2 in amplitude).
+    pub velocity_exponent: Option<f32>,
 }
+
+/// The range a first layer's velocity exponent may take.
+pub const VELOCITY_EXPONENTS: std::ops::RangeInclusive<f32> = 0.25..=4.0;
 
 /// The first layer's key damper: a state tagged with a key plays a second pole while that
 /// key's roll value is 0, as a felt damper stops a string when its key is up. A released key
@@ -342,6 +353,9 @@ impl Model {
                 entries.push(("damper_norm", vec![p], &d.norm));
                 entries.push(("damper_angle", vec![p], &d.angle));
             }
+            if let Some(e) = &l.velocity_exponent {
+                entries.push(("velocity_exponent", vec![1], std::slice::from_ref(e)));
+            }
             for (name, shape, data) in entries {
                 tensors.insert(format!("layers.{i}.{name}"), (shape, data));
             }
@@ -476,6 +490,23 @@ impl Model {
                 }
                 (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("damper_key"))),
             }
+            match (l.velocity_exponent, i) {
+                (None, _) => {}
+                (Some(e), 0) if VELOCITY_EXPONENTS.contains(&e) => {}
+                (Some(e), 0) => {
+                    return Err(ModelError::BadValue {
+                        name: name("velocity_exponent"),
+                        reason: format!(
+                            "{e} is outside {}..={}",
+                            VELOCITY_EXPONENTS.start(),
+                            VELOCITY_EXPONENTS.end()
+                        ),
+                    })
+                }
+                (Some(_), _) => {
+                    return Err(ModelError::UnexpectedTensor(name("velocity_exponent")))
+                }
+            }
             check_norms(&name("norm"), &l.norm)?;
         }
         let heads = self.info.heads.len();
@@ -489,8 +520,11 @@ impl Model {
         let i = &self.info;
         let mut m = HashMap::new();
         m.insert("format".into(), FORMAT_NAME.into());
-        let damped = self.layers.iter().any(|l| l.damper.is_some());
-        let version = if damped {
+        let needs_v2 = self
+            .layers
+            .iter()
+            .any(|l| l.damper.is_some() || l.velocity_exponent.is_some());
+        let version = if needs_v2 {
             FORMAT_VERSION
         } else {
             PLAIN_FORMAT_VERSION
@@ -789,6 +823,10 @@ impl TensorReader<'_, '_> {
             } else {
                 None
             },
+            velocity_exponent: match self.0.tensor("layers.0.velocity_exponent") {
+                Ok(_) if i == 0 => Some(t("velocity_exponent", &[1])?[0]),
+                _ => None,
+            },
         })
     }
 
@@ -809,6 +847,7 @@ impl TensorReader<'_, '_> {
                                         | "damper_angle"
                                         | "damper_fall"
                                         | "damper_settle"
+                                        | "velocity_exponent"
                                 ))
                     })
                 }),

@@ -39,6 +39,7 @@ pub fn grow(small: &Model, fresh: Model) -> Result<Model> {
         }
         b.c_bias.copy_from_slice(&s.c_bias);
         b.skip.clone_from(&s.skip);
+        b.velocity_exponent = s.velocity_exponent;
         b.damper = match (&s.damper, b.damper.take()) {
             // without a damper a release strikes: keep the small model's behaviour
             (None, _) => None,

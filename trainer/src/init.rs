@@ -137,6 +137,7 @@ fn random_layer(
         c_bias: vec![0.0; outputs * 2],
         skip: None,
         damper: None,
+        velocity_exponent: None,
     }
 }
 
@@ -451,6 +452,7 @@ pub mod gated_keys {
             c_bias: vec![0.0; outputs * 2],
             skip: None,
             damper: None,
+            velocity_exponent: None,
         }
     }
 

@@ -94,6 +94,9 @@ pub struct PianoSsm {
     /// (H)
     head_bias: Tensor,
     pub activation: Activation,
+    /// the first layer reads a roll value `u = v/127` as `u^e` (fixed, not trained; see
+    /// `ssm_runtime::model::SsmLayer::velocity_exponent`)
+    pub velocity_exponent: Option<f32>,
 }
 
 /// `--later-t60` as `train` and `average` accept it: a positive, finite number of seconds.
@@ -159,7 +162,7 @@ impl PianoSsm {
 
     fn from_parts(
         device: Device,
-        layers: &[SsmLayer],
+        layers_in: &[SsmLayer],
         head_w: &[f32],
         head_b: &[f32],
         heads: usize,
@@ -171,7 +174,7 @@ impl PianoSsm {
             let t = Tensor::from_slice(data).reshape(shape).to_device(device);
             path.var_copy(name, &t)
         };
-        let layers = layers
+        let layers = layers_in
             .iter()
             .enumerate()
             .map(|(i, l)| {
@@ -210,6 +213,7 @@ impl PianoSsm {
             head_weight,
             head_bias,
             activation,
+            velocity_exponent: layers_in.first().and_then(|l| l.velocity_exponent),
         }
     }
 
@@ -224,6 +228,14 @@ impl PianoSsm {
     /// Inside, activations are channel-first (C, B, L): every weight product is then one plain
     /// 2-D matrix product over all items and frequencies, and per-state slices are contiguous.
     pub fn forward(&self, roll: &Tensor, heads: &Tensor, hold: i64, step: f64) -> Tensor {
+        let touched;
+        let roll = match self.velocity_exponent {
+            Some(e) => {
+                touched = touch(roll, e);
+                &touched
+            }
+            None => roll,
+        };
         let u = roll
             .permute([1, 0, 2])
             .repeat_interleave_self_int(hold, Some(2), None::<i64>);
@@ -353,9 +365,14 @@ impl PianoSsm {
                             })
                         })
                         .transpose()?,
+                    velocity_exponent: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut layers = layers;
+        if let Some(first) = layers.first_mut() {
+            first.velocity_exponent = self.velocity_exponent;
+        }
         let model = Model {
             info,
             layers,
@@ -367,6 +384,12 @@ impl PianoSsm {
             .context("exported model does not validate")?;
         Ok(model)
     }
+}
+
+/// `roll` (velocities / 127) as a first layer with velocity exponent `e` reads it: `roll^e`
+/// (0 stays 0: the exponent is positive).
+fn touch(roll: &Tensor, e: f32) -> Tensor {
+    roll.pow_tensor_scalar(e as f64)
 }
 
 impl Layer {

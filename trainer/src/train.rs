@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions, MAESTRO_NORM_MEAN, MAESTRO_NORM_STD};
-use ssm_runtime::model::{Activation, Model, ModelInfo};
+use ssm_runtime::model::{Activation, Model, ModelInfo, VELOCITY_EXPONENTS};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LogRow, LoopState};
@@ -135,6 +135,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FRAMES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damper_settle: Option<u32>,
+    /// The first layer reads a key's roll value `v` as `(v/127)^E` (`layers.0.velocity_exponent`,
+    /// fixed during training): 2 gives a linear network the training sampler's dynamic range
+    /// (its curve is 40·log10(v/127) dB); without it a model keeps the exponent it has (none:
+    /// `v/127`, as the published checkpoints).
+    #[arg(long, value_name = "E")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub velocity_exponent: Option<f32>,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -377,6 +384,16 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if args.weights.is_none() && (args.drive.is_some() || args.damper_settle.is_some()) {
         bail!("--drive and --damper-settle change a trained model: give it --weights");
     }
+    if let Some(e) = args
+        .velocity_exponent
+        .filter(|e| !VELOCITY_EXPONENTS.contains(e))
+    {
+        bail!(
+            "--velocity-exponent must be in {}..={}, not {e}",
+            VELOCITY_EXPONENTS.start(),
+            VELOCITY_EXPONENTS.end()
+        );
+    }
     if let Some(k) = args.drive.filter(|k| !(k.is_finite() && *k > 0.0)) {
         bail!("--drive must be a positive number, not {k}");
     }
@@ -430,6 +447,9 @@ impl<'a> Run<'a> {
                 init_options(args, rates),
             )?,
         };
+        if let Some(e) = args.velocity_exponent {
+            net.velocity_exponent = Some(e);
+        }
         let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
         let mut adam = Adam::new(1e-4);
         adam.pole_lr = args.pole_lr;

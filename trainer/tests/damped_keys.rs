@@ -1,8 +1,8 @@
 //! The key damper (model format version 2) and the damped-keys initialisation: the trainer's
 //! closed-form forward plays what the engine's per-sample recurrence plays, at the training
 //! rate and another, with overlapping notes and re-strikes, fresh and after training moved
-//! the weights; a released key stops without a click; and while no key is released a damper
-//! that tags no state is the plain layer (the FFT path).
+//! the weights, and with a velocity exponent; a released key stops without a click; and
+//! while no key is released a damper that tags no state is the plain layer (the FFT path).
 
 use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
@@ -117,7 +117,13 @@ fn rms(x: &[f32]) -> f64 {
 fn trainer_and_engine_play_the_damper_alike() {
     let model = fresh(Size::L).unwrap().to_runtime(info()).unwrap();
     assert!(model.layers[0].damper.is_some());
-    for (label, model) in [("fresh", model.clone()), ("trained", trained_like(model))] {
+    let mut exponent = trained_like(model.clone());
+    exponent.layers[0].velocity_exponent = Some(2.0);
+    for (label, model) in [
+        ("fresh", model.clone()),
+        ("trained", trained_like(model)),
+        ("velocity exponent 2", exponent),
+    ] {
         trainer_and_engine_agree(label, &model);
     }
 }

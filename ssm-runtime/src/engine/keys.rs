@@ -21,6 +21,8 @@ pub(super) struct KeyInput {
     cols: Vec<f64>,
     /// `g ⊙ B_bias`
     bias: Vec<f64>,
+    /// each roll value as the layer reads it
+    touch: Touch,
     /// the input for the current keys with every state's sounding gain
     sounding: Vec<f64>,
     /// what the recurrence reads: `sounding` with a damped state's gain where its key is up
@@ -106,6 +108,7 @@ impl KeyInput {
         KeyInput {
             p,
             cols,
+            touch: Touch::new(layer.velocity_exponent),
             sounding: bias.clone(),
             u: bias.clone(),
             bias,
@@ -132,7 +135,7 @@ impl KeyInput {
         }
         self.sounding.copy_from_slice(&self.bias);
         for (k, &v) in keys.iter().enumerate().filter(|(_, &v)| v > 0) {
-            add_key(&mut self.sounding, &self.cols, k, v as f64);
+            add_key(&mut self.sounding, &self.cols, k, self.touch.of(v));
         }
         self.u.copy_from_slice(&self.sounding);
         let p = self.p;
@@ -167,7 +170,7 @@ impl KeyInput {
         let p = self.p;
         self.kept.copy_from_slice(&self.sounding);
         for k in (0..KEYS).filter(|&k| released(before, keys, k)) {
-            add_key(&mut self.kept, &self.cols, k, -(before[k] as f64));
+            add_key(&mut self.kept, &self.cols, k, -self.touch.of(before[k]));
         }
         let at = |v: &[f64], q: usize| Complex64::new(v[q], v[p + q]);
         for q in 0..p {
@@ -227,10 +230,36 @@ impl KeyInput {
         }
     }
 
+    /// Whether the layer's input is constant from here on: no damper falls, no offset fades.
+    pub(super) fn is_steady(&self) -> bool {
+        self.falling.is_empty() && self.settling.left == 0
+    }
+
+    /// The constant input the recurrence reads while [`KeyInput::is_steady`].
+    pub(super) fn steady_input(&self) -> &[f64] {
+        &self.u
+    }
+
     /// Ends every fall and fade (a reset).
     pub(super) fn stop(&mut self) {
         self.falling.clear();
         self.settling.stop();
+    }
+}
+
+/// What the first layer reads for each roll value (0..=255): `v/127`, as the training
+/// pipeline divides it (sums of overlapping notes go past 1), raised to the model's velocity
+/// exponent if it has one. A table, so a key change costs no `powf`.
+struct Touch(Vec<f64>);
+
+impl Touch {
+    fn new(exponent: Option<f32>) -> Touch {
+        let e = exponent.map_or(1.0, f64::from);
+        Touch((0..=255u8).map(|v| (v as f64 / 127.0).powf(e)).collect())
+    }
+
+    fn of(&self, value: u8) -> f64 {
+        self.0[value as usize]
     }
 }
 
@@ -239,11 +268,9 @@ fn released(before: &KeyFrame, keys: &KeyFrame, k: usize) -> bool {
     before[k] > 0 && keys[k] == 0
 }
 
-/// Adds key `k`'s column of `cols` (2P values each) for roll value `value` to `input`: the
-/// value over 127, as the training pipeline divides it (sums of overlapping notes go past 1).
-fn add_key(input: &mut [f64], cols: &[f64], k: usize, value: f64) {
+/// Adds `scale` times key `k`'s column of `cols` (2P values each) to `input`.
+fn add_key(input: &mut [f64], cols: &[f64], k: usize, scale: f64) {
     let width = input.len();
-    let scale = value / 127.0;
     for (s, c) in input.iter_mut().zip(&cols[k * width..(k + 1) * width]) {
         *s += scale * c;
     }

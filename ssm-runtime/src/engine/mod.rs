@@ -12,11 +12,13 @@
 //! projection is computed only when the keys change and only over the keys that sound. Its
 //! key damper (format version 2, [`keys`]) switches the poles of the states tagged with a key
 //! at the same moment; only its falls and the fades after releases run sample by sample.
+//! In silence the engine sleeps at the network's rest ([`rest`]).
 //! Nothing allocates, locks or does I/O after [`Engine::new`].
 
 mod activation;
 mod keys;
 mod recurrence;
+mod rest;
 mod simd;
 
 use num_complex::Complex64;
@@ -26,6 +28,8 @@ use crate::model::{stable_pole, Activation, Model, ModelInfo, SsmLayer, KEYS, MA
 use crate::roll::KeyFrame;
 use keys::KeyInput;
 use recurrence::{Input, Recurrence};
+use rest::Rest;
+pub use rest::SLEEP_TOLERANCE;
 use simd::{Packed, Simd};
 
 pub use activation::tanh as fast_tanh;
@@ -200,6 +204,9 @@ pub struct Engine {
     out_scale: f32,
     out_offset: f32,
     keys: KeyFrame,
+    rest: Rest,
+    /// set while a block finds the rest: each layer starts at its input's fixed point
+    rest_pass: bool,
     // scratch for one block
     u: Vec<f32>,
     x: Vec<f32>,
@@ -238,6 +245,19 @@ impl Engine {
             max(&|l| 2 * l.p),
             max(&|l| l.out_pad),
         );
+        let width = layers.last().map_or(0, |l| l.outputs);
+        let head_gain = model
+            .head_weight
+            .chunks(width.max(1))
+            .map(|w| w.iter().map(|v| v.abs() as f64).sum::<f64>())
+            .fold(0.0, f64::max);
+        let limit = SLEEP_TOLERANCE / (head_gain * model.info.norm_std.abs()).max(1e-30);
+        let rest = Rest::new(
+            &model.state_sizes(),
+            model.layers.iter().map(output_weights).collect(),
+            width,
+            limit,
+        );
         let mut engine = Engine {
             isa,
             info: model.info.clone(),
@@ -252,13 +272,84 @@ impl Engine {
             out_scale: model.info.norm_std as f32,
             out_offset: model.info.norm_mean as f32,
             keys: [0; KEYS],
+            rest,
+            rest_pass: false,
             u: vec![0.0; MAX_BLOCK * max_u],
             x: vec![0.0; MAX_BLOCK * max_x],
             y: vec![0.0; MAX_BLOCK * max_y],
             h: [vec![0.0; MAX_BLOCK * max_y], vec![0.0; MAX_BLOCK * max_y]],
         };
         engine.reset();
+        engine.find_rest();
         Ok(engine)
+    }
+
+    /// One sample in which every layer starts at its input's fixed point: the states and
+    /// the last layer's output at rest. Then back to a fresh engine's zero state.
+    fn find_rest(&mut self) {
+        self.rest_pass = true;
+        let mut sample = [0.0f32];
+        let _denormals = DenormalGuard::flush_to_zero();
+        self.compute(&mut sample);
+        self.rest_pass = false;
+        self.rest.out = self.head_output(&self.rest.h);
+        self.reset();
+    }
+
+    /// Whether the engine may sleep in silence (on by default). Off, it computes every sample.
+    pub fn set_sleep(&mut self, enabled: bool) {
+        self.rest.enabled = enabled;
+        self.rest.asleep &= enabled;
+    }
+
+    /// Whether the engine is asleep at rest (it computes nothing until a key wakes it).
+    pub fn is_asleep(&self) -> bool {
+        self.rest.asleep
+    }
+
+    /// Falls asleep if no key sounds, the first layer's input is steady and every state is
+    /// close enough to rest; the states are then put at rest exactly.
+    fn try_sleep(&mut self) {
+        if !self.rest.enabled || self.keys != [0; KEYS] {
+            return;
+        }
+        if let Some(Layer {
+            input: LayerInput::Keys(keys),
+            ..
+        }) = self.layers.first()
+        {
+            if !keys.is_steady() {
+                return;
+            }
+        }
+        let distance: f64 = self
+            .layers
+            .iter()
+            .zip(&self.rest.x)
+            .zip(&self.rest.weight)
+            .map(|((l, x), w)| l.rec.distance(x, w))
+            .sum();
+        if distance < self.rest.limit {
+            for (l, x) in self.layers.iter_mut().zip(&self.rest.x) {
+                l.rec.set(x);
+            }
+            self.rest.asleep = true;
+        }
+    }
+
+    /// The selected head's weights and bias.
+    fn head_weights(&self) -> (&[f32], f32) {
+        let width = self.rest.h.len();
+        (
+            &self.head_weight[self.head * width..(self.head + 1) * width],
+            self.head_bias[self.head],
+        )
+    }
+
+    /// The selected head's output for the last layer's output `h`, scaled to audio.
+    fn head_output(&self, h: &[f32]) -> f32 {
+        let (w, b) = self.head_weights();
+        head_output(h, w, b, self.out_scale, self.out_offset)
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -302,6 +393,7 @@ impl Engine {
             });
         }
         self.head = head;
+        self.rest.out = self.head_output(&self.rest.h);
         Ok(())
     }
 
@@ -322,6 +414,7 @@ impl Engine {
         for l in &mut self.layers {
             l.rec.clear();
         }
+        self.rest.asleep = false;
     }
 
     fn stop_dampers(&mut self) {
@@ -345,6 +438,7 @@ impl Engine {
         if *keys == self.keys {
             return;
         }
+        self.rest.asleep = false;
         let before = std::mem::replace(&mut self.keys, *keys);
         if let Some(Layer {
             input: LayerInput::Keys(input),
@@ -356,19 +450,29 @@ impl Engine {
         }
     }
 
-    /// Renders `out.len()` samples with the current keys.
+    /// Renders `out.len()` samples with the current keys (asleep: the rest output).
     pub fn process(&mut self, out: &mut [f32]) {
         let _denormals = DenormalGuard::flush_to_zero();
         for block in out.chunks_mut(MAX_BLOCK) {
-            // SAFETY: `isa` was checked against the CPU's features in `with_isa`.
-            unsafe {
-                match self.isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => self.block_avx512(block),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => self.block_avx2(block),
-                    _ => self.block::<simd::Portable>(block),
-                }
+            if self.rest.asleep {
+                block.fill(self.rest.out);
+                continue;
+            }
+            self.compute(block);
+            self.try_sleep();
+        }
+    }
+
+    /// Computes one block of up to [`MAX_BLOCK`] samples.
+    fn compute(&mut self, block: &mut [f32]) {
+        // SAFETY: `isa` was checked against the CPU's features in `with_isa`.
+        unsafe {
+            match self.isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => self.block_avx512(block),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => self.block_avx2(block),
+                _ => self.block::<simd::Portable>(block),
             }
         }
     }
@@ -393,10 +497,19 @@ impl Engine {
         let act = self.activation;
         let [h_prev, h_next] = &mut self.h;
         let mut prev_stride = 0;
-        for layer in &mut self.layers {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
             let (p, out_pad) = (layer.p, layer.out_pad);
+            let rest = self.rest_pass.then(|| &mut self.rest.x[i]);
             let skip_at = match &mut layer.input {
                 LayerInput::Keys(keys) => {
+                    if let Some(rest) = rest {
+                        settle(
+                            &mut layer.rec,
+                            p,
+                            Input::Constant(keys.steady_input()),
+                            rest,
+                        );
+                    }
                     keys.run(&mut layer.rec, rows, &mut self.x);
                     None
                 }
@@ -404,6 +517,9 @@ impl Engine {
                     let (w, bias) = (&*w, &*bias);
                     let m = w.m;
                     simd::gemm::<S>(rows, h_prev, prev_stride, w, bias, &mut self.u, m);
+                    if let Some(rest) = rest {
+                        settle(&mut layer.rec, p, Input::Rows(&self.u, m), rest);
+                    }
                     layer.rec.run(p, rows, Input::Rows(&self.u, m), &mut self.x);
                     Some(m)
                 }
@@ -433,15 +549,45 @@ impl Engine {
             std::mem::swap(h_prev, h_next);
             prev_stride = out_pad;
         }
-        let width = self.layers.last().map_or(0, |l| l.outputs);
+        let width = self.rest.h.len();
         let w = &self.head_weight[self.head * width..(self.head + 1) * width];
         let b = self.head_bias[self.head];
         for (n, o) in out.iter_mut().enumerate() {
             let h = &h_prev[n * prev_stride..n * prev_stride + width];
-            let v = h.iter().zip(w).fold(b, |acc, (h, w)| h.mul_add(*w, acc));
-            *o = v.mul_add(self.out_scale, self.out_offset);
+            *o = head_output(h, w, b, self.out_scale, self.out_offset);
+        }
+        if self.rest_pass {
+            self.rest.h.copy_from_slice(&h_prev[..width]);
         }
     }
+}
+
+/// A head's output `(b + h·w)·scale + offset`, in the one order of operations the engine
+/// uses awake and asleep.
+#[inline(always)]
+fn head_output(h: &[f32], w: &[f32], b: f32, scale: f32, offset: f32) -> f32 {
+    let v = h.iter().zip(w).fold(b, |acc, (h, w)| h.mul_add(*w, acc));
+    v.mul_add(scale, offset)
+}
+
+/// Puts a layer's state at the fixed point of input `u`, kept in `rest`.
+fn settle(rec: &mut Recurrence, p: usize, u: Input<'_>, rest: &mut [f64]) {
+    rec.fixed_point(p, u, rest);
+    rec.set(rest);
+}
+
+/// Per state of `l`: `Σ_o |C_oq|`, how much a unit of the state moves the layer's outputs.
+fn output_weights(l: &SsmLayer) -> Vec<f64> {
+    (0..l.state)
+        .map(|q| {
+            (0..l.outputs)
+                .map(|o| {
+                    let i = 2 * (o * l.state + q);
+                    (l.c[i] as f64).hypot(l.c[i + 1] as f64)
+                })
+                .sum()
+        })
+        .collect()
 }
 
 /// Sets flush-to-zero and denormals-are-zero for its lifetime: decaying states would

@@ -1,6 +1,8 @@
 //! The diagonal recurrence `x_t = λ̄ x_{t-1} + u_t` of one layer, the engine's only
 //! per-sample step, in f64 so long-ringing poles keep their exact frequency and decay.
 
+use num_complex::Complex64;
+
 /// A layer's discretised poles and its f64 state, stored as separate real and imaginary parts
 /// so the loop vectorises.
 pub(super) struct Recurrence {
@@ -61,6 +63,38 @@ impl Recurrence {
                 }
             }
         }
+    }
+
+    /// The fixed point of a constant input `u` (its first row): `x* = u / (1 − λ̄)` per state,
+    /// as `[re; im]` into `rest`.
+    pub(super) fn fixed_point(&self, p: usize, u: Input<'_>, rest: &mut [f64]) {
+        for q in 0..p {
+            let (re, im) = match u {
+                Input::Constant(u) => (u[q], u[p + q]),
+                Input::Rows(u, _) => (u[q] as f64, u[p + q] as f64),
+            };
+            let x = Complex64::new(re, im) / Complex64::new(1.0 - self.lam_re[q], -self.lam_im[q]);
+            (rest[q], rest[p + q]) = (x.re, x.im);
+        }
+    }
+
+    /// Puts the state at `rest` (`[re; im]`).
+    pub(super) fn set(&mut self, rest: &[f64]) {
+        let p = self.x_re.len();
+        self.x_re.copy_from_slice(&rest[..p]);
+        self.x_im.copy_from_slice(&rest[p..2 * p]);
+    }
+
+    /// `Σ_q weight_q · |x_q − rest_q|`: how far the state is from `rest`, each state weighted
+    /// by how much it moves the layer's outputs.
+    pub(super) fn distance(&self, rest: &[f64], weight: &[f64]) -> f64 {
+        let p = self.x_re.len();
+        (0..p)
+            .map(|q| {
+                let d = Complex64::new(self.x_re[q] - rest[q], self.x_im[q] - rest[p + q]);
+                weight[q] * d.norm()
+            })
+            .sum()
     }
 
     /// Zeroes the state.

@@ -1,0 +1,178 @@
+//! `piano-ssm render` as a user runs it: the streamed render is the in-memory one sample for
+//! sample, `--duration` cuts it, `--peak` and `--normalize` meet their level, and a batch
+//! renders files, folders and patterns, names each bad input and still renders the rest.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ssm_runtime::render::render_roll;
+use ssm_runtime::{builtin, Engine, MidiFile};
+
+fn piano_ssm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_piano-ssm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn midi(name: &str) -> PathBuf {
+    common::reference_dir().join("midi").join(name)
+}
+
+fn read(path: &Path) -> Vec<f32> {
+    let mut wav = hound::WavReader::open(path).unwrap();
+    match wav.spec().sample_format {
+        hound::SampleFormat::Float => wav.samples::<f32>().map(Result::unwrap).collect(),
+        hound::SampleFormat::Int => {
+            let full = (1i64 << (wav.spec().bits_per_sample - 1)) as f32 - 1.0;
+            wav.samples::<i32>()
+                .map(|s| s.unwrap() as f32 / full)
+                .collect()
+        }
+    }
+}
+
+fn render(args: &[&str], out: &Path) -> Vec<f32> {
+    let mut all = vec!["render"];
+    all.extend_from_slice(args);
+    all.push(out.to_str().unwrap());
+    let done = piano_ssm(&all);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    read(out)
+}
+
+#[test]
+fn the_streamed_render_is_the_in_memory_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = midi("pedal.mid");
+    let streamed = render(&[input.to_str().unwrap()], &dir.path().join("a.wav"));
+    let model = builtin::require(builtin::DEFAULT_SIZE).unwrap();
+    let mut engine = Engine::new(&model, 48_000).unwrap();
+    let roll = MidiFile::load(&input)
+        .unwrap()
+        .roll(model.info.midi_rate, 1.5);
+    let memory = render_roll(&mut engine, &roll, |_, _| {});
+    assert_eq!(streamed.len(), memory.len());
+    assert!(streamed == memory, "the streamed render differs");
+    // --duration cuts it, tail included
+    let cut = render(
+        &[input.to_str().unwrap(), "--duration", "0.75"],
+        &dir.path().join("b.wav"),
+    );
+    assert_eq!(cut.len(), 36_000);
+    assert!(cut[..] == memory[..36_000]);
+}
+
+#[test]
+fn peak_and_loudness_normalisation_meet_their_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = midi("scale.mid");
+    let input = input.to_str().unwrap();
+    let plain = render(&[input], &dir.path().join("plain.wav"));
+    let peaked = render(&[input, "--peak", "-3"], &dir.path().join("peak.wav"));
+    let peak = peaked.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        (20.0 * (peak as f64).log10() + 3.0).abs() < 1e-4,
+        "peak {peak}"
+    );
+    // the same music, only scaled
+    let gain = peaked[1000] / plain[1000];
+    for (p, q) in plain.iter().zip(&peaked).step_by(97) {
+        assert!((p * gain - q).abs() < 1e-6);
+    }
+    for channels in ["1", "2"] {
+        let out = dir.path().join(format!("loud{channels}.wav"));
+        let loud = render(
+            &[
+                input,
+                "--normalize",
+                "-20",
+                "--channels",
+                channels,
+                "--format",
+                "s24",
+            ],
+            &out,
+        );
+        let n = channels.parse::<u32>().unwrap();
+        let mut meter = ebur128::EbuR128::new(n, 48_000, ebur128::Mode::I).unwrap();
+        meter.add_frames_f32(&loud).unwrap();
+        let lufs = meter.loudness_global().unwrap();
+        assert!(
+            (lufs + 20.0).abs() < 0.05,
+            "{channels} channels: {lufs} LUFS"
+        );
+    }
+}
+
+#[test]
+fn a_batch_renders_files_folders_and_patterns_and_names_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::copy(midi("scale.mid"), src.join("scale.mid")).unwrap();
+    std::fs::copy(midi("pedal.mid"), src.join("sub/pedal.MIDI")).unwrap();
+    std::fs::copy(midi("extremes.mid"), dir.path().join("extremes.mid")).unwrap();
+    std::fs::write(src.join("broken.mid"), b"MThd not really").unwrap();
+    std::fs::write(src.join("notes.txt"), b"not MIDI, not looked at").unwrap();
+    let out = dir.path().join("out");
+    let pattern = format!("{}/*.mid", dir.path().display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["render", src.to_str().unwrap(), &pattern, "nothing-*.mid"];
+        args.extend_from_slice(&["--out-dir", out.to_str().unwrap(), "--jobs", "2"]);
+        args.extend_from_slice(extra);
+        piano_ssm(&args)
+    };
+    let first = run(&[]);
+    let log = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{log}");
+    assert!(log.contains("broken.mid"), "{log}");
+    assert!(log.contains("nothing-*.mid"), "{log}");
+    for name in ["scale", "pedal", "extremes"] {
+        let batch = read(&out.join(format!("{name}.wav")));
+        let single = render(
+            &[midi(&format!("{name}.mid")).to_str().unwrap()],
+            &dir.path().join(format!("{name}-single.wav")),
+        );
+        assert!(batch == single, "{name}: the batch render differs");
+    }
+    assert!(
+        !out.join("broken.wav").exists(),
+        "a broken input leaves no file"
+    );
+    // again: the outputs exist, and only --force overwrites them
+    let again = run(&[]);
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(log.contains("exists"), "{log}");
+    let forced = run(&["--force"]);
+    let log = String::from_utf8_lossy(&forced.stderr);
+    assert!(!log.contains("exists"), "{log}");
+    assert!(log.contains("rendered 3 of 5"), "{log}");
+    // two inputs with one name: the second is refused, not written over the first
+    std::fs::copy(midi("pedal.mid"), src.join("scale.midi")).unwrap();
+    let clash = run(&["--force"]);
+    let log = String::from_utf8_lossy(&clash.stderr);
+    assert!(log.contains("already the output of"), "{log}");
+}
+
+#[test]
+fn the_single_form_refuses_to_write_over_its_input_and_several_inputs_need_out_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("take.mid");
+    std::fs::copy(midi("scale.mid"), &input).unwrap();
+    let same = piano_ssm(&["render", input.to_str().unwrap(), input.to_str().unwrap()]);
+    assert!(!same.status.success());
+    assert!(String::from_utf8_lossy(&same.stderr).contains("is the input"));
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        std::fs::read(midi("scale.mid")).unwrap()
+    );
+    let three = piano_ssm(&["render", "a.mid", "b.mid", "c.mid"]);
+    assert!(String::from_utf8_lossy(&three.stderr).contains("--out-dir"));
+}
