@@ -35,10 +35,12 @@ pub enum ModelError {
 }
 
 /// A request the engine cannot honour.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
-    #[error("sample rate {0} Hz is not supported (use 8000 to 192000 Hz)")]
+    #[error("sample rate {0} Hz is not supported (use {min} to {max} Hz)", min = crate::model::MIN_RATE, max = crate::model::MAX_RATE)]
     UnsupportedRate(u32),
+    #[error("tuning A4 = {0} Hz is not supported (use {min} to {max} Hz)", min = crate::engine::A4_RANGE.start(), max = crate::engine::A4_RANGE.end())]
+    UnsupportedTuning(f64),
     #[error("head {index} does not exist: the model has {count} heads")]
     NoSuchHead { index: usize, count: usize },
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fsutil;
 pub mod midi_file;
 pub mod model;
+pub mod notes;
 mod pickle;
 pub mod player;
 pub mod render;

@@ -23,6 +23,7 @@ use std::path::Path;
 use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
 
 use crate::error::MidiError;
+use crate::notes::NoteMap;
 use crate::roll::{KeyEvent, KeyFrame, Roll, RollEncoder};
 
 /// General MIDI percussion channel (10, zero-based 9): drum hits are not piano keys.
@@ -88,6 +89,19 @@ impl MidiFile {
     /// Where the roll ends, in seconds (0 for a file without notes).
     pub fn duration(&self) -> f64 {
         self.end
+    }
+
+    /// The same performance with every event through `map` (transposed, its velocities
+    /// curved); notes the map drops are gone, and the roll keeps its length.
+    pub fn with_notes(&self, map: &NoteMap) -> MidiFile {
+        MidiFile {
+            events: self
+                .events
+                .iter()
+                .filter_map(|e| map.apply(e.event).map(|event| TimedEvent { event, ..*e }))
+                .collect(),
+            end: self.end,
+        }
     }
 
     /// How many frames the roll at `midi_rate` lasts: `floor(end · midi_rate)` plus

@@ -1,4 +1,4 @@
-//! Rates, heads and clips the reference cases do not cover, checked against a second,
+//! Rates, heads, master tunings and clips the reference cases do not cover, checked against a second,
 //! deliberately naive implementation of the model's equations in float64 (complex
 //! arithmetic, one sample at a time, written from the reference README).
 
@@ -26,7 +26,12 @@ fn div(a: C, b: C) -> C {
 
 /// Straight from the equations: per layer, per sample, every product in f64.
 fn naive_render(model: &Model, roll: &Roll, sample_rate: u32, head: usize) -> Vec<f32> {
-    let step = model.info.train_rate as f64 / sample_rate as f64;
+    naive_tuned(model, roll, sample_rate, head, 1.0)
+}
+
+/// The same with the model's time running `ratio` times as fast (master tuning A4 = 440·ratio).
+fn naive_tuned(model: &Model, roll: &Roll, sample_rate: u32, head: usize, ratio: f64) -> Vec<f32> {
+    let step = ratio * model.info.train_rate as f64 / sample_rate as f64;
     let mut layers: Vec<(Vec<C>, Vec<C>, Vec<C>)> = model
         .layers
         .iter()
@@ -140,4 +145,30 @@ fn non_integer_frame_length_rounds_frame_starts_down() {
     );
     let err = relative_l2(&audio, &expected);
     assert!(err <= 2e-4, "relative L2 {err:.3e}");
+}
+
+#[test]
+fn a_tuned_engine_matches_naive_float64_with_the_step_scaled() {
+    let model = checkpoint("PianoSSM_S_MH_maestro_all_24000_model.pth");
+    let roll = clip("scale.mid", model.info.midi_rate, 1.2);
+    let untuned = naive_render(&model, &roll, 48_000, 2);
+    for a4 in [432.0, 446.0] {
+        let expected = naive_tuned(&model, &roll, 48_000, 2, a4 / 440.0);
+        let mut engine = Engine::tuned(&model, 48_000, a4).unwrap();
+        engine.set_head(2).unwrap();
+        let audio = render_roll(&mut engine, &roll, |_, _| {});
+        let err = relative_l2(&audio, &expected);
+        // and the tuning is heard: the untuned render is far from it
+        let moved = relative_l2(&untuned, &expected);
+        println!("A4 = {a4} Hz: relative L2 {err:.2e} (untuned {moved:.2e})");
+        assert!(err <= 1e-3, "A4 = {a4} Hz: relative L2 {err:.3e}");
+        assert!(
+            moved > 0.1,
+            "A4 = {a4} Hz: the tuning changed little ({moved:.3e})"
+        );
+    }
+    for bad in [399.0, 481.0, f64::NAN] {
+        let err = Engine::tuned(&model, 48_000, bad).err().expect("refused");
+        assert!(err.to_string().contains("400 to 480"), "{err}");
+    }
 }

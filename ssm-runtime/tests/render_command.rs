@@ -176,3 +176,48 @@ fn the_single_form_refuses_to_write_over_its_input_and_several_inputs_need_out_d
     let three = piano_ssm(&["render", "a.mid", "b.mid", "c.mid"]);
     assert!(String::from_utf8_lossy(&three.stderr).contains("--out-dir"));
 }
+
+/// The built-in model's render of `roll` at 48 kHz, tuned to `a4`.
+fn in_memory(roll: &ssm_runtime::Roll, a4: f64) -> Vec<f32> {
+    let model = builtin::require(builtin::DEFAULT_SIZE).unwrap();
+    let mut engine = Engine::tuned(&model, 48_000, a4).unwrap();
+    render_roll(&mut engine, roll, |_, _| {})
+}
+
+#[test]
+fn transpose_velocity_curve_and_tuning_play_the_changed_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = midi("scale.mid");
+    let model = builtin::require(builtin::DEFAULT_SIZE).unwrap();
+    let roll = MidiFile::load(&input)
+        .unwrap()
+        .roll(model.info.midi_rate, 1.5);
+    let arg = input.to_str().unwrap();
+    // an octave up: every column 12 keys higher, the top octave's notes gone
+    let mut up = roll.clone();
+    for f in &mut up.frames {
+        let shifted: Vec<u8> = (0..f.len())
+            .map(|k| if k >= 12 { f[k - 12] } else { 0 })
+            .collect();
+        f.copy_from_slice(&shifted);
+    }
+    assert!(up != roll);
+    let out = render(&[arg, "--transpose", "12"], &dir.path().join("up.wav"));
+    assert!(out == in_memory(&up, 440.0), "--transpose 12");
+    // velocities squared (scale.mid has no overlapping notes, so roll values are velocities)
+    let mut soft = roll.clone();
+    for v in soft.frames.iter_mut().flatten().filter(|v| **v > 0) {
+        *v = ((127.0 * (*v as f64 / 127.0).powi(2)).round() as u8).max(1);
+    }
+    let out = render(&[arg, "--velocity-curve", "2"], &dir.path().join("soft.wav"));
+    assert!(out == in_memory(&soft, 440.0), "--velocity-curve 2");
+    let out = render(&[arg, "--tune", "446"], &dir.path().join("tuned.wav"));
+    assert!(out == in_memory(&roll, 446.0), "--tune 446");
+    for bad in [["--tune", "390"], ["--transpose", "30"], ["--velocity-curve", "3"]] {
+        let mut args = vec!["render", arg, "x.wav"];
+        args.extend_from_slice(&bad);
+        let done = piano_ssm(&args);
+        assert!(!done.status.success(), "{bad:?} accepted");
+        assert!(String::from_utf8_lossy(&done.stderr).contains(bad[0]), "{bad:?}");
+    }
+}

@@ -34,6 +34,11 @@ use simd::{Packed, Simd};
 
 pub use activation::tanh as fast_tanh;
 
+/// The pitch of A4 the models are trained at (Hz).
+pub const STANDARD_A4: f64 = 440.0;
+/// The master tunings the engine plays: A4 from 400 to 480 Hz.
+pub const A4_RANGE: std::ops::RangeInclusive<f64> = 400.0..=480.0;
+
 /// Largest number of samples processed as one block; longer requests are split.
 pub const MAX_BLOCK: usize = 64;
 
@@ -196,6 +201,8 @@ pub struct Engine {
     parameter_count: usize,
     state_sizes: Vec<usize>,
     sample_rate: u32,
+    /// the master tuning, A4 in Hz
+    a4: f64,
     layers: Vec<Layer>,
     activation: Activation,
     head_weight: Vec<f32>,
@@ -223,15 +230,31 @@ impl Engine {
     /// As [`Engine::new`] on a chosen instruction set (benchmarks and tests compare them).
     /// An instruction set the CPU lacks falls back to the fastest available one.
     pub fn with_isa(model: &Model, sample_rate: u32, isa: Isa) -> Result<Engine, EngineError> {
+        Engine::build(model, sample_rate, isa, STANDARD_A4)
+    }
+
+    /// As [`Engine::new`], tuned to A4 = `a4` Hz (see [`A4_RANGE`]). The model's time runs
+    /// `r = a4 / 440` times as fast: every pole is discretised for the step
+    /// `r · train_rate / sample_rate`, so every partial moves by the ratio `r` and every decay
+    /// shortens by it, as a piano tuned higher would sound; the roll keeps real time (its
+    /// frames, the damper's fall and the settling fade start and last as untuned).
+    pub fn tuned(model: &Model, sample_rate: u32, a4: f64) -> Result<Engine, EngineError> {
+        Engine::build(model, sample_rate, Isa::detect(), a4)
+    }
+
+    fn build(model: &Model, sample_rate: u32, isa: Isa, a4: f64) -> Result<Engine, EngineError> {
         if !(MIN_RATE..=MAX_RATE).contains(&sample_rate) {
             return Err(EngineError::UnsupportedRate(sample_rate));
+        }
+        if !A4_RANGE.contains(&a4) {
+            return Err(EngineError::UnsupportedTuning(a4));
         }
         let isa = if Isa::available().contains(&isa) {
             isa
         } else {
             Isa::detect()
         };
-        let step = model.info.train_rate as f64 / sample_rate as f64;
+        let step = a4 / STANDARD_A4 * model.info.train_rate as f64 / sample_rate as f64;
         let frame = sample_rate as f64 / model.info.midi_rate as f64;
         let lanes = isa.lanes();
         let layers: Vec<Layer> = model
@@ -264,6 +287,7 @@ impl Engine {
             parameter_count: model.parameter_count(),
             state_sizes: model.state_sizes(),
             sample_rate,
+            a4,
             layers,
             activation: model.info.activation,
             head_weight: model.head_weight.clone(),
@@ -362,6 +386,11 @@ impl Engine {
 
     pub fn sample_rate(&self) -> u32 {
         self.sample_rate
+    }
+
+    /// The master tuning: A4 in Hz.
+    pub fn a4(&self) -> f64 {
+        self.a4
     }
 
     pub fn midi_rate(&self) -> u32 {

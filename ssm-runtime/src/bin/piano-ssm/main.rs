@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ssm_runtime::builtin;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
+use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
 use ssm_runtime::model::{MAX_RATE, MIN_RATE};
+use ssm_runtime::notes::{NoteMap, TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
 use ssm_runtime::render::WavFormat;
 use ssm_runtime::{MidiFile, Model};
 
@@ -214,6 +216,22 @@ struct RenderArgs {
     /// Scale so that the highest sample peaks here, e.g. -1
     #[arg(long, value_name = "DBFS", allow_negative_numbers = true)]
     peak: Option<f64>,
+    /// Master tuning: the pitch of A4 in Hz, 400 to 480 (every partial moves, decays shorten
+    /// by the same ratio)
+    #[arg(long, value_name = "HZ", default_value_t = STANDARD_A4)]
+    tune: f64,
+    /// Semitones to move every key by, -24 to 24 (keys moved off the keyboard are dropped)
+    #[arg(
+        long,
+        value_name = "SEMITONES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    transpose: i32,
+    /// Velocity curve: velocity' = 127·(velocity/127)^GAMMA, GAMMA from 0.5 (soft notes
+    /// louder) to 2 (softer)
+    #[arg(long, value_name = "GAMMA", default_value_t = 1.0)]
+    velocity_curve: f64,
     #[arg(long, value_enum, default_value = "f32")]
     format: WavFormat,
     /// 1 (mono) or 2 (the mono signal on both channels)
@@ -255,8 +273,27 @@ fn render(args: RenderArgs) -> Result<(), String> {
         (_, Some(p)) => Some(Level::Peak(p)),
         _ => None,
     };
+    if !A4_RANGE.contains(&args.tune) {
+        return Err(format!(
+            "--tune {} must be between {} and {} Hz",
+            args.tune,
+            A4_RANGE.start(),
+            A4_RANGE.end()
+        ));
+    }
+    let notes = NoteMap::new(args.transpose, args.velocity_curve).ok_or_else(|| {
+        format!(
+            "--transpose must be in {}..={} semitones and --velocity-curve in {}..={}",
+            TRANSPOSE_RANGE.start(),
+            TRANSPOSE_RANGE.end(),
+            VELOCITY_CURVE_RANGE.start(),
+            VELOCITY_CURVE_RANGE.end()
+        )
+    })?;
     let model = resolve_model(args.model.as_deref(), args.size)?;
     let settings = Settings {
+        a4: args.tune,
+        notes,
         head: resolve_head(&model, args.year.as_deref(), args.head)?,
         model: &model,
         sample_rate: args.sample_rate,

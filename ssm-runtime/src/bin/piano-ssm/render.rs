@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ssm_runtime::notes::NoteMap;
 use ssm_runtime::render::{render_frames, WavFile, WavFormat};
 use ssm_runtime::roll::frame_start;
 use ssm_runtime::{Engine, MidiFile, Model};
@@ -21,6 +22,9 @@ pub struct Settings<'a> {
     pub level: Option<Level>,
     pub format: WavFormat,
     pub channels: u16,
+    /// master tuning, A4 in Hz
+    pub a4: f64,
+    pub notes: NoteMap,
 }
 
 /// What a render is scaled to.
@@ -60,8 +64,10 @@ impl Settings<'_> {
     ) -> Result<Rendered, String> {
         let total = self.samples(midi);
         self.check_size(total)?;
-        let mut engine = Engine::new(self.model, self.sample_rate).map_err(|e| e.to_string())?;
+        let mut engine =
+            Engine::tuned(self.model, self.sample_rate, self.a4).map_err(|e| e.to_string())?;
         engine.set_head(self.head).map_err(|e| e.to_string())?;
+        let midi = midi.with_notes(&self.notes);
         let frames = midi.frames(self.model.info.midi_rate, self.tail);
         let limit = Some(total);
         let write_error = |e: std::io::Error| format!("cannot write {}: {e}", output.display());
