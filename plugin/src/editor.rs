@@ -78,9 +78,20 @@ impl NiceEguiApp for Panel {
             ui.heading("Piano-SSM");
             ui.add_space(6.0);
             self.model_selectors(ui, &setter);
+            let p = &self.params;
             ui.horizontal(|ui| {
                 ui.label("Gain");
-                ui.add(widgets::ParamSlider::for_param(&self.params.gain, &setter));
+                ui.add(widgets::ParamSlider::for_param(&p.gain, &setter));
+            });
+            ui.horizontal(|ui| {
+                ui.label("Tuning A4");
+                ui.add(widgets::ParamSlider::for_param(&p.tune, &setter));
+                ui.label("Transpose");
+                ui.add(widgets::ParamSlider::for_param(&p.transpose, &setter));
+            });
+            ui.horizontal(|ui| {
+                ui.label("Velocity curve");
+                ui.add(widgets::ParamSlider::for_param(&p.velocity_curve, &setter));
             });
             ui.add_space(6.0);
             self.meters(ui);

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use ssm_runtime::{ChannelEvent, Engine, Player};
+use ssm_runtime::engine::STANDARD_A4;
+use ssm_runtime::notes::NoteMap;
+use ssm_runtime::{ChannelEvent, Engine, KeyEvent, Player};
 
 use crate::catalog::Catalog;
 use crate::loader::{build_engine, LoaderHandle, ModelKey};
@@ -27,6 +29,34 @@ pub struct Settings {
     pub head: usize,
     /// Linear output gain.
     pub gain: f32,
+    /// Master tuning, A4 in Hz.
+    pub a4: f64,
+    /// Semitones every key is moved by.
+    pub transpose: i32,
+    /// The velocity curve's exponent (1: as played).
+    pub velocity_curve: f64,
+}
+
+impl Settings {
+    /// The first model at unity gain, standard pitch, notes as played.
+    pub const DEFAULT: Settings = Settings {
+        family: 0,
+        size: 0,
+        head: 0,
+        gain: 1.0,
+        a4: STANDARD_A4,
+        transpose: 0,
+        velocity_curve: 1.0,
+    };
+
+    fn model_key(&self, sample_rate: u32) -> ModelKey {
+        ModelKey {
+            family: self.family,
+            size: self.size,
+            sample_rate,
+            a4_centihertz: (self.a4 * 100.0).round() as u32,
+        }
+    }
 }
 
 pub struct Instrument {
@@ -49,6 +79,9 @@ pub struct Instrument {
     gain: f32,
     /// Per-sample smoothing coefficient for `GAIN_SECONDS`.
     gain_coef: f32,
+    /// The transposition and velocity curve events go through, and the settings it is for.
+    notes: NoteMap,
+    notes_for: (i32, f64),
 }
 
 impl Instrument {
@@ -61,11 +94,7 @@ impl Instrument {
         max_block: usize,
         settings: &Settings,
     ) -> Instrument {
-        let key = ModelKey {
-            family: settings.family,
-            size: settings.size,
-            sample_rate,
-        };
+        let key = settings.model_key(sample_rate);
         let engine = match build_engine(&catalog.read(), key) {
             Ok(engine) => Some(engine),
             Err(e) => {
@@ -105,7 +134,10 @@ impl Instrument {
             sample_rate,
             events: Vec::with_capacity(4096),
             scratch: vec![0.0; max_block.max(1)],
+            notes: NoteMap::default(),
+            notes_for: (0, 1.0),
         };
+        instrument.follow_notes(settings);
         instrument.publish_playing();
         instrument.apply_head(settings.head);
         instrument
@@ -139,18 +171,23 @@ impl Instrument {
     pub fn process(&mut self, settings: &Settings, out: &mut [f32]) {
         let started = Instant::now();
         self.follow_settings(settings);
+        self.follow_notes(settings);
         // blocks longer than the prepared size are split, each part with its own events
         let chunk = self.scratch.len();
         let total = out.len();
         for (i, part) in out.chunks_mut(chunk).enumerate() {
             let (from, to) = ((i * chunk) as u32, (i * chunk + part.len()) as u32);
             let last = to as usize == total;
+            let notes = &self.notes;
             let events = self
                 .events
                 .iter()
-                .filter(|(at, _)| *at >= from && (*at < to || last));
-            self.player
-                .process(events.map(|&(at, e)| (at - from, e)), part);
+                .filter(|(at, _)| *at >= from && (*at < to || last))
+                .filter_map(|&(at, e)| {
+                    let event = notes.apply(e.event)?;
+                    Some((at - from, ChannelEvent { event, ..e }))
+                });
+            self.player.process(events, part);
             self.fade(part);
         }
         self.events.clear();
@@ -167,13 +204,30 @@ impl Instrument {
             .publish_block(peak, load, &enc.held(), &enc.roll(), enc.pedal_down());
     }
 
+    /// Takes up a new transposition or velocity curve. A new transposition first releases
+    /// every key (the pedal still holds): the keys' note-offs would arrive transposed anew and
+    /// miss the notes they started.
+    fn follow_notes(&mut self, settings: &Settings) {
+        let wanted = (settings.transpose, settings.velocity_curve);
+        if wanted == self.notes_for {
+            return;
+        }
+        if let Some(map) = NoteMap::new(wanted.0, wanted.1) {
+            if wanted.0 != self.notes_for.0 && self.events.len() < self.events.capacity() {
+                let release = ChannelEvent {
+                    channel: None,
+                    event: KeyEvent::AllNotesOff,
+                };
+                self.events.insert(0, (0, release));
+            }
+            self.notes = map;
+        }
+        self.notes_for = wanted;
+    }
+
     /// Asks for the model the settings name, installs one that has arrived, sets the head.
     fn follow_settings(&mut self, settings: &Settings) {
-        let key = ModelKey {
-            family: settings.family,
-            size: settings.size,
-            sample_rate: self.sample_rate,
-        };
+        let key = settings.model_key(self.sample_rate);
         if self.requested != Some(key) && self.loader.request(key) {
             self.requested = Some(key);
         }

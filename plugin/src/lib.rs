@@ -55,6 +55,9 @@ impl PianoSsm {
             size: self.params.size.value().index(),
             head: self.params.head.value() as usize,
             gain: self.params.gain.value(),
+            a4: self.params.tune.value() as f64,
+            transpose: self.params.transpose.value(),
+            velocity_curve: self.params.velocity_curve.value() as f64,
         }
     }
 }

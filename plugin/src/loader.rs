@@ -15,12 +15,20 @@ use ssm_runtime::Engine;
 use crate::catalog::Catalog;
 use crate::shared::Shared;
 
-/// Which model, at which rate.
+/// Which model, at which rate and tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelKey {
     pub family: usize,
     pub size: usize,
     pub sample_rate: u32,
+    /// master tuning, A4 in hundredths of a Hz (the engine's poles depend on it)
+    pub a4_centihertz: u32,
+}
+
+impl ModelKey {
+    pub fn a4(&self) -> f64 {
+        self.a4_centihertz as f64 / 100.0
+    }
 }
 
 enum Job {
@@ -40,7 +48,7 @@ pub fn build_engine(catalog: &Catalog, key: ModelKey) -> Result<Box<Engine>, Str
         .find(key.family, key.size)
         .ok_or("no model for this family and size")?;
     let model = entry.source.load()?;
-    Engine::new(&model, key.sample_rate)
+    Engine::tuned(&model, key.sample_rate, key.a4())
         .map(Box::new)
         .map_err(|e| e.to_string())
 }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use nice_plug::prelude::*;
 use parking_lot::RwLock;
 
+use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
+use ssm_runtime::notes::{TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
+
 use crate::catalog::{Catalog, SIZES};
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +44,15 @@ pub struct PianoParams {
     pub head: IntParam,
     #[id = "gain"]
     pub gain: FloatParam,
+    /// Master tuning: A4 in Hz.
+    #[id = "tune"]
+    pub tune: FloatParam,
+    /// Semitones every key is moved by.
+    #[id = "transpose"]
+    pub transpose: IntParam,
+    /// Velocity curve: velocity' = 127·(velocity/127)^gamma.
+    #[id = "velocity_curve"]
+    pub velocity_curve: FloatParam,
 }
 
 impl PianoParams {
@@ -93,6 +105,39 @@ impl PianoParams {
             .with_unit(" dB")
             .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
             .with_string_to_value(formatters::s2v_f32_gain_to_db()),
+            tune: FloatParam::new(
+                "Tuning (A4)",
+                STANDARD_A4 as f32,
+                FloatRange::Linear {
+                    min: *A4_RANGE.start() as f32,
+                    max: *A4_RANGE.end() as f32,
+                },
+            )
+            .with_unit(" Hz")
+            .with_step_size(0.1)
+            .with_value_to_string(formatters::v2s_f32_rounded(1)),
+            transpose: IntParam::new(
+                "Transpose",
+                0,
+                IntRange::Linear {
+                    min: *TRANSPOSE_RANGE.start(),
+                    max: *TRANSPOSE_RANGE.end(),
+                },
+            )
+            .with_unit(" st"),
+            velocity_curve: FloatParam::new(
+                "Velocity curve",
+                1.0,
+                // 1 (notes as played) in the middle of the control
+                FloatRange::SymmetricalSkewed {
+                    min: *VELOCITY_CURVE_RANGE.start() as f32,
+                    max: *VELOCITY_CURVE_RANGE.end() as f32,
+                    factor: 1.0,
+                    center: 1.0,
+                },
+            )
+            .with_step_size(0.01)
+            .with_value_to_string(formatters::v2s_f32_rounded(2)),
         }
     }
 

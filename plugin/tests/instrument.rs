@@ -13,6 +13,7 @@ use plugin::catalog::Catalog;
 use plugin::instrument::{Instrument, Settings};
 use plugin::shared::Shared;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
+use ssm_runtime::notes::NoteMap;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::frame_start;
 use ssm_runtime::{Engine, KeyEvent, MidiFile};
@@ -45,10 +46,8 @@ fn catalog(dir: &Path) -> Arc<RwLock<Catalog>> {
 }
 
 const S: Settings = Settings {
-    family: 0,
-    size: 0,
     head: 3,
-    gain: 1.0,
+    ..Settings::DEFAULT
 };
 
 /// Plays a MIDI file through the instrument in blocks of `block`, as a sample-accurate host
@@ -278,10 +277,9 @@ fn the_built_in_model_plays_without_any_file() {
     let shared = Arc::new(Shared::default());
     let rate = 44_100;
     let settings = Settings {
-        family: 0,
         size: 1,
         head: 3,
-        gain: 1.0,
+        ..Settings::DEFAULT
     };
     let mut inst = Instrument::new(catalog, shared.clone(), rate, 256, &settings);
     let midi = MidiFile::load(&reference().join("midi/scale.mid")).unwrap();
@@ -321,12 +319,7 @@ fn the_built_in_model_plays_without_any_file() {
 fn gain_changes_glide() {
     let empty = tempfile::tempdir().unwrap();
     let rate = 48_000;
-    let unity = Settings {
-        family: 0,
-        size: 0,
-        head: 0,
-        gain: 1.0,
-    };
+    let unity = Settings::DEFAULT;
     let quarter = Settings {
         gain: 0.25,
         ..unity
@@ -390,4 +383,56 @@ fn gain_changes_glide() {
         .zip(&a[a.len() - 256..])
         .all(|(y, x)| *y == *x * 0.25);
     assert!(ratio_exact, "the gain settles exactly on 0.25");
+}
+
+/// Tuning, transposition and the velocity curve as plugin settings play what the file
+/// renderer plays with the same changes (`Engine::tuned`, `MidiFile::with_notes`).
+#[test]
+fn tuning_transpose_and_velocity_curve_play_as_the_file_renderer() {
+    let dir = model_folder();
+    let rate = 48_000;
+    let settings = Settings {
+        a4: 432.0,
+        transpose: -5,
+        velocity_curve: 1.6,
+        ..S
+    };
+    let mut inst = Instrument::new(
+        catalog(dir.path()),
+        Arc::new(Shared::default()),
+        rate,
+        512,
+        &settings,
+    );
+    let midi = MidiFile::load(&reference().join("midi/scale.mid")).unwrap();
+    let changed = midi.with_notes(&NoteMap::new(-5, 1.6).unwrap());
+    let model = ssm_runtime::Model::load(&dir.path().join("S.safetensors")).unwrap();
+    let mut engine = Engine::tuned(&model, rate, 432.0).unwrap();
+    engine.set_head(3).unwrap();
+    let expected = render_roll(&mut engine, &changed.roll(1000, 1.5), |_, _| {});
+    let mut untuned = Engine::new(&model, rate).unwrap();
+    untuned.set_head(3).unwrap();
+    let plain = render_roll(&mut untuned, &midi.roll(1000, 1.5), |_, _| {});
+    let latency = inst.latency() as usize;
+    let out = play(
+        &mut inst,
+        &settings,
+        &midi,
+        (rate, model.info.midi_rate),
+        expected.len() + latency,
+        512,
+    );
+    let worst = |reference: &[f32]| {
+        out[latency..]
+            .iter()
+            .zip(reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(
+        worst(&expected) <= 1e-6,
+        "max difference {}",
+        worst(&expected)
+    );
+    assert!(worst(&plain) > 1e-2, "the settings should change the sound");
 }

@@ -209,15 +209,25 @@ fn transpose_velocity_curve_and_tuning_play_the_changed_roll() {
     for v in soft.frames.iter_mut().flatten().filter(|v| **v > 0) {
         *v = ((127.0 * (*v as f64 / 127.0).powi(2)).round() as u8).max(1);
     }
-    let out = render(&[arg, "--velocity-curve", "2"], &dir.path().join("soft.wav"));
+    let out = render(
+        &[arg, "--velocity-curve", "2"],
+        &dir.path().join("soft.wav"),
+    );
     assert!(out == in_memory(&soft, 440.0), "--velocity-curve 2");
     let out = render(&[arg, "--tune", "446"], &dir.path().join("tuned.wav"));
     assert!(out == in_memory(&roll, 446.0), "--tune 446");
-    for bad in [["--tune", "390"], ["--transpose", "30"], ["--velocity-curve", "3"]] {
+    for bad in [
+        ["--tune", "390"],
+        ["--transpose", "30"],
+        ["--velocity-curve", "3"],
+    ] {
         let mut args = vec!["render", arg, "x.wav"];
         args.extend_from_slice(&bad);
         let done = piano_ssm(&args);
         assert!(!done.status.success(), "{bad:?} accepted");
-        assert!(String::from_utf8_lossy(&done.stderr).contains(bad[0]), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&done.stderr).contains(bad[0]),
+            "{bad:?}"
+        );
     }
 }

@@ -197,7 +197,7 @@ struct RenderArgs {
     #[arg(long)]
     head: Option<usize>,
     /// Output sample rate in Hz
-    #[arg(long, default_value_t = 48_000, value_parser = sample_rate)]
+    #[arg(long, default_value_t = 48_000)]
     sample_rate: u32,
     /// Seconds rendered after the last MIDI event
     #[arg(long, default_value_t = 1.5)]
@@ -239,18 +239,13 @@ struct RenderArgs {
     channels: u16,
 }
 
-fn sample_rate(s: &str) -> Result<u32, String> {
-    let rate: u32 = s
-        .parse()
-        .map_err(|_| format!("{s} is not a whole number of Hz"))?;
-    if (MIN_RATE..=MAX_RATE).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err(format!("{rate} Hz is outside {MIN_RATE}..={MAX_RATE} Hz"))
-    }
-}
-
 fn render(args: RenderArgs) -> Result<(), String> {
+    if !(MIN_RATE..=MAX_RATE).contains(&args.sample_rate) {
+        return Err(format!(
+            "sample rate {} Hz is not supported (use {MIN_RATE} to {MAX_RATE} Hz)",
+            args.sample_rate
+        ));
+    }
     if !(args.tail.is_finite() && (0.0..=600.0).contains(&args.tail)) {
         return Err(format!(
             "--tail {} must be between 0 and 600 seconds",
