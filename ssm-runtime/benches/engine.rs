@@ -3,7 +3,9 @@
 //! (chords, melody, pedal) played in 64-sample blocks, the p99.9 and worst block time, and
 //! the real-time factor over 30 s of silence after the music (denormals must not slow it).
 //! At 48 kHz each size plays once more with a key damper (format version 2: falls and
-//! settling fades after every release), to show what the damper costs.
+//! settling fades after every release), to show what the damper costs, and the built-in
+//! Grand L and XL play at 48 kHz with the engine asleep in silence and without (sleep off),
+//! so the silence column compares the two in one run.
 //!
 //! Run it on one core for numbers comparable with the paper's: `taskset -c 1 cargo bench -p ssm-runtime`.
 //! Set `PIANO_SSM_BENCH_SECONDS` to shorten the music and `PIANO_SSM_BENCH_SIZES=XL` to pick sizes.
@@ -13,7 +15,7 @@ use std::time::Instant;
 
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::model::Damper;
-use ssm_runtime::{Engine, Isa, KeyEvent, Model, Player, KEYS};
+use ssm_runtime::{builtin, Engine, Isa, KeyEvent, Model, Player, KEYS};
 
 const BLOCK: usize = 64;
 
@@ -88,8 +90,9 @@ struct Stats {
     silence_rtf: f64,
 }
 
-fn run(model: &Model, sample_rate: u32, isa: Isa, seconds: f64) -> Stats {
-    let engine = Engine::with_isa(model, sample_rate, isa).unwrap();
+fn run(model: &Model, sample_rate: u32, isa: Isa, seconds: f64, sleep: bool) -> Stats {
+    let mut engine = Engine::with_isa(model, sample_rate, isa).unwrap();
+    engine.set_sleep(sleep);
     let mut player = Player::new(engine);
     let events = performance(seconds, sample_rate);
     let total = (seconds * sample_rate as f64) as u64;
@@ -161,16 +164,21 @@ fn main() {
             } else {
                 &isas[..1]
             };
-            let mut rows: Vec<(String, &Model, Isa)> = variants
+            let mut rows: Vec<(String, &Model, Isa, bool)> = variants
                 .iter()
-                .map(|&isa| (size.to_string(), &model, isa))
+                .map(|&isa| (size.to_string(), &model, isa, true))
                 .collect();
             let damped = with_damper(model.clone());
+            let grand = builtin::load(size).and_then(Result::ok);
             if rate == 48_000 {
-                rows.push((format!("{size} + damper"), &damped, isas[0]));
+                rows.push((format!("{size} + damper"), &damped, isas[0], true));
+                if let Some(grand) = &grand {
+                    rows.push((format!("Grand {size} (built-in)"), grand, isas[0], true));
+                    rows.push((format!("Grand {size}, sleep off"), grand, isas[0], false));
+                }
             }
-            for (label, model, isa) in rows {
-                let s = run(model, rate, isa, seconds);
+            for (label, model, isa, sleep) in rows {
+                let s = run(model, rate, isa, seconds, sleep);
                 println!(
                     "| {label} | {:.1} kHz | {} | {:.3} | {:.1} % | {:.1} % | {:.3} |",
                     rate as f64 / 1000.0,

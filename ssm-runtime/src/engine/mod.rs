@@ -32,8 +32,6 @@ use rest::Rest;
 pub use rest::SLEEP_TOLERANCE;
 use simd::{Packed, Simd};
 
-pub use activation::tanh as fast_tanh;
-
 /// The pitch of A4 the models are trained at (Hz).
 pub const STANDARD_A4: f64 = 440.0;
 /// The master tunings the engine plays: A4 from 400 to 480 Hz.
@@ -91,7 +89,7 @@ impl Isa {
 /// Where a layer's input comes from.
 enum LayerInput {
     /// First layer: the key frame.
-    Keys(KeyInput),
+    Keys(Box<KeyInput>),
     /// Hidden layers: `[g ⊙ B | W_skip]` packed for the block product, with its bias.
     Hidden { w: Packed, bias: Vec<f32> },
 }
@@ -137,7 +135,7 @@ impl Layer {
         let cplx = |v: &[f32], i: usize| Complex64::new(v[2 * i] as f64, v[2 * i + 1] as f64);
         let out_pad = l.outputs.div_ceil(lanes) * lanes;
         let input = match &l.skip {
-            None => LayerInput::Keys(KeyInput::new(l, &lam, &g, step, frame)),
+            None => LayerInput::Keys(Box::new(KeyInput::new(l, &lam, &g, step, frame))),
             Some(skip) => {
                 // g ⊙ B as a function of (input k, real state row r < 2P)
                 let gb = |k: usize, r: usize| {
@@ -424,11 +422,6 @@ impl Engine {
         self.head = head;
         self.rest.out = self.head_output(&self.rest.h);
         Ok(())
-    }
-
-    /// The key frame the engine is playing.
-    pub fn keys(&self) -> &KeyFrame {
-        &self.keys
     }
 
     /// Clears every state and releases all keys: the next sample is as from a fresh engine.
