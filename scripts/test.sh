@@ -90,6 +90,22 @@ XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.
     "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/scale.mid \
     ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 45 1e-3 1
 
+# a value the host sets is in the state it saves at once, while the plugin is processing
+XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_state.py \
+    "$PWD/target/bundled/Piano-SSM.vst3"
+# a host's event flood in one block (every MIDI-controller parameter, hundreds of notes): the
+# framework must not grow its event queues on the audio thread (it says so in its log)
+no_event_buffer_growth() {
+    if grep -q "filled up" "$1"; then
+        grep "filled up" "$1" >&2
+        echo "error: the plugin framework allocated on the audio thread ($1)" >&2
+        exit 1
+    fi
+}
+XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_flood.py \
+    "$PWD/target/bundled/Piano-SSM.vst3" 2>&1 | tee "$host_tmp/vst3-flood.log"
+no_event_buffer_growth "$host_tmp/vst3-flood.log"
+
 step "the CLAP in a CLAP host (tests/clap-host, on clack-host): host checks and renders"
 cargo build --release --locked -p clap-host
 for rate_block in 44100:512 48000:64 48000:1000; do
@@ -100,6 +116,10 @@ done
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
     ../shared/reference/midi/scale.mid ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 1e-3 1
 
+XDG_DATA_HOME="$host_tmp/data" target/release/clap-render flood target/bundled/Piano-SSM.clap \
+    48000 512 2>&1 | tee "$host_tmp/clap-flood.log"
+no_event_buffer_growth "$host_tmp/clap-flood.log"
+
 # the CPU-load table of the README (informative: CI machines are shared), for the published
 # S, L and XL imported as one family
 for size in S L; do
@@ -107,6 +127,9 @@ for size in S L; do
 done
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render cpu target/bundled/Piano-SSM.clap \
     ../shared/reference/midi/pedal.mid 48000 128 1
+# and for the built-in Grand (family 0), whose engine sleeps in silence
+XDG_DATA_HOME="$host_tmp/data" target/release/clap-render cpu target/bundled/Piano-SSM.clap \
+    ../shared/reference/midi/pedal.mid 48000 128 0
 
 step "the panel under Xvfb (screenshot kept as target/artefacts/panel.png)"
 cargo build --release --locked -p plugin --bin piano-ssm-standalone

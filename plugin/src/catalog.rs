@@ -56,13 +56,12 @@ pub struct Catalog {
     pub problems: Vec<String>,
 }
 
-/// `$XDG_DATA_HOME/piano-ssm/models`, or `~/.local/share/piano-ssm/models`.
+/// The user model folder, `piano-ssm/models` in the OS's per-user data folder: Linux
+/// `$XDG_DATA_HOME/piano-ssm/models` (`~/.local/share/…` by default), macOS
+/// `~/Library/Application Support/piano-ssm/models`, Windows `%APPDATA%\piano-ssm\models`.
 pub fn user_model_dir() -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
-    Some(data.join("piano-ssm").join("models"))
+    let base = directories::BaseDirs::new()?;
+    Some(base.data_dir().join("piano-ssm").join("models"))
 }
 
 impl Catalog {

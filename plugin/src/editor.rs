@@ -146,6 +146,15 @@ impl Panel {
                 }
             }
         });
+        if let Some(name) = self.params.saved_family.missing() {
+            ui.label(
+                RichText::new(format!(
+                    "This project's family \"{name}\" is not in the model folder: the \
+                     built-in family plays until it is back (choosing a family forgets it)"
+                ))
+                .color(Color32::from_rgb(220, 160, 60)),
+            );
+        }
         let entry = catalog.find(family, self.params.size.value().index());
         let heads = entry.map(|e| e.heads.clone()).unwrap_or_default();
         let kind = entry

@@ -9,6 +9,7 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use ssm_runtime::engine::STANDARD_A4;
 use ssm_runtime::notes::NoteMap;
+use ssm_runtime::player::EVENT_CAPACITY;
 use ssm_runtime::{ChannelEvent, Engine, KeyEvent, Player};
 
 use crate::catalog::Catalog;
@@ -132,7 +133,7 @@ impl Instrument {
             loader: LoaderHandle::start(catalog, shared.clone()),
             shared,
             sample_rate,
-            events: Vec::with_capacity(4096),
+            events: Vec::with_capacity(EVENT_CAPACITY),
             scratch: vec![0.0; max_block.max(1)],
             notes: NoteMap::default(),
             notes_for: (0, 1.0),
@@ -141,10 +142,6 @@ impl Instrument {
         instrument.publish_playing();
         instrument.apply_head(settings.head);
         instrument
-    }
-
-    pub fn sample_rate(&self) -> u32 {
-        self.sample_rate
     }
 
     /// Output latency in samples, to report to the host.
@@ -159,7 +156,8 @@ impl Instrument {
     }
 
     /// Queues an event at `offset` samples into the coming block; events beyond the queue's
-    /// capacity (4096 per block) are dropped rather than allocated for.
+    /// capacity (the player's, [`EVENT_CAPACITY`] per block) are dropped rather than
+    /// allocated for.
     pub fn push_event(&mut self, offset: u32, event: impl Into<ChannelEvent>) {
         if self.events.len() < self.events.capacity() {
             self.events.push((offset, event.into()));

@@ -3,7 +3,9 @@
 //! * [`instrument`] — everything the audio thread does, independent of the framework.
 //! * [`loader`] — builds engines on a background thread and frees old ones there.
 //! * [`catalog`] — the models found in the user model folder.
-//! * [`params`] — family, size, head and gain, automatable and saved with the project.
+//! * [`params`] — family, size, head, gain, tuning, transposition and velocity curve,
+//!   automatable and saved with the project.
+//! * [`saved_family`] — the family saved by name, so new models do not change old projects.
 //! * [`editor`] — the egui panel.
 
 pub mod catalog;
@@ -11,6 +13,7 @@ pub mod editor;
 pub mod instrument;
 pub mod loader;
 pub mod params;
+pub mod saved_family;
 pub mod shared;
 
 use std::num::NonZeroU32;
@@ -20,6 +23,7 @@ use nice_plug::midi::Channel;
 use nice_plug::prelude::*;
 use nice_plug_egui::{EguiEditor, EguiEditorState};
 use parking_lot::RwLock;
+use ssm_runtime::model::{MAX_RATE, MIN_RATE};
 use ssm_runtime::{ChannelEvent, KeyEvent};
 
 use catalog::{user_model_dir, Catalog};
@@ -136,11 +140,25 @@ impl Plugin for PianoSsm {
     ];
 
     const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
+    /// Room for a host's flood in one block, so the framework's event queues never grow on
+    /// the audio thread (the default, 1024, filled up in Ardour): a VST3 host sees 2080
+    /// MIDI-controller parameters beside ours and may send them all at once, plus the notes;
+    /// twice the player's queue, as the framework also holds events the player never gets.
+    /// `clap-render flood` sends 8600 events in one block and the test script fails on the
+    /// framework's "filled up" warning.
+    const INPUT_EVENT_CAPACITY: usize = 2 * ssm_runtime::player::EVENT_CAPACITY;
     const SAMPLE_ACCURATE_AUTOMATION: bool = false;
 
     type SysExMessage = ();
     type BackgroundTask = ();
     type Editor = EguiEditor<editor::Panel>;
+
+    /// A saved project names its model family: point the family parameter at that name in
+    /// the folder as it is now (families sort by name, so their indices move).
+    fn filter_state(state: &mut PluginState) {
+        let catalog = Catalog::scan(user_model_dir().as_deref());
+        saved_family::point_at_saved_name(state, &catalog);
+    }
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
@@ -162,9 +180,9 @@ impl Plugin for PianoSsm {
         context: &mut impl ActivateContext<Self>,
     ) -> bool {
         let rate = config.sample_rate.round() as u32;
-        if !(ssm_runtime::model::MIN_RATE..=ssm_runtime::model::MAX_RATE).contains(&rate) {
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
             self.shared.set_error(format!(
-                "sample rate {rate} Hz is not supported (8 to 192 kHz)"
+                "sample rate {rate} Hz is not supported ({MIN_RATE} to {MAX_RATE} Hz)"
             ));
             return false;
         }

@@ -8,12 +8,17 @@ use parking_lot::RwLock;
 use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
 use ssm_runtime::notes::{TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
 
-use crate::catalog::{Catalog, SIZES};
+use crate::catalog::Catalog;
+use crate::saved_family::SavedFamily;
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelSize {
+    // saved by label (projects from before the ids saved the index, which still loads)
+    #[id = "S"]
     S,
+    #[id = "L"]
     L,
+    #[id = "XL"]
     #[name = "XL"]
     Xl,
 }
@@ -35,8 +40,11 @@ pub const MAX_HEADS: i32 = 32;
 #[derive(Params)]
 pub struct PianoParams {
     /// Model family: an index into the model catalog (built-in first, then the user folder).
+    /// Projects also save the family's name (`saved_family`), which decides on load.
     #[id = "family"]
     pub family: IntParam,
+    #[persist = "family_name"]
+    pub saved_family: SavedFamily,
     #[id = "size"]
     pub size: EnumParam<ModelSize>,
     /// Output head, e.g. the MAESTRO year.
@@ -58,7 +66,9 @@ pub struct PianoParams {
 impl PianoParams {
     pub fn new(catalog: Arc<RwLock<Catalog>>) -> PianoParams {
         let families = catalog.clone();
-        let heads = catalog;
+        let heads = catalog.clone();
+        let saved_family = SavedFamily::new(catalog);
+        let (mirror, selected) = (saved_family.clone(), saved_family.clone());
         PianoParams {
             family: IntParam::new(
                 "Model family",
@@ -73,7 +83,9 @@ impl PianoParams {
                     .read()
                     .family_name(v as usize)
                     .map_or_else(|| format!("{v} (none)"), str::to_string)
-            })),
+            }))
+            .with_callback(Arc::new(move |v| mirror.chosen(v))),
+            saved_family,
             size: EnumParam::new("Model size", ModelSize::L),
             head: IntParam::new(
                 "Head",
@@ -84,13 +96,13 @@ impl PianoParams {
                 },
             )
             .with_value_to_string(Arc::new(move |v| {
-                // the label of the first model that has this head (MAESTRO years)
+                // the label the selected family gives this head (e.g. a MAESTRO year)
                 let c = heads.read();
                 let label = c
                     .families
-                    .iter()
-                    .flat_map(|f| &f.models)
-                    .find_map(|m| m.heads.get(v as usize).cloned());
+                    .get(selected.index())
+                    .and_then(|f| f.models.iter().find_map(|m| m.heads.get(v as usize)))
+                    .cloned();
                 label.unwrap_or_else(|| v.to_string())
             })),
             gain: FloatParam::new(
@@ -139,9 +151,5 @@ impl PianoParams {
             .with_step_size(0.01)
             .with_value_to_string(formatters::v2s_f32_rounded(2)),
         }
-    }
-
-    pub fn size_label(&self) -> &'static str {
-        SIZES[self.size.value().index()]
     }
 }

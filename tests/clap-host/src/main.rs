@@ -9,6 +9,10 @@
 //!
 //! or:    clap-render cpu PLUGIN.clap IN.mid SAMPLE_RATE BLOCK_SIZE FAMILY
 //!        prints the audio callback's CPU load (percent of the block's duration) for S, L and XL
+//! or:    clap-render flood PLUGIN.clap SAMPLE_RATE BLOCK_SIZE
+//!        sends one block with a host's flood of events (thousands of parameter changes and
+//!        MIDI controllers, hundreds of notes); the plugin must play on, finite, and the
+//!        framework must not log that its event buffer filled up (test.sh reads stderr)
 //!
 //! Events go in at `floor(time · rate)` within their block, as a sample-accurate host places
 //! them; the plugin's reported latency is compensated by dropping that many leading samples, as
@@ -74,8 +78,10 @@ fn main() {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).is_some_and(|a| a == "cpu") {
-        return cpu_table(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("cpu") => return cpu_table(&args[2..]),
+        Some("flood") => return flood(&args[2..]),
+        _ => {}
     }
     if args.len() < 7 {
         bail!("usage: clap-render PLUGIN.clap IN.mid REFERENCE SAMPLE_RATE BLOCK_SIZE MAX_REL_L2 [FAMILY]");
@@ -230,7 +236,8 @@ fn set_params(instance: &mut PluginInstance<Host>, values: &[(ClapId, f64)]) -> 
 }
 
 /// The callback's CPU load for each model size of `family`: the MIDI file played twice (the
-/// first pass warms caches), time per `process` call over the block's real-time duration.
+/// first pass warms caches), time per `process` call over the block's real-time duration;
+/// then 30 s without a note (an instrument idling in a project, where the engine sleeps).
 fn cpu_table(args: &[String]) -> Result<()> {
     let [plugin_path, midi_path, rate, block, family] = args else {
         bail!("usage: clap-render cpu PLUGIN.clap IN.mid SAMPLE_RATE BLOCK_SIZE FAMILY");
@@ -255,17 +262,141 @@ fn cpu_table(args: &[String]) -> Result<()> {
         );
         set_params(&mut instance, &[(f, family), (z, size as f64)])?;
         render(&mut instance, &midi, rate, block, len, &mut report)?;
-        let (_, mut seconds) = render(&mut instance, &midi, rate, block, len, &mut report)?;
-        seconds.sort_by(f64::total_cmp);
-        let load = |q: f64| 100.0 * seconds[((seconds.len() - 1) as f64 * q) as usize] / budget;
-        let mean = 100.0 * seconds.iter().sum::<f64>() / seconds.len() as f64 / budget;
-        println!(
-            "| {name} | {} blocks | {mean:.1} % | {:.1} % | {:.1} % | {:.1} % |",
-            seconds.len(),
-            load(0.99),
-            load(0.999),
-            load(1.0)
-        );
+        let (_, playing) = render(&mut instance, &midi, rate, block, len, &mut report)?;
+        let silence = MidiFile::from_events(Vec::new());
+        let idle_len = 30 * rate as usize;
+        let (_, idle) = render(&mut instance, &silence, rate, block, idle_len, &mut report)?;
+        for (label, mut seconds) in [
+            (name.to_string(), playing),
+            (format!("{name}, silence"), idle),
+        ] {
+            seconds.sort_by(f64::total_cmp);
+            let load = |q: f64| 100.0 * seconds[((seconds.len() - 1) as f64 * q) as usize] / budget;
+            let mean = 100.0 * seconds.iter().sum::<f64>() / seconds.len() as f64 / budget;
+            println!(
+                "| {label} | {} blocks | {mean:.1} % | {:.1} % | {:.1} % | {:.1} % |",
+                seconds.len(),
+                load(0.99),
+                load(0.999),
+                load(1.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Parameter changes, MIDI controllers and notes in the flood block: what a DAW can send at
+/// once (a VST3 host sees 2080 MIDI-controller parameters; an export starts with every
+/// automated value and the held notes).
+const FLOOD_PARAMS: usize = 4000;
+const FLOOD_CCS: usize = 4000;
+const FLOOD_NOTES: usize = 400;
+
+enum FloodEvent {
+    Param(ClapId, f64),
+    Midi([u8; 3]),
+}
+
+/// One block with the flood, then a second of quiet blocks; the plugin must play on.
+fn flood(args: &[String]) -> Result<()> {
+    let [plugin_path, rate, block] = args else {
+        bail!("usage: clap-render flood PLUGIN.clap SAMPLE_RATE BLOCK_SIZE");
+    };
+    let (rate, block): (u32, u32) = (rate.parse()?, block.parse()?);
+    let entry = load_entry(plugin_path)?;
+    let mut report = Report {
+        failed: 0,
+        passed: 0,
+        quiet: false,
+    };
+    let mut instance = new_instance(&entry)?;
+    let gain = param_id(&mut instance, "Gain")?;
+    let curve = param_id(&mut instance, "Velocity curve")?;
+    let config = PluginAudioConfiguration {
+        sample_rate: rate as f64,
+        min_frames_count: 1,
+        max_frames_count: block,
+    };
+    let processor = instance.activate(|_, _| (), config)?;
+    let mut processor = processor
+        .start_processing()
+        .map_err(|e| anyhow!("start_processing: {e}"))?;
+    // each kind spread over the block, then all in time order (as CLAP requires)
+    let at = |j: usize, n: usize| (j as u64 * block as u64 / n as u64) as u32;
+    let mut events: Vec<(u32, FloodEvent)> = Vec::new();
+    for j in 0..FLOOD_PARAMS {
+        let change = if j % 2 == 0 {
+            (gain, 0.5 + 0.05 * (j % 7) as f64)
+        } else {
+            (curve, 1.0 + 0.1 * (j % 5) as f64)
+        };
+        events.push((at(j, FLOOD_PARAMS), FloodEvent::Param(change.0, change.1)));
+    }
+    for j in 0..FLOOD_CCS {
+        // modulation, volume, expression, sustain, soft and sostenuto pedals, ...
+        let cc = [1u8, 7, 11, 64, 66, 67, 71, 74][j % 8];
+        let status = 0xB0 | (j % 16) as u8;
+        events.push((
+            at(j, FLOOD_CCS),
+            FloodEvent::Midi([status, cc, (j % 128) as u8]),
+        ));
+    }
+    for j in 0..FLOOD_NOTES {
+        let (ch, key) = ((j % 16) as u8, 21 + (j % 88) as u8);
+        let on = [0x90 | ch, key, 20 + (j % 100) as u8];
+        events.push((at(j, 2 * FLOOD_NOTES), FloodEvent::Midi(on)));
+        if j % 2 == 0 {
+            let off = [0x80 | ch, key, 0];
+            events.push((block / 2 + at(j, 2 * FLOOD_NOTES), FloodEvent::Midi(off)));
+        }
+    }
+    events.sort_by_key(|e| e.0);
+    let mut input = EventBuffer::with_capacity(events.len());
+    for (time, event) in events {
+        match event {
+            FloodEvent::Param(id, value) => {
+                input.push(&ParamValueEvent::new(time, id, Pckn::match_all(), value))
+            }
+            FloodEvent::Midi(bytes) => input.push(&MidiEvent::new(time, 0, bytes)),
+        }
+    }
+    let sent = input.len();
+    let mut ports = AudioPorts::with_capacity(2, 1);
+    let mut buffers = vec![vec![0.0f32; block as usize]; 2];
+    let (mut finite, mut peak) = (true, 0.0f32);
+    let blocks = 1 + rate / block;
+    for b in 0..blocks {
+        let events = if b == 0 {
+            InputEvents::from_buffer(&input)
+        } else {
+            InputEvents::empty()
+        };
+        let [l, r] = buffers.as_mut_slice() else {
+            unreachable!()
+        };
+        let mut outputs = ports.with_output_buffers([AudioPortBuffer {
+            latency: 0,
+            channels: AudioPortBufferType::f32_output_only([&mut l[..], &mut r[..]].into_iter()),
+        }]);
+        processor.process(
+            &InputAudioBuffers::empty(),
+            &mut outputs,
+            &events,
+            &mut OutputEvents::void(),
+            Some(b as u64 * block as u64),
+            None,
+        )?;
+        finite &= l.iter().all(|v| v.is_finite());
+        peak = l.iter().fold(peak, |m, v| m.max(v.abs()));
+    }
+    instance.deactivate(processor.stop_processing());
+    report.check(
+        finite && peak > 0.0,
+        format!("{sent} events in one {block}-sample block, then {} more blocks: finite output, peak {peak:.3}", blocks - 1),
+    );
+    println!("{} passed, {} failed", report.passed, report.failed);
+    if report.failed > 0 {
+        std::process::exit(1);
     }
     Ok(())
 }
