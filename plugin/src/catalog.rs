@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ssm_runtime::Model;
-
-/// Sizes in selector order.
-pub const SIZES: [&str; 3] = ["S", "L", "XL"];
+use ssm_runtime::{Model, Size};
 
 /// Where a model's bytes come from.
 #[derive(Debug, Clone)]
@@ -136,7 +133,7 @@ impl Catalog {
     /// nearest size it has (so a family with only L still plays when S is selected).
     pub fn find(&self, family: usize, size: usize) -> Option<&ModelEntry> {
         let f = self.families.get(family)?;
-        let rank = |s: &str| SIZES.iter().position(|&x| x == s).unwrap_or(SIZES.len());
+        let rank = |s: &str| Size::of_label(s).map_or(Size::ALL.len(), Size::index);
         f.models.iter().min_by_key(|m| rank(&m.size).abs_diff(size))
     }
 

@@ -5,22 +5,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use egui::{Color32, RichText, Sense, Stroke, Vec2};
+use nice_plug::context::gui::GuiContext;
 use nice_plug::prelude::*;
-use nice_plug_core_reexport::GuiContext;
 use nice_plug_egui::{
     create_egui_editor, widgets, EguiEditor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp,
     RepaintNotifier,
 };
 use parking_lot::RwLock;
-use ssm_runtime::{builtin, KEYS};
+use ssm_runtime::{builtin, Size, KEYS};
 
-use crate::catalog::{Catalog, ModelSource, SIZES};
+use crate::catalog::{Catalog, ModelSource};
 use crate::params::{ModelSize, PianoParams};
 use crate::shared::Shared;
-
-mod nice_plug_core_reexport {
-    pub use nice_plug::context::gui::GuiContext;
-}
 
 const WIDTH: f32 = 600.0;
 const HEIGHT: f32 = 400.0;
@@ -137,7 +133,7 @@ impl Panel {
                 .enumerate()
             {
                 if ui
-                    .selectable_label(self.params.size.value() == size, SIZES[i])
+                    .selectable_label(self.params.size.value() == size, Size::ALL[i].label())
                     .clicked()
                 {
                     setter.begin_set_parameter(&self.params.size);

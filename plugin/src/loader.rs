@@ -113,6 +113,8 @@ impl LoaderHandle {
 
 fn describe(catalog: &Catalog, key: ModelKey) -> String {
     let family = catalog.family_name(key.family).unwrap_or("?");
-    let size = crate::catalog::SIZES.get(key.size).copied().unwrap_or("?");
+    let size = ssm_runtime::Size::ALL
+        .get(key.size)
+        .map_or("?", |s| s.label());
     format!("{family} {size} at {} Hz", key.sample_rate)
 }

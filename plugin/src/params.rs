@@ -7,6 +7,7 @@ use parking_lot::RwLock;
 
 use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
 use ssm_runtime::notes::{TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
+use ssm_runtime::Size;
 
 use crate::catalog::Catalog;
 use crate::saved_family::SavedFamily;
@@ -24,11 +25,18 @@ pub enum ModelSize {
 }
 
 impl ModelSize {
+    /// Position in [`Size::ALL`], the catalog's size order.
     pub fn index(self) -> usize {
-        match self {
-            ModelSize::S => 0,
-            ModelSize::L => 1,
-            ModelSize::Xl => 2,
+        Size::from(self).index()
+    }
+}
+
+impl From<ModelSize> for Size {
+    fn from(size: ModelSize) -> Size {
+        match size {
+            ModelSize::S => Size::S,
+            ModelSize::L => Size::L,
+            ModelSize::Xl => Size::XL,
         }
     }
 }

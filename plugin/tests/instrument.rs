@@ -284,7 +284,9 @@ fn the_built_in_model_plays_without_any_file() {
     let mut inst = Instrument::new(catalog, shared.clone(), rate, 256, &settings);
     let midi = MidiFile::load(&reference().join("midi/scale.mid")).unwrap();
     // settings.size 1 is L
-    let model = ssm_runtime::builtin::load("L").unwrap().unwrap();
+    let model = ssm_runtime::builtin::load(ssm_runtime::Size::L)
+        .unwrap()
+        .unwrap();
     let roll = midi.roll(model.info.midi_rate, 0.5);
     let mut engine = Engine::new(&model, rate).unwrap();
     let expected = render_roll(&mut engine, &roll, |_, _| {});

@@ -169,7 +169,11 @@ fn main() {
                 .map(|&isa| (size.to_string(), &model, isa, true))
                 .collect();
             let damped = with_damper(model.clone());
-            let grand = builtin::load(size).and_then(Result::ok);
+            let grand = size
+                .parse()
+                .ok()
+                .and_then(builtin::load)
+                .and_then(Result::ok);
             if rate == 48_000 {
                 rows.push((format!("{size} + damper"), &damped, isas[0], true));
                 if let Some(grand) = &grand {

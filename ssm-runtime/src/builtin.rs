@@ -3,7 +3,7 @@
 //! (see `assets/README.md` for their provenance). The published checkpoints cannot be
 //! redistributed; these can, so every build plays out of the box.
 
-use crate::{Model, ModelError};
+use crate::{Model, ModelError, Size};
 
 /// Family name of the built-in models (also written in their metadata).
 pub const FAMILY: &str = "Piano-SSM Grand";
@@ -14,7 +14,7 @@ pub const CREDIT: &str = "trained on the Salamander Grand Piano V3 by Alexander 
 
 /// One embedded model file.
 pub struct Builtin {
-    pub size: &'static str,
+    pub size: Size,
     pub bytes: &'static [u8],
 }
 
@@ -23,11 +23,11 @@ pub struct Builtin {
 /// released (see `assets/README.md`).
 pub const MODELS: &[Builtin] = &[
     Builtin {
-        size: "L",
+        size: Size::L,
         bytes: include_bytes!("../../assets/models/grand-L.safetensors"),
     },
     Builtin {
-        size: "XL",
+        size: Size::XL,
         bytes: include_bytes!("../../assets/models/grand-XL.safetensors"),
     },
 ];
@@ -35,28 +35,28 @@ pub const MODELS: &[Builtin] = &[
 /// The size `piano-ssm render` uses without `--model`/`--size`: L, which costs half XL's CPU
 /// (the plugin starts on L too); XL is a little nearer the Salamander recording (spectral
 /// distance 24.3 against 25.9, see `assets/README.md`).
-pub const DEFAULT_SIZE: &str = "L";
+pub const DEFAULT_SIZE: Size = Size::L;
 
-/// The built-in model of `size` (S, L, XL).
-pub fn load(size: &str) -> Option<Result<Model, ModelError>> {
+/// The built-in model of `size`, if this build has one.
+pub fn load(size: Size) -> Option<Result<Model, ModelError>> {
     MODELS
         .iter()
-        .find(|m| m.size.eq_ignore_ascii_case(size))
+        .find(|m| m.size == size)
         .map(|m| Model::from_bytes(m.bytes))
 }
 
 /// The built-in model of `size`, or an error naming the sizes this build has.
-pub fn require(size: &str) -> Result<Model, String> {
+pub fn require(size: Size) -> Result<Model, String> {
     match load(size) {
         Some(model) => model.map_err(|e| format!("built-in model {size}: {e}")),
         None => Err(format!(
             "no built-in {size} model: this build has {}; pass --model FILE for others",
-            sizes().join(", ")
+            sizes().map(Size::label).collect::<Vec<_>>().join(", ")
         )),
     }
 }
 
-/// The sizes that are built in, e.g. ["L", "XL"].
-pub fn sizes() -> Vec<&'static str> {
-    MODELS.iter().map(|m| m.size).collect()
+/// The sizes that are built in, smallest first.
+pub fn sizes() -> impl Iterator<Item = Size> {
+    MODELS.iter().map(|m| m.size)
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::error::ModelError;
 use crate::model::{Activation, Model, ModelInfo, SsmLayer, KEYS};
 use crate::pickle::{self, StorageKind, TensorRef};
+use crate::size::Size;
 
 /// The MAESTRO years of the published multi-head checkpoints, in head order.
 pub const MAESTRO_YEARS: [&str; 10] = [
@@ -278,12 +279,7 @@ fn assemble(
     } else {
         (0..heads).map(|h| format!("head {h}")).collect()
     };
-    let size = match layers[0].state {
-        64 => "S",
-        128 => "L",
-        256 => "XL",
-        _ => "custom",
-    };
+    let size = Size::of_state(layers[0].state).map_or("custom", Size::label);
     Ok(Model {
         info: ModelInfo {
             family: "Piano-SSM MAESTRO".into(),

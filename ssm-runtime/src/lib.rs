@@ -1,6 +1,7 @@
 //! Piano-SSM inference runtime.
 //!
 //! * [`model`] — the model file format (safetensors + JSON metadata), loading and validation.
+//! * [`size`] — the model sizes S, L and XL.
 //! * [`builtin`] — the models compiled into the binaries (the Piano-SSM Grand family).
 //! * [`checkpoint`] — import of the published PyTorch checkpoints, in pure Rust.
 //! * [`roll`] — the MIDI-to-piano-roll encoder shared by the plugin, renderer and trainer.
@@ -22,6 +23,7 @@ mod pickle;
 pub mod player;
 pub mod render;
 pub mod roll;
+pub mod size;
 pub mod soundcheck;
 
 pub use engine::{Engine, Isa, MAX_BLOCK};
@@ -30,3 +32,4 @@ pub use midi_file::MidiFile;
 pub use model::{Activation, Model, ModelInfo, KEYS};
 pub use player::Player;
 pub use roll::{ChannelEvent, KeyEvent, KeyFrame, Roll, RollEncoder};
+pub use size::Size;

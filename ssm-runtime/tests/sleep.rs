@@ -6,7 +6,7 @@
 
 mod common;
 
-use ssm_runtime::{builtin, Engine, KeyFrame, Model, KEYS};
+use ssm_runtime::{builtin, Engine, KeyFrame, Model, Size, KEYS};
 
 /// A chord for 0.5 s, `silence` seconds of nothing, another chord, and 3 s after it.
 fn play(engine: &mut Engine, silence: f64) -> (Vec<f32>, bool) {
@@ -58,9 +58,10 @@ fn compare(label: &str, model: &Model, silence: f64) -> bool {
 
 #[test]
 fn the_built_in_models_sleep_in_silence_without_a_trace() {
-    for size in ["L", "XL"] {
-        let slept = compare(size, &builtin::require(size).unwrap(), 20.0);
-        assert!(slept, "{size}: still awake 20 s after the chord");
+    for size in [Size::L, Size::XL] {
+        let label = size.label();
+        let slept = compare(label, &builtin::require(size).unwrap(), 20.0);
+        assert!(slept, "{label}: still awake 20 s after the chord");
     }
 }
 
@@ -74,7 +75,7 @@ fn a_published_checkpoint_is_not_put_to_sleep_while_it_rings() {
 /// The built-in L with a second head: the first one's weights halved and its bias moved, so
 /// it rests at another level.
 fn two_heads() -> Model {
-    let mut model = builtin::require("L").unwrap();
+    let mut model = builtin::require(Size::L).unwrap();
     let first = model.head_weight.clone();
     model.head_weight.extend(first.iter().map(|w| w * 0.5));
     model.head_bias.push(model.head_bias[0] * 0.5 + 0.1);

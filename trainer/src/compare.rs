@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ssm_runtime::render::{self, render_roll, WavFormat};
-use ssm_runtime::{Engine, KeyEvent, MidiFile, Model};
+use ssm_runtime::{Engine, KeyEvent, MidiFile, Model, Size};
 use tch::Tensor;
 
 use crate::data::performance::Performance;
@@ -22,8 +22,8 @@ pub struct CompareArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Built-in model size, without --model.
-    #[arg(long, default_value = ssm_runtime::builtin::DEFAULT_SIZE)]
-    pub size: String,
+    #[arg(long, value_enum, default_value_t = ssm_runtime::builtin::DEFAULT_SIZE)]
+    pub size: Size,
     /// The target piano, as training's --instrument: salamander, salamander:DIR or FILE.sf2
     /// (default: Debian's FluidR3_GM).
     #[arg(long, value_parser = Instrument::parse)]
@@ -41,7 +41,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         Some(path) => {
             Model::load(path).with_context(|| format!("cannot load {}", path.display()))?
         }
-        None => ssm_runtime::builtin::require(&args.size).map_err(anyhow::Error::msg)?,
+        None => ssm_runtime::builtin::require(args.size).map_err(anyhow::Error::msg)?,
     };
     let rates = Rates::new(model.info.train_rate, model.info.midi_rate)?;
     let midi = MidiFile::load(&args.midi)?;

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use ssm_runtime::model::SsmLayer;
 use ssm_runtime::KEYS;
 
-use crate::model::WIDTHS;
+use ssm_runtime::size::WIDTHS;
 
 /// Where a fresh network starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]

@@ -16,36 +16,10 @@ use crate::init::Init;
 pub use crate::init::{InitOptions, PoleInit};
 
 /// Channel widths of the paper's network: 88 keys in, 20 features into the heads.
-pub const WIDTHS: [usize; 5] = [KEYS, 88, 60, 40, 20];
+pub use ssm_runtime::size::WIDTHS;
 
-/// Model sizes of the paper (state size per layer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-pub enum Size {
-    #[value(name = "S", alias = "s")]
-    S,
-    #[value(name = "L", alias = "l")]
-    L,
-    #[value(name = "XL", alias = "xl")]
-    XL,
-}
-
-impl Size {
-    pub fn state(self) -> usize {
-        match self {
-            Size::S => 64,
-            Size::L => 128,
-            Size::XL => 256,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Size::S => "S",
-            Size::L => "L",
-            Size::XL => "XL",
-        }
-    }
-}
+/// Model sizes of the paper (state size per layer): the runtime's one definition.
+pub use ssm_runtime::Size;
 
 /// One diagonal SSM layer's trainable tensors, named like the runtime format.
 struct Layer {

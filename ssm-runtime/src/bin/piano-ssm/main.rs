@@ -7,7 +7,7 @@ use std::process::ExitCode;
 mod batch;
 mod render;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ssm_runtime::builtin;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
@@ -15,7 +15,7 @@ use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
 use ssm_runtime::model::{MAX_RATE, MIN_RATE};
 use ssm_runtime::notes::{NoteMap, TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
 use ssm_runtime::render::WavFormat;
-use ssm_runtime::{MidiFile, Model};
+use ssm_runtime::{MidiFile, Model, Size};
 
 use render::{Level, Rendered, Settings};
 
@@ -28,24 +28,6 @@ use render::{Level, Rendered, Settings};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-enum Size {
-    S,
-    L,
-    #[value(name = "XL")]
-    Xl,
-}
-
-impl Size {
-    fn label(self) -> &'static str {
-        match self {
-            Size::S => "S",
-            Size::L => "L",
-            Size::Xl => "XL",
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -136,7 +118,7 @@ fn load_model(path: &Path, import: &ImportOptions) -> Result<Model, String> {
 fn resolve_model(path: Option<&Path>, size: Option<Size>) -> Result<Model, String> {
     let Some(path) = path else {
         // no file: the built-in family
-        return builtin::require(size.map_or(builtin::DEFAULT_SIZE, |s| s.label()));
+        return builtin::require(size.unwrap_or(builtin::DEFAULT_SIZE));
     };
     let model = load_model(path, &ImportOptions::default())?;
     if let Some(size) = size {
@@ -188,7 +170,7 @@ struct RenderArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Model size: picks the built-in model; with --model, checked against the model
-    #[arg(long, value_enum, ignore_case = true)]
+    #[arg(long, value_enum)]
     size: Option<Size>,
     /// Output head by label, e.g. a MAESTRO year
     #[arg(long, conflicts_with = "head")]
