@@ -14,6 +14,8 @@ import mido
 import numpy as np
 import pedalboard
 
+from report import finish
+
 RATE, BLOCK = 48000, 512
 CCS, NOTES = 2 * 16 * 128, 400
 
@@ -46,12 +48,7 @@ def main():
         f"{len(messages)} messages in one {BLOCK}-sample block: finite output, peak {peak:.3f}":
             bool(np.all(np.isfinite(audio))) and peak > 0.0,
     }
-    failed = 0
-    for name, ok in checks.items():
-        print(("ok   " if ok else "FAIL ") + name)
-        failed += not ok
-    print(f"{len(checks) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish(checks)
 
 
 if __name__ == "__main__":

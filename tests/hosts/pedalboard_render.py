@@ -18,6 +18,7 @@ import numpy as np
 import pedalboard
 
 from audio_files import read_case_audio, read_float_wav
+from report import finish
 
 
 def messages(path):
@@ -54,12 +55,7 @@ def main():
         f"silent for the {latency} samples of reported latency": bool(np.all(lead == 0.0)),
         f"relative L2 {err:.2e} <= {limit:g} at {rate} Hz, block {block}": err <= limit,
     }
-    failed = 0
-    for name, ok in checks.items():
-        print(("ok   " if ok else "FAIL ") + name)
-        failed += not ok
-    print(f"{len(checks) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish(checks)
 
 
 if __name__ == "__main__":

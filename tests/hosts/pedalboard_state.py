@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pedalboard
 
+from report import finish
+
 RATE = 48000
 
 
@@ -30,12 +32,7 @@ def main():
         got = other.parameters[name].raw_value
         checks[f"{name} set to {param.string_value} and saved at once: reloaded {other.parameters[name].string_value}"] = (
             bool(np.isclose(got, wanted, atol=1e-6)))
-    failed = 0
-    for name, ok in checks.items():
-        print(("ok   " if ok else "FAIL ") + name)
-        failed += not ok
-    print(f"{len(checks) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish(checks)
 
 
 if __name__ == "__main__":
