@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ssm_runtime::{Model, Size};
+use ssm_runtime::{EngineError, Model, ModelError, Size};
 
 /// Where a model's bytes come from.
 #[derive(Debug, Clone)]
@@ -13,15 +13,27 @@ pub enum ModelSource {
     File(PathBuf),
 }
 
+/// Why the plugin cannot play the model it was asked for (shown on the panel).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("built-in model: {0}")]
+    Builtin(ModelError),
+    #[error("{path}: {source}")]
+    File { path: PathBuf, source: ModelError },
+    #[error("no model for this family and size")]
+    NoModel,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
 impl ModelSource {
-    pub fn load(&self) -> Result<Model, String> {
+    pub fn load(&self) -> Result<Model, LoadError> {
         match self {
-            ModelSource::Builtin(bytes) => {
-                Model::from_bytes(bytes).map_err(|e| format!("built-in model: {e}"))
-            }
-            ModelSource::File(path) => {
-                Model::load(path).map_err(|e| format!("{}: {e}", path.display()))
-            }
+            ModelSource::Builtin(bytes) => Model::from_bytes(bytes).map_err(LoadError::Builtin),
+            ModelSource::File(path) => Model::load(path).map_err(|source| LoadError::File {
+                path: path.clone(),
+                source,
+            }),
         }
     }
 }

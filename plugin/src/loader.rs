@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::RwLock;
 use ssm_runtime::Engine;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, LoadError};
 use crate::shared::Shared;
 
 /// Which model, at which rate and tuning.
@@ -43,14 +43,12 @@ pub struct LoaderHandle {
 }
 
 /// Builds the engine for `key` (on the calling thread).
-pub fn build_engine(catalog: &Catalog, key: ModelKey) -> Result<Box<Engine>, String> {
+pub fn build_engine(catalog: &Catalog, key: ModelKey) -> Result<Box<Engine>, LoadError> {
     let entry = catalog
         .find(key.family, key.size)
-        .ok_or("no model for this family and size")?;
+        .ok_or(LoadError::NoModel)?;
     let model = entry.source.load()?;
-    Engine::tuned(&model, key.sample_rate, key.a4())
-        .map(Box::new)
-        .map_err(|e| e.to_string())
+    Ok(Box::new(Engine::tuned(&model, key.sample_rate, key.a4())?))
 }
 
 impl LoaderHandle {

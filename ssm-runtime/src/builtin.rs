@@ -3,7 +3,7 @@
 //! (see `assets/README.md` for their provenance). The published checkpoints cannot be
 //! redistributed; these can, so every build plays out of the box.
 
-use crate::{Model, ModelError, Size};
+use crate::{BuiltinError, Model, ModelError, Size};
 
 /// Family name of the built-in models (also written in their metadata).
 pub const FAMILY: &str = "Piano-SSM Grand";
@@ -46,13 +46,13 @@ pub fn load(size: Size) -> Option<Result<Model, ModelError>> {
 }
 
 /// The built-in model of `size`, or an error naming the sizes this build has.
-pub fn require(size: Size) -> Result<Model, String> {
+pub fn require(size: Size) -> Result<Model, BuiltinError> {
     match load(size) {
-        Some(model) => model.map_err(|e| format!("built-in model {size}: {e}")),
-        None => Err(format!(
-            "no built-in {size} model: this build has {}; pass --model FILE for others",
-            sizes().map(Size::label).collect::<Vec<_>>().join(", ")
-        )),
+        Some(model) => model.map_err(|source| BuiltinError::Broken { size, source }),
+        None => Err(BuiltinError::Missing {
+            size,
+            have: sizes().map(Size::label).collect::<Vec<_>>().join(", "),
+        }),
     }
 }
 

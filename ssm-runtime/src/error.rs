@@ -12,6 +12,9 @@ pub enum ModelError {
     },
     #[error("not a valid safetensors file: {0}")]
     NotSafetensors(String),
+    /// Writing a model: its tensors could not be laid out as safetensors (a bug, not a file).
+    #[error("cannot serialise the model as safetensors: {0}")]
+    Serialise(String),
     #[error("model metadata lacks the field `{0}`")]
     MissingField(&'static str),
     #[error("model metadata field `{field}`: {reason}")]
@@ -57,4 +60,16 @@ pub enum MidiError {
     Parse(String),
     #[error("MIDI file uses an unsupported timing: {0}")]
     Timing(String),
+}
+
+/// A built-in model that this build lacks or cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum BuiltinError {
+    #[error("no built-in {size} model: this build has {have}; pass --model FILE for others")]
+    Missing { size: crate::Size, have: String },
+    #[error("built-in model {size}: {source}")]
+    Broken {
+        size: crate::Size,
+        source: ModelError,
+    },
 }

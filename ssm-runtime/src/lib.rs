@@ -27,7 +27,7 @@ pub mod size;
 pub mod soundcheck;
 
 pub use engine::{Engine, Isa, MAX_BLOCK};
-pub use error::{EngineError, MidiError, ModelError};
+pub use error::{BuiltinError, EngineError, MidiError, ModelError};
 pub use midi_file::MidiFile;
 pub use model::{Activation, Model, ModelInfo, KEYS};
 pub use player::Player;

@@ -387,9 +387,9 @@ impl Model {
                     .map(|v| (name.clone(), v))
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ModelError::NotSafetensors(e.to_string()))?;
+            .map_err(|e| ModelError::Serialise(e.to_string()))?;
         safetensors::serialize(views, Some(self.metadata()))
-            .map_err(|e| ModelError::NotSafetensors(e.to_string()))
+            .map_err(|e| ModelError::Serialise(e.to_string()))
     }
 
     /// Writes the model atomically (temporary file, then rename), so a crash never leaves

@@ -41,7 +41,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         Some(path) => {
             Model::load(path).with_context(|| format!("cannot load {}", path.display()))?
         }
-        None => ssm_runtime::builtin::require(args.size).map_err(anyhow::Error::msg)?,
+        None => ssm_runtime::builtin::require(args.size)?,
     };
     let rates = Rates::new(model.info.train_rate, model.info.midi_rate)?;
     let midi = MidiFile::load(&args.midi)?;

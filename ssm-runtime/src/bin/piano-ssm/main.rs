@@ -118,7 +118,7 @@ fn load_model(path: &Path, import: &ImportOptions) -> Result<Model, String> {
 fn resolve_model(path: Option<&Path>, size: Option<Size>) -> Result<Model, String> {
     let Some(path) = path else {
         // no file: the built-in family
-        return builtin::require(size.unwrap_or(builtin::DEFAULT_SIZE));
+        return builtin::require(size.unwrap_or(builtin::DEFAULT_SIZE)).map_err(|e| e.to_string());
     };
     let model = load_model(path, &ImportOptions::default())?;
     if let Some(size) = size {
