@@ -116,6 +116,8 @@ done
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
     ../shared/reference/midi/scale.mid ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 1e-3 1
 
+# a project keeps its model family when a family that sorts first is added to the folder
+XDG_DATA_HOME="$host_tmp/data" target/release/clap-render catalog target/bundled/Piano-SSM.clap "$models"
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render flood target/bundled/Piano-SSM.clap \
     48000 512 2>&1 | tee "$host_tmp/clap-flood.log"
 no_event_buffer_growth "$host_tmp/clap-flood.log"

@@ -122,8 +122,9 @@ fn key_event(event: NoteEvent<()>) -> Option<(u32, ChannelEvent)> {
 impl Plugin for PianoSsm {
     const NAME: &'static str = "Piano-SSM";
     const VENDOR: &'static str = "Piano-SSM";
-    const URL: &'static str = "https://github.com/piano-ssm/piano-ssm";
-    const EMAIL: &'static str = "info@piano-ssm.invalid";
+    // no public home page or support address yet: empty rather than made up
+    const URL: &'static str = "";
+    const EMAIL: &'static str = "";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[

@@ -9,6 +9,9 @@
 //!
 //! or:    clap-render cpu PLUGIN.clap IN.mid SAMPLE_RATE BLOCK_SIZE FAMILY
 //!        prints the audio callback's CPU load (percent of the block's duration) for S, L and XL
+//! or:    clap-render catalog PLUGIN.clap MODEL_FOLDER
+//!        a project saved with family 1 reopens on the same family after a family that sorts
+//!        first is added to the folder (the family is saved by name)
 //! or:    clap-render flood PLUGIN.clap SAMPLE_RATE BLOCK_SIZE
 //!        sends one block with a host's flood of events (thousands of parameter changes and
 //!        MIDI controllers, hundreds of notes); the plugin must play on, finite, and the
@@ -81,6 +84,7 @@ fn run() -> Result<()> {
     match args.get(1).map(String::as_str) {
         Some("cpu") => return cpu_table(&args[2..]),
         Some("flood") => return flood(&args[2..]),
+        Some("catalog") => return catalog_change(&args[2..]),
         _ => {}
     }
     if args.len() < 7 {
@@ -399,6 +403,79 @@ fn flood(args: &[String]) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Saves a project playing family 1, adds a family named to sort before it to the folder,
+/// and loads the project into a new instance (which sees the new folder): the family
+/// parameter must follow the saved name to its new index, 2.
+fn catalog_change(args: &[String]) -> Result<()> {
+    let [plugin_path, folder] = args else {
+        bail!("usage: clap-render catalog PLUGIN.clap MODEL_FOLDER");
+    };
+    let entry = load_entry(plugin_path)?;
+    let mut report = Report {
+        failed: 0,
+        passed: 0,
+        quiet: false,
+    };
+    let mut first = new_instance(&entry)?;
+    let family = param_id(&mut first, "Model family")?;
+    set_params(&mut first, &[(family, 1.0)])?;
+    let name = param_text(&mut first, family)?;
+    let saved = save_state(&mut first)?;
+    drop(first);
+
+    // a copy of a model in the folder under a family name that sorts first
+    let source = std::fs::read_dir(folder)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .context("no model in the folder")?;
+    let mut model = ssm_runtime::Model::load(&source)?;
+    model.info.family = "!Sorts first".into();
+    let added = Path::new(folder).join("sorts-first.safetensors");
+    model.save(&added)?;
+
+    let mut second = new_instance(&entry)?;
+    let handle = second.plugin_handle();
+    let state: PluginState = handle.get_extension().context("no state extension")?;
+    state
+        .load(&handle, &mut saved.as_slice())
+        .map_err(|e| anyhow!("state load: {e:?}"))?;
+    let params: PluginParams = handle.get_extension().context("no params extension")?;
+    let index = params.get_value(&handle, family).map(f64::round);
+    let reopened = param_text(&mut second, family)?;
+    std::fs::remove_file(&added)?;
+    report.check(
+        index == Some(2.0) && reopened == name,
+        format!("saved on family 1 ({name}), reopened after a family sorting first was added: family {index:?} ({reopened})"),
+    );
+    println!("{} passed, {} failed", report.passed, report.failed);
+    if report.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The display text of a parameter's current value.
+fn param_text(instance: &mut PluginInstance<Host>, id: ClapId) -> Result<String> {
+    let handle = instance.plugin_handle();
+    let params: PluginParams = handle.get_extension().context("no params extension")?;
+    let value = params.get_value(&handle, id).context("no value")?;
+    let mut text = [0u8; 256];
+    let shown = params
+        .value_to_text(&handle, id, value, &mut text)
+        .map_err(|e| anyhow!("value_to_text: {e:?}"))?;
+    Ok(String::from_utf8_lossy(shown).into_owned())
+}
+
+fn save_state(instance: &mut PluginInstance<Host>) -> Result<Vec<u8>> {
+    let handle = instance.plugin_handle();
+    let state: PluginState = handle.get_extension().context("no state extension")?;
+    let mut saved = Vec::new();
+    state
+        .save(&handle, &mut saved)
+        .map_err(|e| anyhow!("state save: {e:?}"))?;
+    Ok(saved)
 }
 
 /// Stereo and mono outputs, no audio input, one note port taking MIDI.
