@@ -60,6 +60,24 @@ struct Report {
 }
 
 impl Report {
+    /// `quiet`: count without printing the passes.
+    fn new(quiet: bool) -> Report {
+        Report {
+            failed: 0,
+            passed: 0,
+            quiet,
+        }
+    }
+
+    /// The closing 'N passed, N failed' line; exits non-zero on any failure.
+    fn finish(self) -> Result<()> {
+        println!("{} passed, {} failed", self.passed, self.failed);
+        if self.failed > 0 {
+            std::process::exit(1);
+        }
+        Ok(())
+    }
+
     fn check(&mut self, ok: bool, what: impl AsRef<str>) {
         if !self.quiet || !ok {
             println!("{} {}", if ok { "ok  " } else { "FAIL" }, what.as_ref());
@@ -107,11 +125,7 @@ fn run() -> Result<()> {
     };
 
     let entry = load_entry(plugin_path)?;
-    let mut report = Report {
-        failed: 0,
-        passed: 0,
-        quiet: false,
-    };
+    let mut report = Report::new(false);
     let factory = entry
         .get_plugin_factory()
         .context("the bundle has no plugin factory")?;
@@ -176,11 +190,7 @@ fn run() -> Result<()> {
         "a second bounce after deactivate/activate is identical",
     );
 
-    println!("{} passed, {} failed", report.passed, report.failed);
-    if report.failed > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    report.finish()
 }
 
 fn load_entry(path: &str) -> Result<PluginEntry> {
@@ -249,11 +259,7 @@ fn cpu_table(args: &[String]) -> Result<()> {
     let (rate, block, family): (u32, u32, f64) = (rate.parse()?, block.parse()?, family.parse()?);
     let midi = MidiFile::load(Path::new(midi_path))?;
     let entry = load_entry(plugin_path)?;
-    let mut report = Report {
-        failed: 0,
-        passed: 0,
-        quiet: true,
-    };
+    let mut report = Report::new(true);
     let len = ((midi.duration() + 1.5) * rate as f64) as usize;
     let budget = block as f64 / rate as f64;
     println!("| model | {rate} Hz, {block}-sample blocks | mean load | p99 | p99.9 | max |");
@@ -308,11 +314,7 @@ fn flood(args: &[String]) -> Result<()> {
     };
     let (rate, block): (u32, u32) = (rate.parse()?, block.parse()?);
     let entry = load_entry(plugin_path)?;
-    let mut report = Report {
-        failed: 0,
-        passed: 0,
-        quiet: false,
-    };
+    let mut report = Report::new(false);
     let mut instance = new_instance(&entry)?;
     let gain = param_id(&mut instance, "Gain")?;
     let curve = param_id(&mut instance, "Velocity curve")?;
@@ -398,11 +400,7 @@ fn flood(args: &[String]) -> Result<()> {
         finite && peak > 0.0,
         format!("{sent} events in one {block}-sample block, then {} more blocks: finite output, peak {peak:.3}", blocks - 1),
     );
-    println!("{} passed, {} failed", report.passed, report.failed);
-    if report.failed > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    report.finish()
 }
 
 /// Saves a project playing family 1, adds a family named to sort before it to the folder,
@@ -413,11 +411,7 @@ fn catalog_change(args: &[String]) -> Result<()> {
         bail!("usage: clap-render catalog PLUGIN.clap MODEL_FOLDER");
     };
     let entry = load_entry(plugin_path)?;
-    let mut report = Report {
-        failed: 0,
-        passed: 0,
-        quiet: false,
-    };
+    let mut report = Report::new(false);
     let mut first = new_instance(&entry)?;
     let family = param_id(&mut first, "Model family")?;
     set_params(&mut first, &[(family, 1.0)])?;
@@ -449,11 +443,7 @@ fn catalog_change(args: &[String]) -> Result<()> {
         index == Some(2.0) && reopened == name,
         format!("saved on family 1 ({name}), reopened after a family sorting first was added: family {index:?} ({reopened})"),
     );
-    println!("{} passed, {} failed", report.passed, report.failed);
-    if report.failed > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    report.finish()
 }
 
 /// The display text of a parameter's current value.
