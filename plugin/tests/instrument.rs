@@ -13,6 +13,7 @@ use plugin::catalog::Catalog;
 use plugin::instrument::{Instrument, Settings};
 use plugin::shared::Shared;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
+use ssm_runtime::midi_file::TimedEvent;
 use ssm_runtime::notes::NoteMap;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::frame_start;
@@ -110,6 +111,65 @@ fn plays_what_the_file_renderer_plays() {
         512,
     );
     assert!(out[..latency].iter().all(|&v| v == 0.0));
+    let worst = out[latency..]
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "max difference {worst}");
+}
+
+/// Overlapping notes of one key (a re-strike before the note-off, which ends both; the same
+/// key struck twice at once) play as the file renderer plays them: the roll sums their
+/// velocities, as the training pipeline does, past 127.
+#[test]
+fn overlapping_restrikes_play_as_the_file_renderer() {
+    let dir = model_folder();
+    let rate = 48_000;
+    let mut inst = Instrument::new(
+        catalog(dir.path()),
+        Arc::new(Shared::default()),
+        rate,
+        256,
+        &S,
+    );
+    let at = |seconds, event| TimedEvent {
+        seconds,
+        tick: 0,
+        instrument: 0,
+        event,
+    };
+    let (on, off) = (
+        |note, velocity| KeyEvent::NoteOn { note, velocity },
+        |note| KeyEvent::NoteOff { note },
+    );
+    let midi = MidiFile::from_events(vec![
+        at(0.1003, on(60, 80)),
+        at(0.2507, on(60, 60)),
+        at(0.3, on(64, 100)),
+        at(0.4502, off(60)),
+        at(0.5, on(60, 127)),
+        at(0.5, on(60, 127)),
+        at(0.7, off(60)),
+        at(0.75, off(64)),
+    ]);
+    let roll = midi.roll(1000, 1.0);
+    let c4 = 60 - 21;
+    assert_eq!(roll.frames[300][c4], 140, "re-struck C4: 80 + 60");
+    assert_eq!(roll.frames[600][c4], 254, "C4 struck twice at once");
+    let model = ssm_runtime::Model::load(&dir.path().join("S.safetensors")).unwrap();
+    let mut engine = Engine::new(&model, rate).unwrap();
+    engine.set_head(3).unwrap();
+    let expected = render_roll(&mut engine, &roll, |_, _| {});
+    let latency = inst.latency() as usize;
+    let out = play(
+        &mut inst,
+        &S,
+        &midi,
+        (rate, model.info.midi_rate),
+        expected.len() + latency,
+        256,
+    );
     let worst = out[latency..]
         .iter()
         .zip(&expected)
