@@ -51,6 +51,7 @@ pub struct PianoParams {
     /// Projects also save the family's name (`saved_family`), which decides on load.
     #[id = "family"]
     pub family: IntParam,
+    // the key is saved_family::FIELD (an attribute takes no constant)
     #[persist = "family_name"]
     pub saved_family: SavedFamily,
     #[id = "size"]

@@ -83,39 +83,46 @@ fn play(
     out
 }
 
-#[test]
-fn plays_what_the_file_renderer_plays() {
-    let dir = model_folder();
+/// Plays `midi` through a fresh instrument on the published S (head 3) at 48 kHz in blocks of
+/// `block`, and renders its roll with the file renderer; returns the instrument's reported
+/// latency, its output and the largest difference from the render after that latency.
+fn against_file_renderer(
+    dir: &Path,
+    midi: &MidiFile,
+    roll: &ssm_runtime::Roll,
+    block: usize,
+) -> (usize, Vec<f32>, f32) {
     let rate = 48_000;
-    let mut inst = Instrument::new(
-        catalog(dir.path()),
-        Arc::new(Shared::default()),
-        rate,
-        512,
-        &S,
-    );
-    let midi = MidiFile::load(&reference().join("midi/pedal.mid")).unwrap();
-    let roll = midi.roll(1000, 1.5);
-    let model = ssm_runtime::Model::load(&dir.path().join("S.safetensors")).unwrap();
+    let mut inst = Instrument::new(catalog(dir), Arc::new(Shared::default()), rate, block, &S);
+    let model = ssm_runtime::Model::load(&dir.join("S.safetensors")).unwrap();
     let mut engine = Engine::new(&model, rate).unwrap();
     engine.set_head(3).unwrap();
-    let expected = render_roll(&mut engine, &roll, |_, _| {});
+    let expected = render_roll(&mut engine, roll, |_, _| {});
     let latency = inst.latency() as usize;
-    assert_eq!(latency, 48, "one 1 ms frame at 48 kHz");
     let out = play(
         &mut inst,
         &S,
-        &midi,
+        midi,
         (rate, model.info.midi_rate),
         expected.len() + latency,
-        512,
+        block,
     );
-    assert!(out[..latency].iter().all(|&v| v == 0.0));
     let worst = out[latency..]
         .iter()
         .zip(&expected)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
+    (latency, out, worst)
+}
+
+#[test]
+fn plays_what_the_file_renderer_plays() {
+    let dir = model_folder();
+    let midi = MidiFile::load(&reference().join("midi/pedal.mid")).unwrap();
+    let roll = midi.roll(1000, 1.5);
+    let (latency, out, worst) = against_file_renderer(dir.path(), &midi, &roll, 512);
+    assert_eq!(latency, 48, "one 1 ms frame at 48 kHz");
+    assert!(out[..latency].iter().all(|&v| v == 0.0));
     assert!(worst <= 1e-6, "max difference {worst}");
 }
 
@@ -125,14 +132,6 @@ fn plays_what_the_file_renderer_plays() {
 #[test]
 fn overlapping_restrikes_play_as_the_file_renderer() {
     let dir = model_folder();
-    let rate = 48_000;
-    let mut inst = Instrument::new(
-        catalog(dir.path()),
-        Arc::new(Shared::default()),
-        rate,
-        256,
-        &S,
-    );
     let at = |seconds, event| TimedEvent {
         seconds,
         tick: 0,
@@ -157,24 +156,7 @@ fn overlapping_restrikes_play_as_the_file_renderer() {
     let c4 = 60 - 21;
     assert_eq!(roll.frames[300][c4], 140, "re-struck C4: 80 + 60");
     assert_eq!(roll.frames[600][c4], 254, "C4 struck twice at once");
-    let model = ssm_runtime::Model::load(&dir.path().join("S.safetensors")).unwrap();
-    let mut engine = Engine::new(&model, rate).unwrap();
-    engine.set_head(3).unwrap();
-    let expected = render_roll(&mut engine, &roll, |_, _| {});
-    let latency = inst.latency() as usize;
-    let out = play(
-        &mut inst,
-        &S,
-        &midi,
-        (rate, model.info.midi_rate),
-        expected.len() + latency,
-        256,
-    );
-    let worst = out[latency..]
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let (_, _, worst) = against_file_renderer(dir.path(), &midi, &roll, 256);
     assert!(worst <= 1e-6, "max difference {worst}");
 }
 

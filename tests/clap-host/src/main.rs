@@ -430,11 +430,8 @@ fn catalog_change(args: &[String]) -> Result<()> {
     model.save(&added)?;
 
     let mut second = new_instance(&entry)?;
+    load_state(&mut second, &saved)?;
     let handle = second.plugin_handle();
-    let state: PluginState = handle.get_extension().context("no state extension")?;
-    state
-        .load(&handle, &mut saved.as_slice())
-        .map_err(|e| anyhow!("state load: {e:?}"))?;
     let params: PluginParams = handle.get_extension().context("no params extension")?;
     let index = params.get_value(&handle, family).map(f64::round);
     let reopened = param_text(&mut second, family)?;
@@ -458,6 +455,7 @@ fn param_text(instance: &mut PluginInstance<Host>, id: ClapId) -> Result<String>
     Ok(String::from_utf8_lossy(shown).into_owned())
 }
 
+/// The plugin's state as a host saves it with the project.
 fn save_state(instance: &mut PluginInstance<Host>) -> Result<Vec<u8>> {
     let handle = instance.plugin_handle();
     let state: PluginState = handle.get_extension().context("no state extension")?;
@@ -466,6 +464,15 @@ fn save_state(instance: &mut PluginInstance<Host>) -> Result<Vec<u8>> {
         .save(&handle, &mut saved)
         .map_err(|e| anyhow!("state save: {e:?}"))?;
     Ok(saved)
+}
+
+/// Loads a saved state, as a host reopening the project does.
+fn load_state(instance: &mut PluginInstance<Host>, saved: &[u8]) -> Result<()> {
+    let handle = instance.plugin_handle();
+    let state: PluginState = handle.get_extension().context("no state extension")?;
+    state
+        .load(&handle, &mut &saved[..])
+        .map_err(|e| anyhow!("state load: {e:?}"))
 }
 
 /// Stereo and mono outputs, no audio input, one note port taking MIDI.
@@ -542,19 +549,9 @@ fn check_params(instance: &mut PluginInstance<Host>, report: &mut Report) -> Res
 
 /// Saving and loading the state gives back the same bytes (the project reopens as saved).
 fn check_state_round_trip(instance: &mut PluginInstance<Host>, report: &mut Report) -> Result<()> {
-    let handle = instance.plugin_handle();
-    let state: PluginState = handle.get_extension().context("no state extension")?;
-    let mut saved = Vec::new();
-    state
-        .save(&handle, &mut saved)
-        .map_err(|e| anyhow!("state save: {e:?}"))?;
-    state
-        .load(&handle, &mut saved.as_slice())
-        .map_err(|e| anyhow!("state load: {e:?}"))?;
-    let mut again = Vec::new();
-    state
-        .save(&handle, &mut again)
-        .map_err(|e| anyhow!("state save: {e:?}"))?;
+    let saved = save_state(instance)?;
+    load_state(instance, &saved)?;
+    let again = save_state(instance)?;
     report.check(
         !saved.is_empty() && saved == again,
         format!("state of {} bytes survives save → load → save", saved.len()),
