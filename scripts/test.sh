@@ -90,6 +90,18 @@ XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.
     "$PWD/target/bundled/Piano-SSM.vst3" ../shared/reference/midi/scale.mid \
     ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 45 1e-3 1
 
+# the built-in Grand (family 0, 1200 Hz frames) on quantized MIDI, every event on a frame
+# boundary: a host's rounding to the sample must not move a note by a frame
+"$venv/bin/python" tests/hosts/quantized_midi.py "$host_tmp/quantized.mid"
+for rate_block in 44100:441 48000:64 96000:128; do
+    rate=${rate_block%%:*}; block=${rate_block##*:}
+    target/release/piano-ssm render "$host_tmp/quantized.mid" "$host_tmp/quantized-$rate.wav" \
+        --sample-rate "$rate"
+    XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.py \
+        "$PWD/target/bundled/Piano-SSM.vst3" "$host_tmp/quantized.mid" "$host_tmp/quantized-$rate.wav" \
+        "$rate" "$block" $(( (rate + 999) / 1000 )) 1e-4 0
+done
+
 # a value the host sets is in the state it saves at once, while the plugin is processing
 XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_state.py \
     "$PWD/target/bundled/Piano-SSM.vst3"
@@ -115,6 +127,12 @@ for rate_block in 44100:512 48000:64 48000:1000; do
 done
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
     ../shared/reference/midi/scale.mid ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 1e-3 1
+
+for rate_block in 44100:512 48000:64 96000:1000; do
+    rate=${rate_block%%:*}; block=${rate_block##*:}
+    XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
+        "$host_tmp/quantized.mid" "$host_tmp/quantized-$rate.wav" "$rate" "$block" 1e-4 0
+done
 
 # a project keeps its model family when a family that sorts first is added to the folder
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render catalog target/bundled/Piano-SSM.clap "$models"

@@ -252,6 +252,7 @@ fn assemble(
             skip,
             damper: None,
             velocity_exponent: None,
+            b_square: None,
         });
         inputs = outputs;
     }

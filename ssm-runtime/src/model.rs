@@ -18,8 +18,11 @@
 //! which the held equilibrium fades out of the output after a fall. Version 2 also adds
 //! `layers.0.velocity_exponent` (1, optional, 1 when absent): the first layer reads a key's
 //! roll value `v` as `(v/127)^e` instead of `v/127` (see [`SsmLayer::velocity_exponent`]).
-//! Files without a damper or an exponent are written as version 1, so every earlier build
-//! reads them (the published checkpoints import that way).
+//! Format version 3 adds `layers.0.B_square` (P, 88, 2, optional): a second input matrix that
+//! reads the square of each key's touch (see [`SsmLayer::b_square`]).
+//! Every file is written as the lowest version that holds it: files without a damper or an
+//! exponent as version 1, so every earlier build reads them (the published checkpoints import
+//! that way), and only files with `B_square` as version 3.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -34,8 +37,11 @@ pub const KEYS: usize = 88;
 /// MIDI note number of the lowest key.
 pub const LOWEST_NOTE: u8 = 21;
 /// The newest format version this crate reads and writes; loading rejects newer versions.
-pub const FORMAT_VERSION: u32 = 2;
-/// The version a model without a key damper is written as.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version a model with a key damper or a velocity exponent, but no `B_square`, is
+/// written as.
+const DAMPER_FORMAT_VERSION: u32 = 2;
+/// The version a model without any first-layer extension is written as.
 const PLAIN_FORMAT_VERSION: u32 = 1;
 /// Value of the `format` metadata field, marking a file as a Piano-SSM model.
 pub const FORMAT_NAME: &str = "piano-ssm";
@@ -125,6 +131,13 @@ pub struct SsmLayer {
     /// compresses), while a grand's soft notes lie about 30 dB below its loud ones (the
     /// training sampler's curve is `40·log10(v/127)` dB, an exponent of 2 in amplitude).
     pub velocity_exponent: Option<f32>,
+    /// On the first layer only (format version 3): a second input matrix (P, in, 2) for the
+    /// square of each key's touch, so the layer's input is `B t + B_square t² + B_bias` with
+    /// `t` the roll value as the layer reads it. Why: with one matrix every state answers a
+    /// key in the same proportion at every velocity, so velocity scales the tone but cannot
+    /// change it; a piano's upper partials grow faster with velocity than its fundamental
+    /// (a harder strike sounds brighter). Two powers give each state its own velocity curve.
+    pub b_square: Option<Vec<f32>>,
 }
 
 /// The range a first layer's velocity exponent may take.
@@ -259,6 +272,7 @@ impl SsmLayer {
             + self.c.len()
             + self.c_bias.len()
             + self.skip.as_ref().map_or(0, Vec::len)
+            + self.b_square.as_ref().map_or(0, Vec::len)
             + self
                 .damper
                 .as_ref()
@@ -355,6 +369,9 @@ impl Model {
             }
             if let Some(e) = &l.velocity_exponent {
                 entries.push(("velocity_exponent", vec![1], std::slice::from_ref(e)));
+            }
+            if let Some(b) = &l.b_square {
+                entries.push(("B_square", vec![p, n_in, 2], b));
             }
             for (name, shape, data) in entries {
                 tensors.insert(format!("layers.{i}.{name}"), (shape, data));
@@ -507,6 +524,11 @@ impl Model {
                     return Err(ModelError::UnexpectedTensor(name("velocity_exponent")))
                 }
             }
+            match (&l.b_square, i) {
+                (None, _) => {}
+                (Some(b), 0) => check_len(&name("B_square"), b, p * n_in * 2)?,
+                (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("B_square"))),
+            }
             check_norms(&name("norm"), &l.norm)?;
         }
         let heads = self.info.heads.len();
@@ -516,20 +538,23 @@ impl Model {
         Ok(())
     }
 
+    /// The lowest format version that holds this model (see the module comment).
+    pub fn format_version(&self) -> u32 {
+        let any = |has: fn(&SsmLayer) -> bool| self.layers.iter().any(has);
+        if any(|l| l.b_square.is_some()) {
+            FORMAT_VERSION
+        } else if any(|l| l.damper.is_some() || l.velocity_exponent.is_some()) {
+            DAMPER_FORMAT_VERSION
+        } else {
+            PLAIN_FORMAT_VERSION
+        }
+    }
+
     fn metadata(&self) -> HashMap<String, String> {
         let i = &self.info;
         let mut m = HashMap::new();
         m.insert("format".into(), FORMAT_NAME.into());
-        let needs_v2 = self
-            .layers
-            .iter()
-            .any(|l| l.damper.is_some() || l.velocity_exponent.is_some());
-        let version = if needs_v2 {
-            FORMAT_VERSION
-        } else {
-            PLAIN_FORMAT_VERSION
-        };
-        m.insert("format_version".into(), version.to_string());
+        m.insert("format_version".into(), self.format_version().to_string());
         m.insert("family".into(), i.family.clone());
         m.insert("size".into(), i.size.clone());
         m.insert("activation".into(), i.activation.name().into());
@@ -557,6 +582,21 @@ impl Model {
         m
     }
 }
+
+/// The tensors of every layer `layers.i.*` (the skip on every layer but the first).
+const LAYER_TENSORS: [&str; 6] = ["norm", "angle", "B", "B_bias", "C", "C_bias"];
+/// The key damper's tensors, `layers.0.*` (format version 2).
+const DAMPER_TENSORS: [&str; 5] = [
+    "damper_key",
+    "damper_norm",
+    "damper_angle",
+    "damper_fall",
+    "damper_settle",
+];
+/// The first layer's other optional tensors, `layers.0.*` (format versions 2 and 3).
+const FIRST_LAYER_TENSORS: [&str; 2] = ["velocity_exponent", "B_square"];
+/// The heads' tensors.
+const HEAD_TENSORS: [&str; 2] = ["heads.weight", "heads.bias"];
 
 /// A damper's key tags and durations as the f32 tensors the file stores.
 struct StoredDamper {
@@ -799,15 +839,9 @@ impl TensorReader<'_, '_> {
             },
             // any one of the damper's tensors means the four required ones must be there
             damper: if i == 0
-                && [
-                    "damper_key",
-                    "damper_norm",
-                    "damper_angle",
-                    "damper_fall",
-                    "damper_settle",
-                ]
-                .iter()
-                .any(|t| self.0.tensor(&format!("layers.0.{t}")).is_ok())
+                && DAMPER_TENSORS
+                    .iter()
+                    .any(|t| self.0.tensor(&format!("layers.0.{t}")).is_ok())
             {
                 Some(Damper {
                     key: Damper::parse_key_tags(&t("damper_key", &[p])?)?,
@@ -827,6 +861,10 @@ impl TensorReader<'_, '_> {
                 Ok(_) if i == 0 => Some(t("velocity_exponent", &[1])?[0]),
                 _ => None,
             },
+            b_square: match self.0.tensor("layers.0.B_square") {
+                Ok(_) if i == 0 => Some(t("B_square", &[p, n_in, 2])?),
+                _ => None,
+            },
         })
     }
 
@@ -836,22 +874,15 @@ impl TensorReader<'_, '_> {
             let known = match name.strip_prefix("layers.") {
                 Some(rest) => rest.split_once('.').is_some_and(|(idx, t)| {
                     idx.parse::<usize>().is_ok_and(|i| {
-                        i < layers
-                            && matches!(t, "norm" | "angle" | "B" | "B_bias" | "C" | "C_bias")
-                            || (i > 0 && i < layers && t == "skip")
-                            || (i == 0
-                                && matches!(
-                                    t,
-                                    "damper_key"
-                                        | "damper_norm"
-                                        | "damper_angle"
-                                        | "damper_fall"
-                                        | "damper_settle"
-                                        | "velocity_exponent"
-                                ))
+                        let names: &[&[&str]] = match i {
+                            0 => &[&LAYER_TENSORS, &DAMPER_TENSORS, &FIRST_LAYER_TENSORS],
+                            i if i < layers => &[&LAYER_TENSORS, &["skip"]],
+                            _ => &[],
+                        };
+                        names.iter().any(|group| group.contains(&t))
                     })
                 }),
-                None => matches!(name, "heads.weight" | "heads.bias"),
+                None => HEAD_TENSORS.contains(&name),
             };
             if !known {
                 return Err(ModelError::UnexpectedTensor(name.to_string()));

@@ -215,6 +215,15 @@ pub fn mean(models: &[Model], poles: PoleMean) -> Result<Model> {
         if layer.skip.is_some() {
             layer.skip = Some(average(layers.iter().filter_map(|l| l.skip.as_deref())));
         }
+        if layers.iter().any(|l| l.b_square.is_some()) {
+            // a model without a touch square is one whose square is zero
+            let zero = vec![0.0; layer.b.len()];
+            layer.b_square = Some(average(
+                layers
+                    .iter()
+                    .map(|l| l.b_square.as_deref().unwrap_or(&zero)),
+            ));
+        }
     }
     out.head_weight = average(models.iter().map(|m| &m.head_weight[..]));
     out.head_bias = average(models.iter().map(|m| &m.head_bias[..]));

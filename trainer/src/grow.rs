@@ -40,6 +40,12 @@ pub fn grow(small: &Model, fresh: Model) -> Result<Model> {
         b.c_bias.copy_from_slice(&s.c_bias);
         b.skip.clone_from(&s.skip);
         b.velocity_exponent = s.velocity_exponent;
+        // the added states' touch squares start at zero, like their output weights
+        b.b_square = s.b_square.as_ref().map(|square| {
+            let mut grown = vec![0.0; b.b.len()];
+            grown[..square.len()].copy_from_slice(square);
+            grown
+        });
         b.damper = match (&s.damper, b.damper.take()) {
             // without a damper a release strikes: keep the small model's behaviour
             (None, _) => None,

@@ -138,6 +138,7 @@ fn random_layer(
         skip: None,
         damper: None,
         velocity_exponent: None,
+        b_square: None,
     }
 }
 
@@ -453,6 +454,7 @@ pub mod gated_keys {
             skip: None,
             damper: None,
             velocity_exponent: None,
+            b_square: None,
         }
     }
 

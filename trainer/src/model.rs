@@ -27,6 +27,8 @@ struct Layer {
     angle: Tensor,
     /// (P, in, 2)
     b: Tensor,
+    /// (P, in, 2), the first layer's input matrix of the touch squared (format version 3)
+    b_square: Option<Tensor>,
     /// (P, 2)
     b_bias: Tensor,
     /// (out, P, 2)
@@ -158,6 +160,10 @@ impl PianoSsm {
                     norm: var(&p, "norm", &l.norm, &[pn]),
                     angle: var(&p, "angle", &l.angle, &[pn]),
                     b: var(&p, "B", &l.b, &[pn, inp, 2]),
+                    b_square: l
+                        .b_square
+                        .as_ref()
+                        .map(|b| var(&p, "B_square", b, &[pn, inp, 2])),
                     b_bias: var(&p, "B_bias", &l.b_bias, &[pn, 2]),
                     c: var(&p, "C", &l.c, &[out, pn, 2]),
                     c_bias: var(&p, "C_bias", &l.c_bias, &[out, 2]),
@@ -195,6 +201,25 @@ impl PianoSsm {
         self.head_weight.size()[0]
     }
 
+    /// Whether the first layer has a touch square (`B_square`).
+    pub fn has_touch_square(&self) -> bool {
+        self.layers.first().is_some_and(|l| l.b_square.is_some())
+    }
+
+    /// Gives the first layer a touch square (`layers.0.B_square`) at zero, so the network
+    /// plays exactly as before and training can grow a velocity response of its own for each
+    /// state (the gradient reaches it at once: its input, the touch squared, is never zero
+    /// while a key sounds). Nothing changes if it has one.
+    pub fn add_touch_square(&mut self) {
+        let Some(first) = self.layers.first_mut() else {
+            return;
+        };
+        if first.b_square.is_none() {
+            let path = self.vs.root() / "layers" / 0;
+            first.b_square = Some(path.var_copy("B_square", &first.b.detach().zeros_like()));
+        }
+    }
+
     /// Renders a batch. `roll`: (B, 88, frames) velocities / 127; `heads`: (B) int64;
     /// each frame is held for `hold` samples; `step` is train_rate / sample_rate.
     /// Returns (B, frames * hold) in normalised units.
@@ -223,8 +248,12 @@ impl PianoSsm {
                 Some(damper) => layer.forward_damped(damper, roll, hold, step),
                 None => {
                     let kernel = layer.kernel(len, n_fft, step);
-                    let input = if i == 0 { &u } else { &h };
-                    layer.forward(input, &kernel, n_fft)
+                    let input = if i == 0 {
+                        layer.touch_features(&u)
+                    } else {
+                        h.shallow_clone()
+                    };
+                    layer.forward(&input, &kernel, n_fft)
                 }
             };
             let y = self.activate(&y);
@@ -322,6 +351,7 @@ impl PianoSsm {
                     norm: to_vec(&l.norm)?,
                     angle: to_vec(&l.angle)?,
                     b: to_vec(&l.b)?,
+                    b_square: l.b_square.as_ref().map(to_vec).transpose()?,
                     b_bias: to_vec(&l.b_bias)?,
                     c: to_vec(&l.c)?,
                     c_bias: to_vec(&l.c_bias)?,
@@ -489,13 +519,33 @@ impl Layer {
         Cx::new(after.re - held.re, after.im - held.im)
     }
 
-    /// The first layer's input `w = B u + B_bias` for key frames `keys` (88, B, F): (P, B, F).
+    /// The first layer's input `w = B t + B_square t² + B_bias` for key frames `keys`
+    /// (88, B, F) of touches `t`: (P, B, F).
     fn key_input(&self, keys: &Tensor) -> Cx {
+        let features = self.touch_features(keys);
+        let b = self.input_weights();
         let w = |part: i64| {
-            channel_matmul(&self.b.select(2, part), keys)
+            channel_matmul(&b.select(2, part), &features)
                 + self.b_bias.select(1, part).view([-1, 1, 1])
         };
         Cx::new(w(0), w(1))
+    }
+
+    /// What the layer's input matrix reads: the input `u` (in, B, L), or with a touch square
+    /// `[u; u²]` (2·in, B, L), to match [`Layer::input_weights`].
+    fn touch_features(&self, u: &Tensor) -> Tensor {
+        match &self.b_square {
+            Some(_) => Tensor::cat(&[u, &u.square()], 0),
+            None => u.shallow_clone(),
+        }
+    }
+
+    /// B, or with a touch square `[B, B_square]` (P, 2·in, 2).
+    fn input_weights(&self) -> Tensor {
+        match &self.b_square {
+            Some(square) => Tensor::cat(&[&self.b, square], 1),
+            None => self.b.shallow_clone(),
+        }
     }
     /// y = Re(C x + C_bias) for input u: (in, B, L) → (out, B, L).
     fn forward(&self, u: &Tensor, kernel: &Kernel, n_fft: i64) -> Tensor {
@@ -505,14 +555,9 @@ impl Layer {
         let ones = Tensor::ones([1, batch, len], (u.kind(), u.device()));
         let spec = Tensor::cat(&[u, &ones], 0).fft_rfft(n_fft, -1, "backward"); // (in+1, B, F)
                                                                                 // [B_re | b_re ; B_im | b_im]: (2P, in+1), real, applied to the (re, im)-interleaved spectra
-        let b_re = Tensor::cat(
-            &[self.b.select(2, 0), self.b_bias.select(1, 0).unsqueeze(1)],
-            1,
-        );
-        let b_im = Tensor::cat(
-            &[self.b.select(2, 1), self.b_bias.select(1, 1).unsqueeze(1)],
-            1,
-        );
+        let b = self.input_weights();
+        let b_re = Tensor::cat(&[b.select(2, 0), self.b_bias.select(1, 0).unsqueeze(1)], 1);
+        let b_im = Tensor::cat(&[b.select(2, 1), self.b_bias.select(1, 1).unsqueeze(1)], 1);
         let w = channel_matmul(&Tensor::cat(&[b_re, b_im], 0), &spec.view_as_real()); // (2P, B, F, 2)
         let w = w.view_as_complex();
         let (w_re, w_im) = (w.narrow(0, 0, p), w.narrow(0, p, p));

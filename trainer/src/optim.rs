@@ -91,26 +91,25 @@ impl Adam {
     }
 }
 
-/// For a layer's input weights (`layers.i.B`, `layers.i.B_bias`): each state's pole magnitude
-/// |λ| = exp(norm), shaped to scale that state's row of the update.
+/// For a layer's input weights (`layers.i.B`, `layers.0.B_square`, `layers.i.B_bias`): each
+/// state's pole magnitude |λ| = exp(norm), shaped to scale that state's row of the update.
 ///
 /// Why: a state answers a constant input with B/|λ|, so B's natural scale is |λ|, 0.003 for
 /// a bass resonance at 16 kHz and 0.5 for a fast transient. Adam moves every parameter by
 /// about the learning rate whatever its scale, which would wipe out the slow states' B in a
 /// step; scaled by |λ|, every state's gain moves by about the learning rate.
 fn input_row_scale(params: &BTreeMap<String, Tensor>, name: &str) -> Option<Tensor> {
-    let layer = name
-        .strip_suffix(".B")
-        .or_else(|| name.strip_suffix(".B_bias"))?;
+    let (layer, shape): (&str, &[i64]) = if let Some(layer) = name.strip_suffix(".B_bias") {
+        (layer, &[-1, 1]) // (P, 2)
+    } else {
+        let layer = name
+            .strip_suffix(".B")
+            .or_else(|| name.strip_suffix(".B_square"))?;
+        (layer, &[-1, 1, 1]) // (P, in, 2)
+    };
     let norm = params.get(&format!("{layer}.norm"))?;
     let magnitude = norm.exp();
-    // B is (P, in, 2), B_bias (P, 2)
-    let shape: Vec<i64> = if name.ends_with(".B") {
-        vec![-1, 1, 1]
-    } else {
-        vec![-1, 1]
-    };
-    Some(magnitude.view(shape.as_slice()))
+    Some(magnitude.view(shape))
 }
 
 /// Whether a parameter is a layer's pole (`layers.i.norm` or `layers.i.angle`).
@@ -188,11 +187,17 @@ mod tests {
         let mut params = BTreeMap::new();
         let norm = Tensor::from_slice(&magnitudes.map(f32::ln)).set_requires_grad(true);
         let b = Tensor::zeros([2, 3, 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let square =
+            Tensor::zeros([2, 3, 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
         let c = Tensor::zeros([4, 2, 2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-        ((&b + 1.0).sum(Kind::Float) + (&c + 1.0).sum(Kind::Float) + norm.sum(Kind::Float))
-            .backward();
+        ((&b + 1.0).sum(Kind::Float)
+            + (&square + 1.0).sum(Kind::Float)
+            + (&c + 1.0).sum(Kind::Float)
+            + norm.sum(Kind::Float))
+        .backward();
         let before = norm.detach().copy();
         params.insert("layers.0.B".to_string(), b.shallow_clone());
+        params.insert("layers.0.B_square".to_string(), square.shallow_clone());
         params.insert("layers.0.C".to_string(), c.shallow_clone());
         params.insert("layers.0.norm".to_string(), norm.shallow_clone());
         let mut adam = Adam::new(0.0);
@@ -200,10 +205,12 @@ mod tests {
         adam.step(&params, 1e-3);
         // Adam's first step is the rate itself, whatever the gradient's size
         let step = |t: &Tensor| -> Vec<f32> { Vec::try_from(t.detach().flatten(0, -1)).unwrap() };
-        let b_steps = step(&b);
-        for (row, m) in magnitudes.iter().enumerate() {
-            for v in &b_steps[row * 6..(row + 1) * 6] {
-                assert!((v + 1e-3 * m).abs() < 1e-9, "row {row}: {v}");
+        for (name, input) in [("B", &b), ("B_square", &square)] {
+            let steps = step(input);
+            for (row, m) in magnitudes.iter().enumerate() {
+                for v in &steps[row * 6..(row + 1) * 6] {
+                    assert!((v + 1e-3 * m).abs() < 1e-9, "{name} row {row}: {v}");
+                }
             }
         }
         assert!(step(&c).iter().all(|v| (v + 1e-3).abs() < 1e-9));

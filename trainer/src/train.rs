@@ -142,6 +142,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "E")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub velocity_exponent: Option<f32>,
+    /// Give the first layer a second input matrix for each key's touch squared
+    /// (`layers.0.B_square`, model format version 3), starting at zero: each state can then
+    /// answer velocity with its own curve, so a harder strike can sound brighter and not only
+    /// louder. A model that has one keeps it without this flag.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub touch_square: bool,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -449,6 +456,9 @@ impl<'a> Run<'a> {
         };
         if let Some(e) = args.velocity_exponent {
             net.velocity_exponent = Some(e);
+        }
+        if args.touch_square {
+            net.add_touch_square();
         }
         let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
         let mut adam = Adam::new(1e-4);

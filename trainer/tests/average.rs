@@ -69,6 +69,8 @@ fn the_stored_parameters_are_averaged() {
         layer.angle.iter_mut().for_each(|v| *v += 0.02);
         layer.c.iter_mut().for_each(|v| *v *= 3.0);
     }
+    // and a touch square that `a` lacks: `a`'s counts as zero
+    b.layers[0].b_square = Some(a.layers[0].b.iter().map(|v| 4.0 * v).collect());
     let paths = vec![
         save(dir.path(), "a.safetensors", &a),
         save(dir.path(), "b.safetensors", &b),
@@ -89,6 +91,10 @@ fn the_stored_parameters_are_averaged() {
                 "C {c} → {m}"
             );
         }
+    }
+    let square = avg.layers[0].b_square.as_ref().expect("the mean keeps the touch square");
+    for (b, m) in a.layers[0].b.iter().zip(square) {
+        assert!((2.0 * b - m).abs() <= 1e-6 * b.abs().max(1.0), "B_square {b} → {m}");
     }
 }
 

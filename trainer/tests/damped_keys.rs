@@ -1,8 +1,9 @@
 //! The key damper (model format version 2) and the damped-keys initialisation: the trainer's
 //! closed-form forward plays what the engine's per-sample recurrence plays, at the training
 //! rate and another, with overlapping notes and re-strikes, fresh and after training moved
-//! the weights, and with a velocity exponent; a released key stops without a click; and
-//! while no key is released a damper that tags no state is the plain layer (the FFT path).
+//! the weights, with a velocity exponent and with a touch square (format version 3); a
+//! released key stops without a click; and while no key is released a damper that tags no
+//! state is the plain layer (the FFT path).
 
 use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
@@ -119,13 +120,55 @@ fn trainer_and_engine_play_the_damper_alike() {
     assert!(model.layers[0].damper.is_some());
     let mut exponent = trained_like(model.clone());
     exponent.layers[0].velocity_exponent = Some(2.0);
+    let squared = with_square(exponent.clone());
     for (label, model) in [
         ("fresh", model.clone()),
         ("trained", trained_like(model)),
         ("velocity exponent 2", exponent),
+        ("touch square", squared),
     ] {
         trainer_and_engine_agree(label, &model);
     }
+}
+
+/// `model` with a touch square unlike its B (B's values in reverse order, doubled).
+fn with_square(mut model: Model) -> Model {
+    let first = &mut model.layers[0];
+    first.b_square = Some(first.b.iter().rev().map(|v| 2.0 * v).collect());
+    model
+}
+
+/// A touch square added by the trainer starts at zero, so the network plays as before, and
+/// the loss's gradient reaches it at once.
+#[test]
+fn an_added_touch_square_is_silent_until_trained() {
+    let mut model = trained_like(fresh(Size::L).unwrap().to_runtime(info()).unwrap());
+    model.layers[0].velocity_exponent = Some(2.0);
+    let before = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let mut net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    net.add_touch_square();
+    assert!(net.has_touch_square() && !before.has_touch_square());
+    let frames = phrase(400);
+    let err = relative_l2(
+        &trainer_render(&net, &frames, 16, 1.0),
+        &trainer_render(&before, &frames, 16, 1.0),
+    );
+    assert!(err < 1e-6, "relative L2 {err:.3e}");
+    let roll = trainer::roll_tensor(&frames, Device::Cpu);
+    let out = net.forward(&roll, &Tensor::from_slice(&[0i64]), 16, 1.0);
+    out.square().mean(Kind::Float).backward();
+    let square = &net.vs.variables()["layers.0.B_square"];
+    let g = square.grad().abs().sum(Kind::Double).double_value(&[]);
+    assert!(g.is_finite() && g > 0.0, "gradient {g}");
+    // and it is saved with the model: format version 3
+    let saved = net.to_runtime(info()).unwrap();
+    assert_eq!(saved.format_version(), 3);
+    assert!(saved.layers[0]
+        .b_square
+        .as_ref()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 0.0));
 }
 
 fn trainer_and_engine_agree(label: &str, model: &Model) {

@@ -1,5 +1,6 @@
 //! Growing an L into an XL (`--weights L --model XL`): the grown model plays what the L
-//! played, through the engine, releases and damper included; the added states learn.
+//! played, through the engine, releases, damper and touch square included; the added states
+//! learn.
 
 use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
@@ -53,6 +54,9 @@ fn a_grown_model_plays_what_the_small_one_played() {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         *v += 0.02 * (((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5);
     }
+    // with a touch square unlike its B, which the grown model must keep
+    let first = &mut small.layers[0];
+    first.b_square = Some(first.b.iter().rev().map(|v| 0.5 * v).collect());
     let big = grow(&small, fresh(Size::XL, 2)).unwrap();
     assert_eq!(big.state_sizes(), vec![256; 4]);
     assert_eq!(big.info.size, "XL");

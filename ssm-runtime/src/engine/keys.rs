@@ -1,8 +1,8 @@
 //! The first layer's input: the key frame, constant between roll changes, and the key damper
 //! (format version 2, see [`Damper`]).
 //!
-//! The projection `g ⊙ (B u + B_bias)` is recomputed only when the keys change, over the keys
-//! that sound. A released key never excites a state: at the change every state keeps its
+//! The projection `g ⊙ (B t + B_square t² + B_bias)` (`t` each key's touch) is recomputed
+//! only when the keys change, over the keys that sound. A released key never excites a state: at the change every state keeps its
 //! deviation from equilibrium and moves to the equilibrium of the keys that stay, the pole it
 //! now rests at; the output lets go of the equilibrium it leaves along the settling fade.
 //! Only a damper's fall (a few ms) and the fade (tens of ms) cost anything per sample.
@@ -17,12 +17,10 @@ use crate::roll::KeyFrame;
 /// The first layer's input and its key damper, discretised for one rate.
 pub(super) struct KeyInput {
     p: usize,
-    /// `cols[k]` is `g ⊙ B[:, k]` as `[re; im]` (2P values, f64), with the sounding gain
-    cols: Vec<f64>,
+    /// what each key adds to the input at each roll value
+    keys: KeyColumns,
     /// `g ⊙ B_bias`
     bias: Vec<f64>,
-    /// each roll value as the layer reads it
-    touch: Touch,
     /// the input for the current keys with every state's sounding gain
     sounding: Vec<f64>,
     /// what the recurrence reads: `sounding` with a damped state's gain where its key is up
@@ -93,9 +91,16 @@ impl KeyInput {
             split(&(0..p).map(|q| g[q] * w(q)).collect::<Vec<_>>())
         };
         let cplx = |v: &[f32], i: usize| Complex64::new(v[2 * i] as f64, v[2 * i + 1] as f64);
-        let cols = (0..layer.inputs)
-            .flat_map(|k| column(&|q| cplx(&layer.b, q * layer.inputs + k)))
-            .collect();
+        let columns = |b: &[f32]| -> Vec<f64> {
+            (0..layer.inputs)
+                .flat_map(|k| column(&|q| cplx(b, q * layer.inputs + k)))
+                .collect()
+        };
+        let keys = KeyColumns {
+            linear: columns(&layer.b),
+            square: layer.b_square.as_deref().map(columns),
+            touch: Touch::new(layer.velocity_exponent),
+        };
         let bias = column(&|q| cplx(&layer.b_bias, q));
         let (dampers, fall, settling) = match &layer.damper {
             Some(d) => {
@@ -107,8 +112,7 @@ impl KeyInput {
         };
         KeyInput {
             p,
-            cols,
-            touch: Touch::new(layer.velocity_exponent),
+            keys,
             sounding: bias.clone(),
             u: bias.clone(),
             bias,
@@ -135,7 +139,7 @@ impl KeyInput {
         }
         self.sounding.copy_from_slice(&self.bias);
         for (k, &v) in keys.iter().enumerate().filter(|(_, &v)| v > 0) {
-            add_key(&mut self.sounding, &self.cols, k, self.touch.of(v));
+            self.keys.add(&mut self.sounding, k, v, 1.0);
         }
         self.u.copy_from_slice(&self.sounding);
         let p = self.p;
@@ -170,7 +174,7 @@ impl KeyInput {
         let p = self.p;
         self.kept.copy_from_slice(&self.sounding);
         for k in (0..KEYS).filter(|&k| released(before, keys, k)) {
-            add_key(&mut self.kept, &self.cols, k, -self.touch.of(before[k]));
+            self.keys.add(&mut self.kept, k, before[k], -1.0);
         }
         let at = |v: &[f64], q: usize| Complex64::new(v[q], v[p + q]);
         for q in 0..p {
@@ -268,8 +272,27 @@ fn released(before: &KeyFrame, keys: &KeyFrame, k: usize) -> bool {
     before[k] > 0 && keys[k] == 0
 }
 
-/// Adds `scale` times key `k`'s column of `cols` (2P values each) to `input`.
-fn add_key(input: &mut [f64], cols: &[f64], k: usize, scale: f64) {
+/// Each key's input columns: `g ⊙ B[:, k]` and, on a format-version-3 layer, `g ⊙ B_square[:, k]`,
+/// as `[re; im]` (2P values, f64) with the sounding gain; and the touch that weights them.
+struct KeyColumns {
+    linear: Vec<f64>,
+    square: Option<Vec<f64>>,
+    touch: Touch,
+}
+
+impl KeyColumns {
+    /// Adds `sign` times what key `k` at roll value `v` puts into the input: `t·B + t²·B_square`.
+    fn add(&self, input: &mut [f64], k: usize, v: u8, sign: f64) {
+        let t = self.touch.of(v);
+        add_column(input, &self.linear, k, sign * t);
+        if let Some(square) = &self.square {
+            add_column(input, square, k, sign * t * t);
+        }
+    }
+}
+
+/// Adds `scale` times key `k`'s column of `cols` (`input.len()` values each) to `input`.
+fn add_column(input: &mut [f64], cols: &[f64], k: usize, scale: f64) {
     let width = input.len();
     for (s, c) in input.iter_mut().zip(&cols[k * width..(k + 1) * width]) {
         *s += scale * c;

@@ -1,0 +1,71 @@
+"""Write a quantized MIDI file, as a DAW makes them: every event on an eighth-note grid at
+60 bpm, so every note-on, note-off and pedal change lies exactly on a MIDI frame boundary of
+the built-in models (1000 and 1200 Hz frames) and on a sample at 44.1, 48 and 96 kHz.
+
+usage: quantized_midi.py OUT.mid
+
+The tempo (1 s a beat) and resolution (256 ticks a beat) make every event time a binary
+fraction, so pretty_midi's float tick-to-time mapping — which the file renderer follows — puts
+each event exactly on its boundary. (With 120 bpm at 220 or 480 ticks a beat, some beats land
+a rounding error below their boundary, and pretty_midi then puts them a frame early, where a
+host that places the event on its sample cannot: see the README's host notes.)
+Re-strikes of a sounding key, chords, a one-eighth note and pedalled and dry passages are in;
+the pedal changes on half-seconds, where the host tests start a block.
+"""
+import sys
+
+import mido
+
+TICKS = 256          # a beat
+EIGHTH = TICKS // 8  # 1/8 s at 60 bpm: 125 frames at 1000 Hz, 150 at 1200 Hz
+
+
+def events():
+    """(tick, message) pairs: chords and a melody on the eighth grid, the pedal on half-seconds."""
+    out = []
+
+    def note(key, start, length, velocity):
+        out.append((start * EIGHTH, mido.Message("note_on", note=key, velocity=velocity)))
+        out.append(((start + length) * EIGHTH, mido.Message("note_off", note=key, velocity=0)))
+
+    def pedal(start, down):
+        out.append((start * EIGHTH, mido.Message("control_change", control=64, value=127 if down else 0)))
+
+    # bar 1, dry: a C major chord, a melody over it, a key struck again while it sounds
+    for key in (48, 55, 64):
+        note(key, 0, 8, 70)
+    for i, (key, vel) in enumerate([(72, 90), (74, 60), (76, 100), (77, 40)]):
+        note(key, 2 * i, 2, vel)
+    note(64, 4, 2, 110)       # E4 again, over the chord's E4 (their velocities add)
+    note(84, 7, 1, 127)       # one eighth
+    # bar 2, pedalled: the pedal on half-seconds (a JUCE host hands a VST3 its controller
+    # changes at a block's start: the test's blocks start there)
+    pedal(8, True)
+    for i, key in enumerate([45, 52, 60, 64, 69, 72]):
+        note(key, 8 + i, 1, 50 + 12 * i)
+    pedal(12, False)
+    note(57, 14, 2, 80)
+    # bar 3: a low chord under the pedal, released together with it, then silence for the tails
+    pedal(16, True)
+    for key in (24, 31, 36):
+        note(key, 16, 2, 95)
+    pedal(20, False)
+    return sorted(out, key=lambda e: e[0])
+
+
+def main():
+    path = sys.argv[1]
+    midi = mido.MidiFile(ticks_per_beat=TICKS)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=1_000_000, time=0))
+    tick = 0
+    for at, msg in events():
+        track.append(msg.copy(time=at - tick))
+        tick = at
+    track.append(mido.MetaMessage("end_of_track", time=4 * EIGHTH))
+    midi.tracks.append(track)
+    midi.save(path)
+
+
+if __name__ == "__main__":
+    main()
