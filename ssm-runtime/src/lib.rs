@@ -9,7 +9,8 @@
 //! * [`engine`] — the allocation-free, sample-rate-agnostic SSM engine.
 //! * [`player`] — encoder + engine for live MIDI with sample offsets.
 //! * [`render`] — whole-file rendering and WAV output, as used by the `piano-ssm` command.
-//! * [`soundcheck`] — listening checks (pitch, dynamics, onsets, silence, pedal) as measurements.
+//! * `soundcheck` (feature `soundcheck`) — listening checks (pitch, dynamics, onsets, silence,
+//!   pedal) as measurements, for the trainer and the tests.
 
 pub mod builtin;
 pub mod checkpoint;
@@ -24,6 +25,7 @@ pub mod player;
 pub mod render;
 pub mod roll;
 pub mod size;
+#[cfg(feature = "soundcheck")]
 pub mod soundcheck;
 
 pub use engine::{Engine, Isa, MAX_BLOCK};

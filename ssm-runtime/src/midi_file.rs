@@ -118,6 +118,19 @@ impl MidiFile {
         }
     }
 
+    /// Exactly `frames` frames of the roll at `midi_rate`, for a crop, a check or a clip of a
+    /// given length: cut where the file is longer, continued past its end where it is shorter,
+    /// as a render's tail continues it (in silence: the pipeline ends every note at the file's
+    /// end, even one the pedal holds).
+    pub fn roll_frames(&self, midi_rate: u32, frames: usize) -> Roll {
+        // a tail as long as the roll asked for leaves at least `frames` frames to take
+        let tail = frames as f64 / midi_rate as f64;
+        Roll {
+            midi_rate,
+            frames: self.frames(midi_rate, tail).take(frames).collect(),
+        }
+    }
+
     /// The roll's frames one after another, [`MidiFile::frame_count`] of them: a render
     /// streams them instead of holding 88 bytes a frame for the whole piece.
     pub fn frames(&self, midi_rate: u32, tail_seconds: f64) -> Frames<'_> {
@@ -550,6 +563,33 @@ mod tests {
         let mut out = Vec::new();
         smf.write_std(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn roll_frames_cuts_or_continues_the_roll() {
+        // 100 ticks a quarter at 120 bpm: C4 from 0 to 0.25 s under the pedal, which stays down
+        let pedal = ev(
+            0,
+            TrackEventKind::Midi {
+                channel: u4::new(0),
+                message: MidiMessage::Controller {
+                    controller: u7::new(64),
+                    value: u7::new(127),
+                },
+            },
+        );
+        let bytes = write(vec![vec![pedal, note(0, 0, 60, 80), note(50, 0, 60, 0)]], 100);
+        let f = MidiFile::parse(&bytes).unwrap();
+        let full = f.roll(1000, 1.0).frames;
+        // shorter than the file: its first frames
+        assert_eq!(f.roll_frames(1000, 100).frames, full[..100]);
+        // longer: the file's end (0.25 s) continued as a render's tail continues it: the
+        // pipeline ends every note at the file's end, even one the pedal still holds
+        let long = f.roll_frames(1000, 900).frames;
+        assert_eq!(long.len(), 900);
+        assert_eq!(long, full[..900]);
+        assert_eq!(long[200][60 - crate::model::LOWEST_NOTE as usize], 80);
+        assert!(long[250..].iter().all(|frame| frame == &[0; crate::KEYS]));
     }
 
     #[test]

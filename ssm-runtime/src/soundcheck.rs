@@ -10,7 +10,7 @@ use num_complex::Complex64;
 
 use crate::midi_file::{MidiFile, TimedEvent};
 use crate::roll::{KeyEvent, Roll};
-use crate::{Engine, Model, KEYS};
+use crate::{Engine, Model};
 
 /// Keys are tested from A0 to C8 in steps of three: 30 keys.
 pub const PITCH_KEYS: std::ops::RangeInclusive<u8> = 21..=108;
@@ -72,12 +72,10 @@ pub fn roll(events: &[(f64, KeyEvent)], seconds: f64) -> Roll {
             })
             .collect(),
     );
-    let mut r = file.roll(CHECK_MIDI_RATE, seconds);
-    r.frames.resize(
+    file.roll_frames(
+        CHECK_MIDI_RATE,
         (seconds * CHECK_MIDI_RATE as f64).round() as usize,
-        [0u8; KEYS],
-    );
-    r
+    )
 }
 
 /// One check's outcome, with the figure it was decided on.
@@ -343,6 +341,7 @@ fn cents(f: f64, reference: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KEYS;
 
     /// A test instrument: a decaying sine per held key (pitch `detune` cents off), amplitude
     /// proportional to velocity, silent at once when released, sustained by the pedal as the

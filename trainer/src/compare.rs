@@ -49,8 +49,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let perf = performance(&midi, rates.midi_rate, frames as u64);
     let piano = args.instrument.clone().unwrap_or_else(Instrument::fluid);
     let target = SynthSource::open(&piano, rates, 0)?.render(&perf, frames)?;
-    let mut roll = midi.roll(rates.midi_rate, 0.0);
-    roll.frames.resize(frames, [0; ssm_runtime::KEYS]);
+    let roll = midi.roll_frames(rates.midi_rate, frames);
     let mut engine = Engine::new(&model, rates.sample_rate)?;
     let pred = render_roll(&mut engine, &roll, |_, _| {});
     let (target_wav, model_wav) = (

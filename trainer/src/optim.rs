@@ -16,6 +16,9 @@ pub struct Adam {
     /// Learning-rate factor for the poles (`norm`, `angle`): Adam moves every parameter by
     /// about the rate per step, which for a pole's angle is a large change of its decay time.
     pub pole_lr: f64,
+    /// Learning-rate factor for the first layer's touch square (`layers.0.B_square`): it is
+    /// added at zero to a trained model and has to grow to B's size within a fine-tuning run.
+    pub square_lr: f64,
     /// First and second moments by parameter name.
     pub m: BTreeMap<String, Tensor>,
     pub v: BTreeMap<String, Tensor>,
@@ -30,6 +33,7 @@ impl Adam {
             weight_decay,
             step: 0,
             pole_lr: 1.0,
+            square_lr: 1.0,
             m: BTreeMap::new(),
             v: BTreeMap::new(),
         }
@@ -61,6 +65,9 @@ impl Adam {
             let mut update = &*m / &denom * (lr / bc1);
             if is_pole(name) {
                 update *= self.pole_lr;
+            }
+            if name.ends_with(".B_square") {
+                update *= self.square_lr;
             }
             if let Some(magnitude) = input_row_scale(params, name) {
                 update *= magnitude;
@@ -179,8 +186,8 @@ impl Schedule {
 mod tests {
     use super::*;
 
-    /// With the same gradient, a slow state's B moves by |λ| times what a fast one's does, and
-    /// the poles move by `pole_lr` times the rate.
+    /// With the same gradient, a slow state's B moves by |λ| times what a fast one's does, the
+    /// touch square `square_lr` times that, and the poles move by `pole_lr` times the rate.
     #[test]
     fn input_weights_step_in_units_of_their_pole() {
         let magnitudes = [0.002f32, 0.5];
@@ -202,14 +209,15 @@ mod tests {
         params.insert("layers.0.norm".to_string(), norm.shallow_clone());
         let mut adam = Adam::new(0.0);
         adam.pole_lr = 0.25;
+        adam.square_lr = 3.0;
         adam.step(&params, 1e-3);
         // Adam's first step is the rate itself, whatever the gradient's size
         let step = |t: &Tensor| -> Vec<f32> { Vec::try_from(t.detach().flatten(0, -1)).unwrap() };
-        for (name, input) in [("B", &b), ("B_square", &square)] {
+        for (name, input, factor) in [("B", &b, 1.0), ("B_square", &square, 3.0)] {
             let steps = step(input);
             for (row, m) in magnitudes.iter().enumerate() {
                 for v in &steps[row * 6..(row + 1) * 6] {
-                    assert!((v + 1e-3 * m).abs() < 1e-9, "{name} row {row}: {v}");
+                    assert!((v + 1e-3 * m * factor).abs() < 1e-9, "{name} row {row}: {v}");
                 }
             }
         }

@@ -149,6 +149,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub touch_square: bool,
+    /// Learning-rate factor for the touch square (`layers.0.B_square`), which starts at zero
+    /// on a trained model and must grow to B's size within a fine-tuning run.
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(skip_serializing_if = "is_one")]
+    pub square_lr: f64,
     /// Where a fresh model's poles start (ignored with --weights).
     #[arg(long, value_enum, default_value_t = PoleInit::Keyboard)]
     pub init: PoleInit,
@@ -413,10 +418,17 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if !(args.pole_lr > 0.0 && args.pole_lr.is_finite()) {
         bail!("--pole-lr must be a positive factor");
     }
+    if !(args.square_lr > 0.0 && args.square_lr.is_finite()) {
+        bail!("--square-lr must be a positive factor");
+    }
     if args.criterion.is_empty() {
         bail!("--criterion needs at least one of combined-spectral, spectral, equalised");
     }
     Ok(())
+}
+
+fn is_one(factor: &f64) -> bool {
+    *factor == 1.0
 }
 
 fn is_default_gate(gate: &f64) -> bool {
@@ -463,6 +475,7 @@ impl<'a> Run<'a> {
         let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
         let mut adam = Adam::new(1e-4);
         adam.pole_lr = args.pole_lr;
+        adam.square_lr = args.square_lr;
         let ckpt = args.out.join("checkpoint.safetensors");
         let state = if args.resume && ckpt.is_file() {
             let state = checkpoint::load(&ckpt, &params, &mut adam)?;

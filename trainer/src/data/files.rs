@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{bail, Context, Result};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use ssm_runtime::{MidiFile, KEYS};
+use ssm_runtime::MidiFile;
 
 use super::audio::{read_mono, resample, wav_info};
 use super::{segments, Clip, Rates, Source, Split};
@@ -113,9 +113,8 @@ impl PairedFiles {
     fn crop(&self, entry: &Entry, start: usize, frames: usize) -> Result<Clip> {
         let midi = MidiFile::load(&entry.pair.midi)
             .with_context(|| format!("corrupt MIDI {}", entry.pair.midi.display()))?;
-        let mut roll = midi.roll(self.rates.midi_rate, 0.0).frames;
-        roll.resize(roll.len().max(start + frames), [0; KEYS]);
-        let roll = roll[start..start + frames].to_vec();
+        let mut roll = midi.roll_frames(self.rates.midi_rate, start + frames).frames;
+        let roll = roll.split_off(start);
         let audio = self.audio(
             entry,
             start as f64 / self.rates.midi_rate as f64,

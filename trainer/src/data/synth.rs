@@ -112,13 +112,9 @@ impl SynthSource {
     pub fn clip(&self, seed: u64, frames: usize) -> Result<Clip> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let perf = Performance::generate(&mut rng, frames as u64, self.rates.midi_rate);
-        let mut roll = roll_of(&perf, self.rates.midi_rate)
-            .roll(
-                self.rates.midi_rate,
-                frames as f64 / self.rates.midi_rate as f64 + 1.0,
-            )
+        let roll = roll_of(&perf, self.rates.midi_rate)
+            .roll_frames(self.rates.midi_rate, frames)
             .frames;
-        roll.resize(frames, [0; ssm_runtime::KEYS]);
         let audio = self.render(&perf, frames)?;
         Ok(Clip {
             frames: roll,
