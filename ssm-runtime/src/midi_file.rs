@@ -578,7 +578,10 @@ mod tests {
                 },
             },
         );
-        let bytes = write(vec![vec![pedal, note(0, 0, 60, 80), note(50, 0, 60, 0)]], 100);
+        let bytes = write(
+            vec![vec![pedal, note(0, 0, 60, 80), note(50, 0, 60, 0)]],
+            100,
+        );
         let f = MidiFile::parse(&bytes).unwrap();
         let full = f.roll(1000, 1.0).frames;
         // shorter than the file: its first frames

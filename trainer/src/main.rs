@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train (the default when no subcommand is given).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Score models on a dataset's test split, beside baselines.
     Eval(EvalArgs),
     /// Play a MIDI file with the SoundFont and a model: two WAVs and their spectrograms.

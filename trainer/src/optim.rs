@@ -217,7 +217,10 @@ mod tests {
             let steps = step(input);
             for (row, m) in magnitudes.iter().enumerate() {
                 for v in &steps[row * 6..(row + 1) * 6] {
-                    assert!((v + 1e-3 * m * factor).abs() < 1e-9, "{name} row {row}: {v}");
+                    assert!(
+                        (v + 1e-3 * m * factor).abs() < 1e-9,
+                        "{name} row {row}: {v}"
+                    );
                 }
             }
         }

@@ -92,9 +92,15 @@ fn the_stored_parameters_are_averaged() {
             );
         }
     }
-    let square = avg.layers[0].b_square.as_ref().expect("the mean keeps the touch square");
+    let square = avg.layers[0]
+        .b_square
+        .as_ref()
+        .expect("the mean keeps the touch square");
     for (b, m) in a.layers[0].b.iter().zip(square) {
-        assert!((2.0 * b - m).abs() <= 1e-6 * b.abs().max(1.0), "B_square {b} → {m}");
+        assert!(
+            (2.0 * b - m).abs() <= 1e-6 * b.abs().max(1.0),
+            "B_square {b} → {m}"
+        );
     }
 }
 

@@ -113,7 +113,9 @@ impl PairedFiles {
     fn crop(&self, entry: &Entry, start: usize, frames: usize) -> Result<Clip> {
         let midi = MidiFile::load(&entry.pair.midi)
             .with_context(|| format!("corrupt MIDI {}", entry.pair.midi.display()))?;
-        let mut roll = midi.roll_frames(self.rates.midi_rate, start + frames).frames;
+        let mut roll = midi
+            .roll_frames(self.rates.midi_rate, start + frames)
+            .frames;
         let roll = roll.split_off(start);
         let audio = self.audio(
             entry,
