@@ -9,12 +9,12 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use ssm_runtime::engine::STANDARD_A4;
 use ssm_runtime::notes::NoteMap;
-use ssm_runtime::player::EVENT_CAPACITY;
-use ssm_runtime::{ChannelEvent, Engine, KeyEvent, Player};
+use ssm_runtime::{ChannelEvent, KeyEvent, Player};
 
 use crate::catalog::Catalog;
 use crate::loader::{build_engine, LoaderHandle, ModelKey};
 use crate::shared::Shared;
+use crate::slot::Slot;
 
 /// Length of the crossfade when the model changes.
 const FADE_SECONDS: f32 = 0.02;
@@ -65,16 +65,14 @@ pub struct Instrument {
     playing: Option<ModelKey>,
     /// The last model asked of the loader, so a failing model is asked for only once.
     requested: Option<ModelKey>,
-    /// The previous engine, fading out after a switch.
-    fading: Option<Box<Engine>>,
-    fade_done: usize,
-    fade_len: usize,
-    /// Engines waiting to go back to the loader (its queue was full).
-    garbage: Option<Box<Engine>>,
+    /// The engine hand-over: the previous engine fading out after a switch.
+    slot: Slot,
     loader: LoaderHandle,
     shared: Arc<Shared>,
     sample_rate: u32,
-    events: Vec<(u32, ChannelEvent)>,
+    /// A new transposition releases every key before the block's events (see
+    /// [`Instrument::follow_notes`]).
+    release_all: bool,
     scratch: Vec<f32>,
     /// The gain applied to the last sample, gliding towards the setting.
     gain: f32,
@@ -124,16 +122,13 @@ impl Instrument {
             player,
             playing,
             requested: Some(key),
-            fading: None,
-            fade_done: 0,
-            fade_len: (FADE_SECONDS * sample_rate as f32) as usize,
+            slot: Slot::new((FADE_SECONDS * sample_rate as f32) as usize),
             gain: settings.gain,
             gain_coef: 1.0 - (-1.0 / (GAIN_SECONDS * sample_rate as f32)).exp(),
-            garbage: None,
             loader: LoaderHandle::start(catalog, shared.clone()),
             shared,
             sample_rate,
-            events: Vec::with_capacity(EVENT_CAPACITY),
+            release_all: false,
             scratch: vec![0.0; max_block.max(1)],
             notes: NoteMap::default(),
             notes_for: (0, 1.0),
@@ -152,24 +147,34 @@ impl Instrument {
     /// Clears every state (the host's reset).
     pub fn reset(&mut self) {
         self.player.reset();
-        self.fading_finished();
+        let loader = &self.loader;
+        self.slot.finish(|old| loader.dispose(old));
     }
 
-    /// Queues an event at `offset` samples into the coming block; events beyond the queue's
-    /// capacity (the player's, [`EVENT_CAPACITY`] per block) are dropped rather than
-    /// allocated for.
-    pub fn push_event(&mut self, offset: u32, event: impl Into<ChannelEvent>) {
-        if self.events.len() < self.events.capacity() {
-            self.events.push((offset, event.into()));
-        }
-    }
-
-    /// Renders one block into `out` from the queued events. Never allocates, locks or
-    /// does I/O.
-    pub fn process(&mut self, settings: &Settings, out: &mut [f32]) {
+    /// Renders one block into `out`, playing `events` — `(sample offset in this block,
+    /// event)` in time order, straight from the host — through the transposition and velocity
+    /// curve into the player (which keeps what waits for a later frame, up to its capacity).
+    /// Never allocates, locks or does I/O.
+    pub fn process<E: Into<ChannelEvent>>(
+        &mut self,
+        settings: &Settings,
+        events: impl IntoIterator<Item = (u32, E)>,
+        out: &mut [f32],
+    ) {
         let started = Instant::now();
         self.follow_settings(settings);
         self.follow_notes(settings);
+        let release = std::mem::take(&mut self.release_all).then_some((
+            0,
+            ChannelEvent {
+                channel: None,
+                event: KeyEvent::AllNotesOff,
+            },
+        ));
+        let mut events = release
+            .into_iter()
+            .chain(events.into_iter().map(|(at, e)| (at, e.into())))
+            .peekable();
         // blocks longer than the prepared size are split, each part with its own events
         let chunk = self.scratch.len();
         let total = out.len();
@@ -177,18 +182,17 @@ impl Instrument {
             let (from, to) = ((i * chunk) as u32, (i * chunk + part.len()) as u32);
             let last = to as usize == total;
             let notes = &self.notes;
-            let events = self
-                .events
-                .iter()
-                .filter(|(at, _)| *at >= from && (*at < to || last))
-                .filter_map(|&(at, e)| {
+            let this_part = std::iter::from_fn(|| events.next_if(|(at, _)| *at < to || last))
+                .filter_map(|(at, e)| {
                     let event = notes.apply(e.event)?;
-                    Some((at - from, ChannelEvent { event, ..e }))
+                    Some((at.saturating_sub(from), ChannelEvent { event, ..e }))
                 });
-            self.player.process(events, part);
-            self.fade(part);
+            self.player.process(this_part, part);
+            let loader = &self.loader;
+            let keys = self.player.encoder().roll();
+            self.slot
+                .fade(&keys, part, &mut self.scratch, |old| loader.dispose(old));
         }
-        self.events.clear();
         self.guard_and_gain(settings.gain, out);
         let seconds = out.len() as f32 / self.sample_rate as f32;
         let load = if seconds > 0.0 {
@@ -211,13 +215,7 @@ impl Instrument {
             return;
         }
         if let Some(map) = NoteMap::new(wanted.0, wanted.1) {
-            if wanted.0 != self.notes_for.0 && self.events.len() < self.events.capacity() {
-                let release = ChannelEvent {
-                    channel: None,
-                    event: KeyEvent::AllNotesOff,
-                };
-                self.events.insert(0, (0, release));
-            }
+            self.release_all |= wanted.0 != self.notes_for.0;
             self.notes = map;
         }
         self.notes_for = wanted;
@@ -229,24 +227,18 @@ impl Instrument {
         if self.requested != Some(key) && self.loader.request(key) {
             self.requested = Some(key);
         }
-        if let Some(old) = self.garbage.take() {
-            self.garbage = self.loader.dispose(old).err();
-        }
-        if self.fading.is_none() && self.garbage.is_none() {
+        let loader = &self.loader;
+        self.slot.collect(|old| loader.dispose(old));
+        // only a free slot takes a new engine (it is free here, so `install` takes it)
+        if self.slot.is_free() {
             if let Some((ready_key, engine)) = self.loader.take_ready() {
-                self.install(ready_key, engine);
+                if self.slot.install(&mut self.player, engine).is_ok() {
+                    self.playing = Some(ready_key);
+                    self.publish_playing();
+                }
             }
         }
         self.apply_head(settings.head);
-    }
-
-    fn install(&mut self, key: ModelKey, engine: Box<Engine>) {
-        let mut slot = Some(engine);
-        self.player.swap_engine(&mut slot);
-        self.fading = slot;
-        self.fade_done = 0;
-        self.playing = Some(key);
-        self.publish_playing();
     }
 
     fn apply_head(&mut self, head: usize) {
@@ -255,29 +247,6 @@ impl Instrument {
             if e.head() != head {
                 let _ = e.set_head(head);
             }
-        }
-    }
-
-    /// Mixes the outgoing engine into `out` with a linear crossfade, then lets it go.
-    fn fade(&mut self, out: &mut [f32]) {
-        let Some(old) = &mut self.fading else { return };
-        let n = out.len().min(self.scratch.len());
-        let scratch = &mut self.scratch[..n];
-        old.set_keys(&self.player.encoder().roll());
-        old.process(scratch);
-        for (i, (o, s)) in out.iter_mut().zip(scratch.iter()).enumerate() {
-            let t = ((self.fade_done + i) as f32 / self.fade_len.max(1) as f32).min(1.0);
-            *o = *o * t + *s * (1.0 - t);
-        }
-        self.fade_done += n;
-        if self.fade_done >= self.fade_len {
-            self.fading_finished();
-        }
-    }
-
-    fn fading_finished(&mut self) {
-        if let Some(old) = self.fading.take() {
-            self.garbage = self.loader.dispose(old).err();
         }
     }
 

@@ -1,6 +1,7 @@
 //! Piano-SSM as a VST3 / CLAP instrument (and, through `main.rs`, a standalone app).
 //!
 //! * [`instrument`] — everything the audio thread does, independent of the framework.
+//! * [`slot`] — the engine hand-over: install, crossfade, hand the old engine back.
 //! * [`loader`] — builds engines on a background thread and frees old ones there.
 //! * [`catalog`] — the models found in the user model folder.
 //! * [`params`] — family, size, head, gain, tuning, transposition and velocity curve,
@@ -15,6 +16,7 @@ pub mod loader;
 pub mod params;
 pub mod saved_family;
 pub mod shared;
+pub mod slot;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -218,14 +220,15 @@ impl Plugin for PianoSsm {
         let Some(instrument) = &mut self.instrument else {
             return ProcessStatus::Normal;
         };
-        while let Some(event) = context.next_event() {
-            if let Some((offset, e)) = key_event(event) {
-                instrument.push_event(offset, e);
+        // the host's events go straight to the player, in time order
+        let events = std::iter::from_fn(|| loop {
+            if let Some(e) = key_event(context.next_event()?) {
+                return Some(e);
             }
-        }
+        });
         let channels = buffer.as_slice();
         if let Some((first, rest)) = channels.split_first_mut() {
-            instrument.process(&settings, first);
+            instrument.process(&settings, events, first);
             for ch in rest {
                 ch.copy_from_slice(first);
             }

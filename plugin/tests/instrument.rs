@@ -46,6 +46,9 @@ fn catalog(dir: &Path) -> Arc<RwLock<Catalog>> {
     Arc::new(RwLock::new(Catalog::user_models(Some(dir))))
 }
 
+/// A block without events.
+const NONE: [(u32, KeyEvent); 0] = [];
+
 const S: Settings = Settings {
     head: 3,
     ..Settings::DEFAULT
@@ -73,12 +76,15 @@ fn play(
     let mut out = vec![0.0f32; len];
     let mut next = 0;
     for (b, chunk) in out.chunks_mut(block).enumerate() {
-        let start = (b * block) as u64;
-        while next < events.len() && events[next].0 < start + chunk.len() as u64 {
-            inst.push_event((events[next].0 - start) as u32, events[next].1);
+        let (start, end) = ((b * block) as u64, (b * block + chunk.len()) as u64);
+        let first = next;
+        while next < events.len() && events[next].0 < end {
             next += 1;
         }
-        inst.process(settings, chunk);
+        let these = events[first..next]
+            .iter()
+            .map(|&(at, e)| ((at - start) as u32, e));
+        inst.process(settings, these, chunk);
     }
     out
 }
@@ -167,33 +173,47 @@ fn model_switch_heads_notes_and_reset_never_allocate() {
     let mut inst = Instrument::new(catalog(dir.path()), shared.clone(), 44_100, 256, &S);
     let mut block = vec![0.0f32; 256];
     let large = Settings { size: 1, ..S };
+    let note_on = KeyEvent::NoteOn {
+        note: 60,
+        velocity: 100,
+    };
     let ((), count) = watched(|| {
-        inst.push_event(
-            0,
-            KeyEvent::NoteOn {
-                note: 60,
-                velocity: 100,
-            },
-        );
-        inst.push_event(10, KeyEvent::Sustain { value: 127 });
-        inst.process(&S, &mut block);
-        inst.push_event(3, KeyEvent::NoteOff { note: 60 });
-        inst.process(&Settings { head: 7, ..S }, &mut block);
+        let first = [(0, note_on), (10, KeyEvent::Sustain { value: 127 })];
+        inst.process(&S, first, &mut block);
+        let off = [(3, KeyEvent::NoteOff { note: 60 })];
+        inst.process(&Settings { head: 7, ..S }, off, &mut block);
         // ask for L, then keep playing until the loader thread has delivered it
         for _ in 0..2000 {
-            inst.process(&large, &mut block);
+            inst.process(&large, NONE, &mut block);
             if shared.playing_size.load(Ordering::Relaxed) == 1 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
         for _ in 0..20 {
-            inst.process(&large, &mut block); // crossfade and hand the old engine back
+            // crossfade and hand the old engine back
+            inst.process(&large, NONE, &mut block);
         }
-        inst.push_event(0, KeyEvent::AllSoundOff);
-        inst.process(&large, &mut block[..17]);
+        inst.process(&large, [(0, KeyEvent::AllSoundOff)], &mut block[..17]);
         inst.reset();
-        inst.process(&large, &mut block);
+        inst.process(&large, NONE, &mut block);
+        // a host's flood in one block: thousands of events, more than the player keeps
+        let flood = (0..20_000u32).map(|i| {
+            let note = 21 + (i % 88) as u8;
+            let event = match i % 3 {
+                0 => KeyEvent::NoteOn {
+                    note,
+                    velocity: 1 + (i % 127) as u8,
+                },
+                1 => KeyEvent::NoteOff { note },
+                _ => KeyEvent::Sustain {
+                    value: (i % 128) as u8,
+                },
+            };
+            (i * 256 / 20_000, event)
+        });
+        inst.process(&large, flood, &mut block);
+        inst.process(&large, NONE, &mut block);
     });
     assert_eq!(
         shared.playing_size.load(Ordering::Relaxed),
@@ -210,20 +230,22 @@ fn held_keys_sound_through_a_switch_without_a_click() {
     let mut inst = Instrument::new(catalog(dir.path()), shared.clone(), 16_000, 64, &S);
     let mut out = Vec::new();
     let mut block = [0.0f32; 64];
-    inst.push_event(
-        0,
-        KeyEvent::NoteOn {
-            note: 48,
-            velocity: 90,
-        },
-    );
+    let note_on = KeyEvent::NoteOn {
+        note: 48,
+        velocity: 90,
+    };
     for i in 0..600 {
         let settings = if i < 100 {
             S
         } else {
             Settings { size: 1, ..S }
         };
-        inst.process(&settings, &mut block);
+        let events = if i == 0 {
+            vec![(0, note_on)]
+        } else {
+            Vec::new()
+        };
+        inst.process(&settings, events, &mut block);
         out.extend_from_slice(&block);
         if i >= 100 && shared.playing_size.load(Ordering::Relaxed) != 1 {
             std::thread::sleep(Duration::from_millis(2));
@@ -259,15 +281,17 @@ fn broken_model_keeps_the_previous_one_playing() {
     // the catalog only lists S now; ask for a family that does not exist
     let mut inst = Instrument::new(cat, shared.clone(), 16_000, 64, &S);
     let mut block = [0.0f32; 64];
-    inst.push_event(
-        0,
-        KeyEvent::NoteOn {
-            note: 60,
-            velocity: 90,
-        },
-    );
-    for _ in 0..50 {
-        inst.process(&Settings { family: 5, ..S }, &mut block);
+    let note_on = KeyEvent::NoteOn {
+        note: 60,
+        velocity: 90,
+    };
+    for i in 0..50 {
+        let events = if i == 0 {
+            vec![(0, note_on)]
+        } else {
+            Vec::new()
+        };
+        inst.process(&Settings { family: 5, ..S }, events, &mut block);
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(
@@ -289,14 +313,11 @@ fn without_models_it_is_silent_and_says_why() {
     let shared = Arc::new(Shared::default());
     let mut inst = Instrument::new(catalog(empty.path()), shared.clone(), 48_000, 128, &S);
     let mut block = [1.0f32; 128];
-    inst.push_event(
-        0,
-        KeyEvent::NoteOn {
-            note: 60,
-            velocity: 90,
-        },
-    );
-    inst.process(&S, &mut block);
+    let note_on = KeyEvent::NoteOn {
+        note: 60,
+        velocity: 90,
+    };
+    inst.process(&S, [(0, note_on)], &mut block);
     assert!(block.iter().all(|&v| v == 0.0));
     let status = shared.status();
     assert!(
@@ -371,15 +392,10 @@ fn gain_changes_glide() {
     let play_with = |change_at: Option<usize>| -> Vec<f32> {
         let catalog = Arc::new(RwLock::new(Catalog::scan(Some(empty.path()))));
         let mut inst = Instrument::new(catalog, Arc::new(Shared::default()), rate, 256, &unity);
-        for key in [48, 55, 60, 64] {
-            inst.push_event(
-                0,
-                KeyEvent::NoteOn {
-                    note: key,
-                    velocity: 100,
-                },
-            );
-        }
+        let chord = [48, 55, 60, 64].map(|note| {
+            let velocity = 100;
+            (0, KeyEvent::NoteOn { note, velocity })
+        });
         let mut out = vec![0.0f32; 256 * 40];
         for (b, block) in out.chunks_mut(256).enumerate() {
             let settings = if change_at.is_some_and(|c| b >= c) {
@@ -387,7 +403,8 @@ fn gain_changes_glide() {
             } else {
                 &unity
             };
-            inst.process(settings, block);
+            let events = if b == 0 { &chord[..] } else { &[] };
+            inst.process(settings, events.iter().copied(), block);
         }
         out
     };
