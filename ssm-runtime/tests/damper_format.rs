@@ -5,7 +5,7 @@
 
 mod common;
 
-use ssm_runtime::model::{Damper, Model};
+use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::Roll;
 use ssm_runtime::{Engine, ModelError, KEYS};
@@ -16,24 +16,7 @@ fn published() -> Model {
 
 /// The S checkpoint with its first 88 states tagged with key k and a damped pole 10× as fast.
 fn damped() -> Model {
-    let mut m = published();
-    let first = &mut m.layers[0];
-    let mut d = Damper::none(&first.norm, &first.angle);
-    for (p, k) in d.key.iter_mut().enumerate().take(KEYS.min(first.state)) {
-        *k = Some(p as u8);
-    }
-    for v in &mut d.norm {
-        *v += 10f32.ln();
-    }
-    d.fall_frames = 5;
-    d.settle_frames = 4;
-    first.damper = Some(d);
-    m
-}
-
-fn version(bytes: &[u8]) -> String {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
-    header.metadata().as_ref().unwrap()["format_version"].clone()
+    common::with_test_damper(published())
 }
 
 /// Two keys struck at frame 20, held to frame `to`, then silence up to frame 400.
@@ -58,10 +41,13 @@ fn render(model: &Model, to: usize) -> Vec<f32> {
 fn a_damper_round_trips_as_version_2() {
     let model = damped();
     let bytes = model.to_bytes().unwrap();
-    assert_eq!(version(&bytes), "2");
+    assert_eq!(common::format_version(&bytes), "2");
     assert_eq!(Model::from_bytes(&bytes).unwrap(), model);
     // and a model without one stays readable by earlier builds
-    assert_eq!(version(&published().to_bytes().unwrap()), "1");
+    assert_eq!(
+        common::format_version(&published().to_bytes().unwrap()),
+        "1"
+    );
 }
 
 #[test]

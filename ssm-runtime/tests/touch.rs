@@ -11,34 +11,13 @@
 
 mod common;
 
-use ssm_runtime::model::{Damper, Model};
+use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::Roll;
 use ssm_runtime::{Engine, KeyFrame, KEYS};
 
 fn published() -> Model {
     common::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth")
-}
-
-/// The S checkpoint with a key damper on its first 88 states (so releases move equilibria).
-fn damped(mut m: Model) -> Model {
-    let first = &mut m.layers[0];
-    let mut d = Damper::none(&first.norm, &first.angle);
-    for (p, k) in d.key.iter_mut().enumerate().take(KEYS.min(first.state)) {
-        *k = Some(p as u8);
-    }
-    for v in &mut d.norm {
-        *v += 10f32.ln();
-    }
-    d.fall_frames = 5;
-    d.settle_frames = 4;
-    first.damper = Some(d);
-    m
-}
-
-fn version(bytes: &[u8]) -> String {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
-    header.metadata().as_ref().unwrap()["format_version"].clone()
 }
 
 /// Each key at one fixed value while it sounds (so a per-key scale of B is the same input):
@@ -107,13 +86,16 @@ fn an_exponent_round_trips_as_version_2() {
     let mut model = published();
     model.layers[0].velocity_exponent = Some(2.0);
     let bytes = model.to_bytes().unwrap();
-    assert_eq!(version(&bytes), "2");
+    assert_eq!(common::format_version(&bytes), "2");
     assert_eq!(Model::from_bytes(&bytes).unwrap(), model);
 }
 
 #[test]
 fn the_first_layer_reads_velocity_raised_to_the_exponent() {
-    for (label, base) in [("plain", published()), ("damped", damped(published()))] {
+    for (label, base) in [
+        ("plain", published()),
+        ("damped", common::with_test_damper(published())),
+    ] {
         for e in [2.0f32, 0.5] {
             let mut with = base.clone();
             with.layers[0].velocity_exponent = Some(e);
@@ -141,18 +123,21 @@ fn bad_exponents_are_refused_by_name() {
 
 #[test]
 fn a_touch_square_round_trips_as_version_3() {
-    let model = with_square(damped(published()));
+    let model = with_square(common::with_test_damper(published()));
     let bytes = model.to_bytes().unwrap();
-    assert_eq!(version(&bytes), "3");
+    assert_eq!(common::format_version(&bytes), "3");
     assert_eq!(Model::from_bytes(&bytes).unwrap(), model);
     assert_eq!(model.format_version(), 3);
-    assert_eq!(damped(published()).format_version(), 2);
+    assert_eq!(common::with_test_damper(published()).format_version(), 2);
     assert_eq!(published().format_version(), 1);
 }
 
 #[test]
 fn the_first_layer_adds_the_touch_squared_through_b_square() {
-    for (label, base) in [("plain", published()), ("damped", damped(published()))] {
+    for (label, base) in [
+        ("plain", published()),
+        ("damped", common::with_test_damper(published())),
+    ] {
         for e in [None, Some(2.0f32)] {
             let mut with = with_square(base.clone());
             with.layers[0].velocity_exponent = e;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use safetensors::SafeTensors;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
+use ssm_runtime::model::Damper;
 use ssm_runtime::{KeyFrame, Model, KEYS};
 
 /// `../shared/reference`, which CI places beside the clone. Its absence is a failure, not a
@@ -112,4 +113,27 @@ pub fn tolerance(sample_rate: u32, train_rate: u32) -> f64 {
     } else {
         2e-3
     }
+}
+
+/// `m` with a key damper for the format tests: its first 88 states tagged with key k, each
+/// damped pole 10× as fast as its sounding one, a 5-frame fall and a 4-frame settling fade.
+pub fn with_test_damper(mut m: Model) -> Model {
+    let first = &mut m.layers[0];
+    let mut d = Damper::none(&first.norm, &first.angle);
+    for (p, k) in d.key.iter_mut().enumerate().take(KEYS.min(first.state)) {
+        *k = Some(p as u8);
+    }
+    for v in &mut d.norm {
+        *v += 10f32.ln();
+    }
+    d.fall_frames = 5;
+    d.settle_frames = 4;
+    first.damper = Some(d);
+    m
+}
+
+/// The `format_version` a model file's metadata states.
+pub fn format_version(bytes: &[u8]) -> String {
+    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+    header.metadata().as_ref().unwrap()["format_version"].clone()
 }
