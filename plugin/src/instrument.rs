@@ -144,6 +144,16 @@ impl Instrument {
         self.player.latency() as u32
     }
 
+    /// Counts samples on the host's timeline (see [`Player::align`]) while its transport
+    /// plays. `position` is where the host says the transport is at the block's start: the
+    /// time at which the block's *output* is heard, so a host that compensates the reported
+    /// latency sends the events of `latency` samples later on the timeline (Ardour does: it
+    /// starts a bounce with a block at −latency that holds the events at 0).
+    pub fn align_to_transport(&mut self, position: i64) {
+        let timeline = position.saturating_add(self.latency() as i64);
+        self.player.align(timeline.max(0) as u64);
+    }
+
     /// Clears every state (the host's reset).
     pub fn reset(&mut self) {
         self.player.reset();

@@ -220,6 +220,11 @@ impl Plugin for PianoSsm {
         let Some(instrument) = &mut self.instrument else {
             return ProcessStatus::Normal;
         };
+        // frames on the host's timeline, so a bounce lines up with the file render
+        let transport = context.transport();
+        if let (true, Some(position)) = (transport.playing, transport.pos_samples()) {
+            instrument.align_to_transport(position);
+        }
         // the host's events go straight to the player, in time order
         let events = std::iter::from_fn(|| loop {
             if let Some(e) = key_event(context.next_event()?) {

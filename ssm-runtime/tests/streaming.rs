@@ -152,6 +152,56 @@ fn with_one_frame_of_latency_any_block_size_is_exact() {
     }
 }
 
+/// A player that ran before the host's transport started (Ardour processes from the moment
+/// its engine runs) counts frames from its own first sample; aligned to the timeline when the
+/// transport starts, it plays the file renderer's samples again, and without the alignment it
+/// would not (its frame boundaries lie some samples off the timeline's).
+#[test]
+fn aligned_to_the_timeline_a_player_that_ran_before_plays_as_the_file_renderer() {
+    // the built-in L: its rest is the zero state a file render starts from, so idling first
+    // changes nothing but the frame grid (1200 Hz frames, 40 samples at 48 kHz)
+    let model = ssm_runtime::builtin::load(ssm_runtime::Size::L)
+        .unwrap()
+        .unwrap();
+    let midi = MidiFile::load(&reference_dir().join("midi/pedal.mid")).unwrap();
+    let (rate, mr) = (48_000, model.info.midi_rate);
+    let mut engine = Engine::new(&model, rate).unwrap();
+    let expected = render_roll(&mut engine, &midi.roll(mr, 1.5), |_, _| {});
+    // each event at the first sample of the frame the file renderer puts it in
+    let frame = |seconds: f64| (seconds * mr as f64).floor() as u64;
+    let events: Vec<(u64, KeyEvent)> = midi
+        .events
+        .iter()
+        .map(|e| (frame_start(frame(e.seconds), rate, mr), e.event))
+        .collect();
+    let latency = ssm_runtime::player::frame_latency(rate, mr);
+    let worst_after_idling = |idle: usize, align: bool| {
+        let mut player = Player::new(Engine::new(&model, rate).unwrap());
+        player.set_latency(latency);
+        let none: [(u32, KeyEvent); 0] = [];
+        player.process(none, &mut vec![0.0; idle]);
+        if align {
+            player.align(0);
+        }
+        let out = stream(&mut player, &events, expected.len() + latency as usize, 64);
+        out[latency as usize..]
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    // idle lengths that are not whole frames (as Ardour's 1024-sample cycles are not)
+    for idle in [1013, 2048, 4096] {
+        let aligned = worst_after_idling(idle, true);
+        assert!(aligned <= 1e-6, "idle {idle}: max difference {aligned}");
+        let unaligned = worst_after_idling(idle, false);
+        assert!(
+            unaligned > 1e-3,
+            "idle {idle}: unaligned differs by only {unaligned}"
+        );
+    }
+}
+
 /// One key on two channels, overlapping, one channel's pedal down: live, a note-off on one
 /// channel leaves the other's note sounding and each pedal holds its own channel, exactly as
 /// the file's two instruments play (and not as one channel would).

@@ -1,35 +1,38 @@
-"""Write a quantized MIDI file, as a DAW makes them: every event on an eighth-note grid at
-60 bpm, so every note-on, note-off and pedal change lies exactly on a MIDI frame boundary of
-the built-in models (1000 and 1200 Hz frames) and on a sample at 44.1, 48 and 96 kHz.
+"""Write a quantized MIDI file, as a DAW makes them: every event on a grid of 1/8 s (an eighth
+note at 60 bpm, a sixteenth at 120), so every note-on, note-off and pedal change lies exactly
+on a MIDI frame boundary of the built-in models (1000 and 1200 Hz frames) and on a sample at
+44.1, 48 and 96 kHz.
 
-usage: quantized_midi.py OUT.mid
+usage: quantized_midi.py OUT.mid [BPM]
 
-The tempo (1 s a beat) and resolution (256 ticks a beat) make every event time a binary
+BPM is the file's tempo, 60 (the default) or 120 (a DAW session's default tempo, so that a
+region of the file plays there as the file says); the events' times in seconds are the same
+for both. The tempo and resolution (256 ticks a beat) make every event time a binary
 fraction, so pretty_midi's float tick-to-time mapping — which the file renderer follows — puts
 each event exactly on its boundary. (With 120 bpm at 220 or 480 ticks a beat, some beats land
 a rounding error below their boundary, and pretty_midi then puts them a frame early, where a
 host that places the event on its sample cannot: see the README's host notes.)
-Re-strikes of a sounding key, chords, a one-eighth note and pedalled and dry passages are in;
+Re-strikes of a sounding key, chords, a one-step note and pedalled and dry passages are in;
 the pedal changes on half-seconds, where the host tests start a block.
 """
 import sys
 
 import mido
 
-TICKS = 256          # a beat
-EIGHTH = TICKS // 8  # 1/8 s at 60 bpm: 125 frames at 1000 Hz, 150 at 1200 Hz
+TICKS = 256  # a beat
 
 
-def events():
-    """(tick, message) pairs: chords and a melody on the eighth grid, the pedal on half-seconds."""
+def events(unit):
+    """(tick, message) pairs on a grid of `unit` ticks (1/8 s): chords and a melody, the pedal
+    on half-seconds (125 frames at 1000 Hz, 150 at 1200 Hz a step)."""
     out = []
 
     def note(key, start, length, velocity):
-        out.append((start * EIGHTH, mido.Message("note_on", note=key, velocity=velocity)))
-        out.append(((start + length) * EIGHTH, mido.Message("note_off", note=key, velocity=0)))
+        out.append((start * unit, mido.Message("note_on", note=key, velocity=velocity)))
+        out.append(((start + length) * unit, mido.Message("note_off", note=key, velocity=0)))
 
     def pedal(start, down):
-        out.append((start * EIGHTH, mido.Message("control_change", control=64, value=127 if down else 0)))
+        out.append((start * unit, mido.Message("control_change", control=64, value=127 if down else 0)))
 
     # bar 1, dry: a C major chord, a melody over it, a key struck again while it sounds
     for key in (48, 55, 64):
@@ -37,7 +40,7 @@ def events():
     for i, (key, vel) in enumerate([(72, 90), (74, 60), (76, 100), (77, 40)]):
         note(key, 2 * i, 2, vel)
     note(64, 4, 2, 110)       # E4 again, over the chord's E4 (their velocities add)
-    note(84, 7, 1, 127)       # one eighth
+    note(84, 7, 1, 127)       # one step (1/8 s)
     # bar 2, pedalled: the pedal on half-seconds (a JUCE host hands a VST3 its controller
     # changes at a block's start: the test's blocks start there)
     pedal(8, True)
@@ -55,14 +58,18 @@ def events():
 
 def main():
     path = sys.argv[1]
+    bpm = int(sys.argv[2]) if len(sys.argv) > 2 else 60
+    if bpm not in (60, 120):
+        sys.exit("quantized_midi.py: BPM is 60 or 120")
     midi = mido.MidiFile(ticks_per_beat=TICKS)
     track = mido.MidiTrack()
-    track.append(mido.MetaMessage("set_tempo", tempo=1_000_000, time=0))
+    track.append(mido.MetaMessage("set_tempo", tempo=60_000_000 // bpm, time=0))
+    unit = TICKS * bpm // 480  # 1/8 s
     tick = 0
-    for at, msg in events():
+    for at, msg in events(unit):
         track.append(msg.copy(time=at - tick))
         tick = at
-    track.append(mido.MetaMessage("end_of_track", time=4 * EIGHTH))
+    track.append(mido.MetaMessage("end_of_track", time=4 * unit))
     midi.tracks.append(track)
     midi.save(path)
 
