@@ -118,6 +118,16 @@ XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_flood.p
     "$PWD/target/bundled/Piano-SSM.vst3" 2>&1 | tee "$host_tmp/vst3-flood.log"
 no_event_buffer_growth "$host_tmp/vst3-flood.log"
 
+step "the VST3 in Ardour 7 (headless ardour7-lua, Dummy backend): bounces against piano-ssm render, a saved session"
+if ! command -v ardour7-lua >/dev/null && ! command -v ardour8-lua >/dev/null; then
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends ardour
+fi
+# the built-in Grand XL on quantized MIDI at three rates: each bounce equals the file render,
+# and a gain set and saved at once survives closing and reopening (tests/hosts/ardour_session.py)
+"$venv/bin/python" tests/hosts/ardour_session.py "$PWD/target/bundled/Piano-SSM.vst3" \
+    target/release/piano-ssm "$host_tmp/ardour" 44100 48000 96000
+
 step "the CLAP in a CLAP host (tests/clap-host, on clack-host): host checks and renders"
 cargo build --release --locked -p clap-host
 for rate_block in 44100:512 48000:64 48000:1000; do
