@@ -150,8 +150,12 @@ impl Instrument {
     /// latency sends the events of `latency` samples later on the timeline (Ardour does: it
     /// starts a bounce with a block at −latency that holds the events at 0).
     pub fn align_to_transport(&mut self, position: i64) {
-        let timeline = position.saturating_add(self.latency() as i64);
-        self.player.align(timeline.max(0) as u64);
+        let timeline = position.saturating_add(self.latency() as i64).max(0) as u64;
+        // a position the framework derives from seconds or beats (when the host gives no
+        // sample count) may round a sample either way: only a larger step is a move
+        if timeline.abs_diff(self.player.position()) > 1 {
+            self.player.align(timeline);
+        }
     }
 
     /// Clears every state (the host's reset).

@@ -378,6 +378,59 @@ fn the_built_in_model_plays_without_any_file() {
     assert!(!shared.status().is_error, "{:?}", shared.status());
 }
 
+/// A host that runs the plugin before its transport starts (Ardour does, from the moment its
+/// engine runs) and then bounces from timeline 0, reporting each block's transport position as
+/// Ardour does (the block at −latency holds the events at 0): the bounce is the file render,
+/// though the plugin's own sample count was some way off the timeline's frame grid.
+#[test]
+fn a_bounce_after_idling_is_the_file_render() {
+    let empty = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(RwLock::new(Catalog::scan(Some(empty.path()))));
+    let settings = Settings {
+        size: 1, // the built-in L: its rest is the zero state a render starts from
+        ..Settings::DEFAULT
+    };
+    let (rate, block) = (48_000u32, 256usize);
+    let mut inst = Instrument::new(catalog, Arc::new(Shared::default()), rate, block, &settings);
+    let model = ssm_runtime::builtin::load(ssm_runtime::Size::L)
+        .unwrap()
+        .unwrap();
+    let mr = model.info.midi_rate;
+    let midi = MidiFile::load(&reference().join("midi/pedal.mid")).unwrap();
+    let mut engine = Engine::new(&model, rate).unwrap();
+    let expected = render_roll(&mut engine, &midi.roll(mr, 1.0), |_, _| {});
+    // each event on its frame's first sample of the timeline, as a quantized region plays
+    let frame = |seconds: f64| (seconds * mr as f64).floor() as u64;
+    let events: Vec<(u64, KeyEvent)> = midi
+        .events
+        .iter()
+        .map(|e| (frame_start(frame(e.seconds), rate, mr), e.event))
+        .collect();
+    // idling: not a whole number of 40-sample frames
+    inst.process(&settings, NONE, &mut vec![0.0f32; 781]);
+    let latency = inst.latency() as usize;
+    let mut out = vec![0.0f32; expected.len() + latency];
+    for (b, chunk) in out.chunks_mut(block).enumerate() {
+        let position = (b * block) as i64 - latency as i64;
+        inst.align_to_transport(position);
+        // this block's events: the timeline `latency` samples on from its position
+        let from = (position + latency as i64) as u64;
+        let span = from..from + chunk.len() as u64;
+        let these = events
+            .iter()
+            .filter(|(at, _)| span.contains(at))
+            .map(|&(at, e)| ((at - from) as u32, e));
+        inst.process(&settings, these, chunk);
+    }
+    let worst = out[latency..]
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(expected.iter().any(|v| v.abs() > 1e-3), "the render sounds");
+    assert!(worst <= 1e-6, "max difference {worst}");
+}
+
 /// A gain change glides over a few milliseconds instead of stepping (a step clicks), then
 /// settles exactly on the new gain.
 #[test]

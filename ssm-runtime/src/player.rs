@@ -69,6 +69,11 @@ impl Player {
         self.latency
     }
 
+    /// The host sample the next block starts at, as the player counts (see [`Player::align`]).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
     pub fn engine(&self) -> Option<&Engine> {
         self.engine.as_deref()
     }
