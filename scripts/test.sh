@@ -121,6 +121,7 @@ no_event_buffer_growth "$host_tmp/vst3-flood.log"
 step "the VST3 in Ardour 7 (headless ardour7-lua, Dummy backend): bounces against piano-ssm render, a saved session"
 if ! command -v ardour7-lua >/dev/null && ! command -v ardour8-lua >/dev/null; then
     sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends ardour
 fi
 # the built-in Grand XL on quantized MIDI at three rates: each bounce equals the file render,
