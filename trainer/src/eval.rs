@@ -146,6 +146,7 @@ fn open(args: &EvalArgs, rates: Rates, multi_head: bool) -> Result<Box<dyn Sourc
         test_year: args.test_year.clone(),
         multi_head,
         seed: args.seed,
+        lone_notes: 0.0,
     };
     selection.open(rates)
 }

@@ -66,6 +66,13 @@ pub struct TrainArgs {
     #[arg(long, value_parser = Instrument::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instrument: Option<Instrument>,
+    /// With `--dataset synth`: the share (0–1) of training clips that are lone notes — one
+    /// key at a time, any velocity, each followed by silence — instead of performances, so
+    /// the loss hears each strike's tone and each release alone. Validation and test sets
+    /// stay performances.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lone_notes: f64,
     /// MAESTRO: all, single or a year; MAPS: ambient, close or all.
     #[arg(long, default_value = "all")]
     pub train_year: String,
@@ -217,6 +224,8 @@ pub struct DataSelection {
     pub test_year: String,
     pub multi_head: bool,
     pub seed: u64,
+    /// `--lone-notes`
+    pub lone_notes: f64,
 }
 
 impl DataSelection {
@@ -229,6 +238,7 @@ impl DataSelection {
             test_year: args.test_year.clone(),
             multi_head: args.multi_head,
             seed: args.seed,
+            lone_notes: args.lone_notes,
         }
     }
 
@@ -243,7 +253,10 @@ impl DataSelection {
                     (None, Some(path)) => Instrument::SoundFont(path.clone()),
                     (None, None) => Instrument::fluid(),
                 };
-                Box::new(synth::SynthSource::open(&instrument, rates, self.seed)?)
+                Box::new(
+                    synth::SynthSource::open(&instrument, rates, self.seed)?
+                        .with_lone_notes(self.lone_notes),
+                )
             }
             DatasetKind::Maestro => {
                 let root = self
@@ -424,11 +437,24 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if args.criterion.is_empty() {
         bail!("--criterion needs at least one of combined-spectral, spectral, equalised");
     }
+    if !(0.0..=1.0).contains(&args.lone_notes) {
+        bail!(
+            "--lone-notes is a share of the clips, 0 to 1, not {}",
+            args.lone_notes
+        );
+    }
+    if args.lone_notes > 0.0 && args.dataset != DatasetKind::Synth {
+        bail!("--lone-notes plays the synth dataset's piano: use it with --dataset synth");
+    }
     Ok(())
 }
 
 fn is_one(factor: &f64) -> bool {
     *factor == 1.0
+}
+
+fn is_zero(share: &f64) -> bool {
+    *share == 0.0
 }
 
 fn is_default_gate(gate: &f64) -> bool {

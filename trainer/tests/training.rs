@@ -418,6 +418,63 @@ fn synth_clips_are_deterministic_and_aligned() {
     assert!(keys_played > 70, "only {keys_played} keys played");
 }
 
+#[test]
+fn lone_note_clips_mix_into_training_and_not_into_validation() {
+    use trainer::data::{Source, Split};
+    let rates = Rates::new(16_000, 1_000).unwrap();
+    let plain = SynthSource::open(&Instrument::fluid(), rates, 0).unwrap();
+    let lone = SynthSource::open(&Instrument::fluid(), rates, 0)
+        .unwrap()
+        .with_lone_notes(1.0);
+    let keys_at_once = |c: &trainer::data::Clip| {
+        c.frames
+            .iter()
+            .map(|f| f.iter().filter(|&&v| v > 0).count())
+            .max()
+            .unwrap()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..4 {
+        let c = lone.train_clip(&mut rng, 2000).unwrap();
+        assert_eq!(
+            keys_at_once(&c),
+            1,
+            "a lone-note clip sounds one key at a time"
+        );
+        assert!(c.audio.iter().any(|x| x.abs() > 1e-3), "and sounds");
+    }
+    // performances hold chords; without the option a run draws the same clips as before
+    let (mut r1, mut r2) = (ChaCha8Rng::seed_from_u64(3), ChaCha8Rng::seed_from_u64(3));
+    let without = SynthSource::open(&Instrument::fluid(), rates, 0)
+        .unwrap()
+        .with_lone_notes(0.0);
+    for _ in 0..3 {
+        let (a, b) = (
+            plain.train_clip(&mut r1, 2000).unwrap(),
+            without.train_clip(&mut r2, 2000).unwrap(),
+        );
+        assert_eq!(a.audio, b.audio);
+    }
+    let chords = (0..6)
+        .map(|_| keys_at_once(&plain.train_clip(&mut r1, 2000).unwrap()))
+        .max()
+        .unwrap();
+    assert!(
+        chords > 2,
+        "performances play chords ({chords} keys at once)"
+    );
+    let (v1, v2) = (
+        plain.held_out(Split::Validation, 2000, 2).unwrap(),
+        lone.held_out(Split::Validation, 2000, 2).unwrap(),
+    );
+    for (a, b) in v1.iter().zip(&v2) {
+        assert_eq!(
+            a.audio, b.audio,
+            "validation clips are performances either way"
+        );
+    }
+}
+
 /// Continuous poles (Hz, T60 in s) of every layer of a fresh model at `rate`.
 fn fresh_poles(size: Size, poles: PoleInit, rate: u32) -> Vec<Vec<(f64, f64)>> {
     let net = PianoSsm::new(

@@ -21,36 +21,28 @@ pub struct Performance {
 impl Performance {
     /// A performance of `frames` frames at `midi_rate`.
     pub fn generate(rng: &mut ChaCha8Rng, frames: u64, midi_rate: u32) -> Performance {
-        let mut g = Generator {
-            rng,
-            fps: midi_rate as f64,
-            end: frames,
-            notes: Vec::new(),
-            events: Vec::new(),
-        };
+        let mut g = Generator::new(rng, frames, midi_rate);
         g.fill();
         g.pedal();
-        let mut events = g.events;
-        for n in one_note_per_key(g.notes) {
-            let note = n.key as u8;
-            events.push((
-                n.start,
-                KeyEvent::NoteOn {
-                    note,
-                    velocity: n.velocity,
-                },
-            ));
-            events.push((n.end, KeyEvent::NoteOff { note }));
+        g.finish()
+    }
+
+    /// Lone notes of `frames` frames at `midi_rate`: one key at a time, anywhere on the
+    /// keyboard, at any velocity, each held for 0.15–1.2 s and followed by 0.55–0.9 s of
+    /// silence, without pedal. Why: in a dense performance a key's attack and release are
+    /// masked by its neighbours, so the loss hears little of how a piano's tone changes with
+    /// touch (brighter when struck harder) and of the second after a release; here every
+    /// note is heard alone from its strike to its damped end.
+    pub fn lone_notes(rng: &mut ChaCha8Rng, frames: u64, midi_rate: u32) -> Performance {
+        let mut g = Generator::new(rng, frames, midi_rate);
+        let mut t = g.seconds(0.0, 0.3);
+        while t < g.end {
+            let key = g.key(LOWEST, HIGHEST);
+            let (len, velocity) = (g.seconds(0.15, 1.2), g.rng.random_range(1..=127));
+            g.note(key, t, len, velocity);
+            t += len + g.seconds(0.55, 0.9);
         }
-        // within a frame: note-offs, then the pedal, then note-ons, so a key released and
-        // struck again in one frame sounds its new note
-        let rank = |e: &KeyEvent| match e {
-            KeyEvent::NoteOff { .. } => 0,
-            KeyEvent::NoteOn { .. } => 2,
-            _ => 1,
-        };
-        events.sort_by_key(|(frame, e)| (*frame, rank(e)));
-        Performance { events }
+        g.finish()
     }
 }
 
@@ -94,6 +86,41 @@ struct Generator<'a> {
 }
 
 impl Generator<'_> {
+    fn new(rng: &mut ChaCha8Rng, frames: u64, midi_rate: u32) -> Generator<'_> {
+        Generator {
+            rng,
+            fps: midi_rate as f64,
+            end: frames,
+            notes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The events of the notes and pedal played so far, in order.
+    fn finish(self) -> Performance {
+        let mut events = self.events;
+        for n in one_note_per_key(self.notes) {
+            let note = n.key as u8;
+            events.push((
+                n.start,
+                KeyEvent::NoteOn {
+                    note,
+                    velocity: n.velocity,
+                },
+            ));
+            events.push((n.end, KeyEvent::NoteOff { note }));
+        }
+        // within a frame: note-offs, then the pedal, then note-ons, so a key released and
+        // struck again in one frame sounds its new note
+        let rank = |e: &KeyEvent| match e {
+            KeyEvent::NoteOff { .. } => 0,
+            KeyEvent::NoteOn { .. } => 2,
+            _ => 1,
+        };
+        events.sort_by_key(|(frame, e)| (*frame, rank(e)));
+        Performance { events }
+    }
+
     fn frames(&self, seconds: f64) -> u64 {
         (seconds * self.fps).round().max(1.0) as u64
     }
@@ -298,5 +325,65 @@ impl Performance {
         smf.write_std(&mut bytes)
             .expect("writing to memory cannot fail");
         bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// (key, on frame, off frame, velocity) of every note, in order.
+    fn notes(p: &Performance) -> Vec<(u8, u64, u64, u8)> {
+        let mut open = Vec::new();
+        let mut done = Vec::new();
+        for &(frame, e) in &p.events {
+            match e {
+                KeyEvent::NoteOn { note, velocity } => open.push((note, frame, velocity)),
+                KeyEvent::NoteOff { note } => {
+                    let i = open.iter().position(|n| n.0 == note).expect("off after on");
+                    let (key, on, velocity) = open.remove(i);
+                    done.push((key, on, frame, velocity));
+                }
+                other => panic!("lone notes play no pedal, got {other:?}"),
+            }
+        }
+        assert!(open.is_empty(), "every note is released");
+        done.sort_by_key(|n| n.1);
+        done
+    }
+
+    #[test]
+    fn lone_notes_sound_one_at_a_time_with_silence_between() {
+        let rate = 1200;
+        let mut all = Vec::new();
+        for seed in 0..40 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let p = Performance::lone_notes(&mut rng, 2 * rate as u64, rate);
+            let again = Performance::lone_notes(
+                &mut ChaCha8Rng::seed_from_u64(seed),
+                2 * rate as u64,
+                rate,
+            );
+            assert_eq!(p.events, again.events, "deterministic per seed");
+            let n = notes(&p);
+            assert!(!n.is_empty());
+            for pair in n.windows(2) {
+                let gap = pair[1].1 as f64 - pair[0].2 as f64;
+                assert!(
+                    gap >= 0.55 * rate as f64 - 1.0,
+                    "{gap} frames of silence: {pair:?}"
+                );
+            }
+            for &(_, on, off, _) in &n {
+                let held = (off - on) as f64 / rate as f64;
+                assert!((0.14..=1.21).contains(&held), "held {held} s");
+            }
+            all.extend(n);
+        }
+        let keys: Vec<u8> = all.iter().map(|n| n.0).collect();
+        let velocities: Vec<u8> = all.iter().map(|n| n.3).collect();
+        assert!(*keys.iter().min().unwrap() < 40 && *keys.iter().max().unwrap() > 90);
+        assert!(*velocities.iter().min().unwrap() < 20 && *velocities.iter().max().unwrap() > 110);
     }
 }

@@ -77,6 +77,8 @@ pub struct SynthSource {
     piano: Piano,
     rates: Rates,
     seed: u64,
+    /// the share of training clips that are lone notes (`Performance::lone_notes`)
+    lone_notes: f64,
 }
 
 impl SynthSource {
@@ -105,17 +107,34 @@ impl SynthSource {
                 }
             }
         };
-        Ok(SynthSource { piano, rates, seed })
+        Ok(SynthSource {
+            piano,
+            rates,
+            seed,
+            lone_notes: 0.0,
+        })
+    }
+
+    /// Makes `share` (0..=1) of the training clips lone notes; the held-out sets stay
+    /// performances, so validation losses compare with runs without them.
+    pub fn with_lone_notes(mut self, share: f64) -> SynthSource {
+        self.lone_notes = share.clamp(0.0, 1.0);
+        self
     }
 
     /// The clip for one seed: a performance of `frames` frames and its rendering.
     pub fn clip(&self, seed: u64, frames: usize) -> Result<Clip> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let perf = Performance::generate(&mut rng, frames as u64, self.rates.midi_rate);
-        let roll = roll_of(&perf, self.rates.midi_rate)
+        self.clip_of(&perf, frames)
+    }
+
+    /// The clip of a performance.
+    fn clip_of(&self, perf: &Performance, frames: usize) -> Result<Clip> {
+        let roll = roll_of(perf, self.rates.midi_rate)
             .roll_frames(self.rates.midi_rate, frames)
             .frames;
-        let audio = self.render(&perf, frames)?;
+        let audio = self.render(perf, frames)?;
         Ok(Clip {
             frames: roll,
             audio,
@@ -237,6 +256,13 @@ impl Source for SynthSource {
 
     fn train_clip(&self, rng: &mut ChaCha8Rng, frames: usize) -> Result<Clip> {
         use rand::Rng;
+        // decided before the clip's seed is drawn, so that a run without lone notes draws
+        // the same clips as before they existed
+        if self.lone_notes > 0.0 && rng.random_bool(self.lone_notes) {
+            let mut notes = ChaCha8Rng::seed_from_u64(rng.random());
+            let perf = Performance::lone_notes(&mut notes, frames as u64, self.rates.midi_rate);
+            return self.clip_of(&perf, frames);
+        }
         self.clip(rng.random(), frames)
     }
 
