@@ -16,7 +16,6 @@ use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::midi_file::TimedEvent;
 use ssm_runtime::notes::NoteMap;
 use ssm_runtime::render::render_roll;
-use ssm_runtime::roll::frame_start;
 use ssm_runtime::{Engine, KeyEvent, MidiFile};
 
 #[global_allocator]
@@ -67,12 +66,7 @@ fn play(
     len: usize,
     block: usize,
 ) -> Vec<f32> {
-    let frame = |seconds: f64| (seconds * midi_rate as f64).floor() as u64;
-    let events: Vec<(u64, KeyEvent)> = midi
-        .events
-        .iter()
-        .map(|e| (frame_start(frame(e.seconds), rate, midi_rate), e.event))
-        .collect();
+    let events: Vec<(u64, KeyEvent)> = midi.events_at_frame_starts(rate, midi_rate).collect();
     let mut out = vec![0.0f32; len];
     let mut next = 0;
     for (b, chunk) in out.chunks_mut(block).enumerate() {
@@ -400,12 +394,7 @@ fn a_bounce_after_idling_is_the_file_render() {
     let mut engine = Engine::new(&model, rate).unwrap();
     let expected = render_roll(&mut engine, &midi.roll(mr, 1.0), |_, _| {});
     // each event on its frame's first sample of the timeline, as a quantized region plays
-    let frame = |seconds: f64| (seconds * mr as f64).floor() as u64;
-    let events: Vec<(u64, KeyEvent)> = midi
-        .events
-        .iter()
-        .map(|e| (frame_start(frame(e.seconds), rate, mr), e.event))
-        .collect();
+    let events: Vec<(u64, KeyEvent)> = midi.events_at_frame_starts(rate, mr).collect();
     // idling: not a whole number of 40-sample frames
     inst.process(&settings, NONE, &mut vec![0.0f32; 781]);
     let latency = inst.latency() as usize;

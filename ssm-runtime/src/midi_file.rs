@@ -24,7 +24,7 @@ use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
 
 use crate::error::MidiError;
 use crate::notes::NoteMap;
-use crate::roll::{KeyEvent, KeyFrame, Roll, RollEncoder};
+use crate::roll::{frame_start, KeyEvent, KeyFrame, Roll, RollEncoder};
 
 /// General MIDI percussion channel (10, zero-based 9): drum hits are not piano keys.
 const PERCUSSION_CHANNEL: u8 = 9;
@@ -129,6 +129,20 @@ impl MidiFile {
             midi_rate,
             frames: self.frames(midi_rate, tail).take(frames).collect(),
         }
+    }
+
+    /// Every event at the first sample (at `sample_rate`) of the frame its roll puts it in at
+    /// `midi_rate`: where a live player must receive it to play as the file render does
+    /// (as a DAW plays a region quantized to the frame grid).
+    pub fn events_at_frame_starts(
+        &self,
+        sample_rate: u32,
+        midi_rate: u32,
+    ) -> impl Iterator<Item = (u64, KeyEvent)> + '_ {
+        self.events.iter().map(move |e| {
+            let frame = frame_of(e.seconds, midi_rate);
+            (frame_start(frame, sample_rate, midi_rate), e.event)
+        })
     }
 
     /// The roll's frames one after another, [`MidiFile::frame_count`] of them: a render

@@ -46,16 +46,7 @@ fn player_matches_file_render_at_any_block_size() {
         let expected = render_roll(&mut engine, &roll, |_, _| {});
         // each event at the first sample of the frame the file's roll puts it in
         let mr = model.info.midi_rate;
-        let events: Vec<(u64, KeyEvent)> = midi
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    frame_start((e.seconds * mr as f64).floor() as u64, rate, mr),
-                    e.event,
-                )
-            })
-            .collect();
+        let events: Vec<(u64, KeyEvent)> = midi.events_at_frame_starts(rate, mr).collect();
         for block in [1, 64, 1000, 4096] {
             engine.reset();
             let mut player = Player::new(engine);
@@ -168,12 +159,7 @@ fn aligned_to_the_timeline_a_player_that_ran_before_plays_as_the_file_renderer()
     let mut engine = Engine::new(&model, rate).unwrap();
     let expected = render_roll(&mut engine, &midi.roll(mr, 1.5), |_, _| {});
     // each event at the first sample of the frame the file renderer puts it in
-    let frame = |seconds: f64| (seconds * mr as f64).floor() as u64;
-    let events: Vec<(u64, KeyEvent)> = midi
-        .events
-        .iter()
-        .map(|e| (frame_start(frame(e.seconds), rate, mr), e.event))
-        .collect();
+    let events: Vec<(u64, KeyEvent)> = midi.events_at_frame_starts(rate, mr).collect();
     let latency = ssm_runtime::player::frame_latency(rate, mr);
     let worst_after_idling = |idle: usize, align: bool| {
         let mut player = Player::new(Engine::new(&model, rate).unwrap());
