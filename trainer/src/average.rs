@@ -28,7 +28,7 @@ use ssm_runtime::model::{stable_pole, SsmLayer};
 use ssm_runtime::Model;
 use tch::Device;
 
-use crate::model::{check_later_t60, PianoSsm};
+use crate::model::{check_t60, PianoSsm};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
@@ -46,6 +46,10 @@ pub struct AverageArgs {
     /// Re-apply training's `--later-t60` limit (seconds) to layers 2–4's poles.
     #[arg(long)]
     pub later_t60: Option<f64>,
+    /// Re-apply training's `--string-t60` floor (seconds) to the first layer's sounding poles;
+    /// with one model, that model with the floor applied.
+    #[arg(long, value_name = "SECONDS")]
+    pub string_t60: Option<f64>,
     /// How the poles are averaged (the other weights always by their mean).
     #[arg(long, value_enum, default_value_t = PoleMean::Stored)]
     pub poles: PoleMean,
@@ -80,7 +84,10 @@ pub fn run(args: &AverageArgs) -> Result<Model> {
         }
     }
     if let Some(t60) = args.later_t60 {
-        check_later_t60(t60)?;
+        check_t60("--later-t60", t60)?;
+    }
+    if let Some(t60) = args.string_t60 {
+        check_t60("--string-t60", t60)?;
     }
     let mut models = args
         .models
@@ -295,12 +302,15 @@ fn average<'a>(vs: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
 /// Re-applies the training constraints chosen in `args` (through the trainer's network, where
 /// they are defined), or returns the average as it is.
 fn constrain(avg: &Model, args: &AverageArgs) -> Result<Model> {
-    if !args.rest_at_zero && args.later_t60.is_none() {
+    if !args.rest_at_zero && args.later_t60.is_none() && args.string_t60.is_none() {
         return Ok(avg.clone());
     }
     let mut net = PianoSsm::from_runtime(Device::Cpu, avg)?;
     if let Some(t60) = args.later_t60 {
         net.limit_later_decays(t60 * avg.info.train_rate as f64);
+    }
+    if let Some(t60) = args.string_t60 {
+        net.lengthen_string_decays(t60 * avg.info.train_rate as f64);
     }
     if args.rest_at_zero {
         net.settle_rest(-avg.info.norm_mean / avg.info.norm_std);

@@ -75,10 +75,11 @@ pub struct PianoSsm {
     pub velocity_exponent: Option<f32>,
 }
 
-/// `--later-t60` as `train` and `average` accept it: a positive, finite number of seconds.
-pub fn check_later_t60(seconds: f64) -> Result<()> {
+/// A decay option (`--later-t60`, `--string-t60`) as `train` and `average` accept it: a
+/// positive, finite number of seconds.
+pub fn check_t60(flag: &str, seconds: f64) -> Result<()> {
     if !(seconds.is_finite() && seconds > 0.0) {
-        bail!("--later-t60 must be a positive number of seconds, not {seconds}");
+        bail!("{flag} must be a positive number of seconds, not {seconds}");
     }
     Ok(())
 }
@@ -325,11 +326,29 @@ impl PianoSsm {
         let min_decay = 6.9 / t60;
         for (i, layer) in self.layers.iter_mut().enumerate() {
             if i > 0 {
-                limit_decay(&mut layer.norm, &mut layer.angle, min_decay);
+                clamp_decay(&mut layer.norm, &mut layer.angle, |re| {
+                    re.clamp_max(-min_decay)
+                });
             }
             if let Some(d) = &mut layer.damper {
-                limit_decay(&mut d.norm, &mut d.angle, min_decay);
+                clamp_decay(&mut d.norm, &mut d.angle, |re| re.clamp_max(-min_decay));
             }
+        }
+    }
+
+    /// Lengthens every sounding pole of the first layer (the strings, while their keys are
+    /// held) whose 60 dB decay is shorter than `t60` samples to that decay, its frequency
+    /// kept; the key damper's damped poles are left alone. Why: the spectral loss hears
+    /// little of a quiet high string's tail, and training shortened the top keys' strings to
+    /// 30–100 ms where the Salamander's ring for seconds; a note that has died before its
+    /// release then measures every release as a burst of high frequencies.
+    pub fn lengthen_string_decays(&mut self, t60: f64) {
+        let _guard = tch::no_grad_guard();
+        let max_decay = 6.9 / t60;
+        if let Some(first) = self.layers.first_mut() {
+            clamp_decay(&mut first.norm, &mut first.angle, |re| {
+                re.clamp_min(-max_decay)
+            });
         }
     }
 
@@ -828,9 +847,9 @@ fn prefix_scan(mut a: Cx, mut c: Cx, len: i64) -> Cx {
 
 /// Moves every pole (norm, angle) decaying slower than `min_decay` per sample to that decay,
 /// its frequency kept, in place.
-fn limit_decay(norm: &mut Tensor, angle: &mut Tensor, min_decay: f64) {
+fn clamp_decay(norm: &mut Tensor, angle: &mut Tensor, clamp: impl Fn(&Tensor) -> Tensor) {
     let poles = ContinuousPoles::new(norm, angle);
-    let re = poles.re.clamp_max(-min_decay);
+    let re = clamp(&poles.re);
     let im = poles.im;
     let new_norm = (&re * &re + &im * &im).sqrt().log();
     let new_angle = im.atan2(&re);

@@ -18,7 +18,7 @@ use crate::data::synth::Instrument;
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
 use crate::loss::{Criterion, Losses};
-use crate::model::{check_later_t60, InitOptions, PianoSsm, PoleInit, Size};
+use crate::model::{check_t60, InitOptions, PianoSsm, PoleInit, Size};
 use crate::optim::{Adam, Schedule};
 use crate::plots;
 
@@ -131,6 +131,13 @@ pub struct TrainArgs {
     /// string that learns to ring, would play on after release.
     #[arg(long)]
     pub later_t60: Option<f64>,
+    /// Shortest 60 dB decay (seconds) of the first layer's sounding poles (the strings while
+    /// their keys are held), enforced after every step; the damper's poles are not touched.
+    /// The spectral loss hears little of a quiet high string's tail and shortens it to tens
+    /// of milliseconds, where a piano's rings for seconds.
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string_t60: Option<f64>,
     /// With --weights, on a fresh start: scale layer 1's outputs by K and layer 2's inputs by
     /// 1/K, the same model for quiet notes, K times deeper into the tanh for loud ones (where
     /// its overtones brighten the tone, as a harder strike does).
@@ -404,7 +411,10 @@ fn validate(args: &TrainArgs) -> Result<()> {
         bail!("--sample-length must be in (0, 60] seconds");
     }
     if let Some(t60) = args.later_t60 {
-        check_later_t60(t60)?;
+        check_t60("--later-t60", t60)?;
+    }
+    if let Some(t60) = args.string_t60 {
+        check_t60("--string-t60", t60)?;
     }
     if args.weights.is_none() && (args.drive.is_some() || args.damper_settle.is_some()) {
         bail!("--drive and --damper-settle change a trained model: give it --weights");
@@ -571,6 +581,10 @@ impl<'a> Run<'a> {
         if let Some(t60) = self.args.later_t60 {
             self.net
                 .limit_later_decays(t60 * self.rates.sample_rate as f64);
+        }
+        if let Some(t60) = self.args.string_t60 {
+            self.net
+                .lengthen_string_decays(t60 * self.rates.sample_rate as f64);
         }
         if self.args.rest_at_zero {
             let norm = self.state.norm;

@@ -36,6 +36,7 @@ fn args(models: Vec<PathBuf>, out: PathBuf) -> AverageArgs {
         out,
         rest_at_zero: false,
         later_t60: None,
+        string_t60: None,
         poles: PoleMean::Stored,
         family: None,
         description: None,
@@ -234,6 +235,42 @@ fn later_t60_limits_the_averaged_poles() {
             );
         }
     }
+}
+
+/// `--string-t60` on one model: that model with its short first-layer strings lengthened,
+/// every other weight as it was.
+#[test]
+fn string_t60_lengthens_one_models_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fresh(Size::L, 2);
+    let floor = 2.5;
+    let decay = |m: &Model, k: usize| -pole(m.layers[0].norm[k], m.layers[0].angle[k]).0;
+    let max_decay = 6.9 / (floor * RATE as f64);
+    let states = a.layers[0].norm.len();
+    let short = (0..states).filter(|&k| decay(&a, k) > max_decay).count();
+    assert!(
+        short > 0,
+        "the fresh model should have strings shorter than {floor} s"
+    );
+    let mut floored = args(
+        vec![save(dir.path(), "a.safetensors", &a)],
+        dir.path().join("floored.safetensors"),
+    );
+    floored.string_t60 = Some(floor);
+    let out = average::run(&floored).unwrap();
+    for k in 0..states {
+        let expected = decay(&a, k).min(max_decay);
+        assert!(
+            (decay(&out, k) - expected).abs() <= 2e-3 * expected,
+            "state {k}: decay {} for {expected}",
+            decay(&out, k)
+        );
+    }
+    assert_eq!(out.layers[0].b, a.layers[0].b);
+    assert_eq!(out.layers[1].norm, a.layers[1].norm);
+    floored.string_t60 = Some(-1.0);
+    let err = average::run(&floored).unwrap_err();
+    assert!(format!("{err:#}").contains("--string-t60"), "{err:#}");
 }
 
 #[test]

@@ -368,6 +368,52 @@ fn later_t60_caps_the_damped_poles() {
     );
 }
 
+/// `--string-t60` lengthens the first layer's short strings to the floor, keeps their pitch,
+/// leaves the longer strings and the damper's poles as they were.
+#[test]
+fn string_t60_lengthens_the_short_strings_only() {
+    let mut net = fresh(Size::L).unwrap();
+    let first = |net: &PianoSsm| net.to_runtime(info()).unwrap().layers[0].clone();
+    let poles = |norm: &[f32], angle: &[f32]| -> Vec<(f64, f64)> {
+        norm.iter()
+            .zip(angle)
+            .map(|(&n, &a)| {
+                let p = ssm_runtime::model::stable_pole(n, a);
+                (6.9 / (-p.re * TRAIN_RATE as f64), p.im)
+            })
+            .collect()
+    };
+    let before = first(&net);
+    // (the stored f32 angle sits near ±π/2, so the decay reads back to about 1e-4)
+    let strings = poles(&before.norm, &before.angle);
+    let floor = 2.5;
+    let short = strings.iter().filter(|(t60, _)| *t60 < floor).count();
+    assert!(
+        short > 10 && short < strings.len(),
+        "the init should have short and long strings around {floor} s: {short} short"
+    );
+    net.lengthen_string_decays(floor * TRAIN_RATE as f64);
+    let after = first(&net);
+    for (i, (&(t60, im), (t60_now, im_now))) in strings
+        .iter()
+        .zip(poles(&after.norm, &after.angle))
+        .enumerate()
+    {
+        let expected = t60.max(floor);
+        assert!(
+            (t60_now - expected).abs() <= 1e-3 * expected,
+            "state {i}: {t60} s became {t60_now} s, not {expected} s"
+        );
+        assert!(
+            (im_now - im).abs() <= 1e-5 * im.abs(),
+            "state {i}: pitch moved"
+        );
+    }
+    let damper = |l: &ssm_runtime::model::SsmLayer| l.damper.clone().unwrap();
+    assert_eq!(damper(&before).norm, damper(&after).norm);
+    assert_eq!(damper(&before).angle, damper(&after).angle);
+}
+
 /// `drive_first_tanh` keeps a quiet note as it was (the tanh is linear there) and changes a
 /// loud one (deeper into the tanh).
 #[test]
