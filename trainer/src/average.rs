@@ -28,7 +28,7 @@ use ssm_runtime::model::{stable_pole, SsmLayer};
 use ssm_runtime::Model;
 use tch::Device;
 
-use crate::model::{check_t60, PianoSsm};
+use crate::model::{DecayLimits, PianoSsm};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
@@ -61,6 +61,16 @@ pub struct AverageArgs {
     pub description: Option<String>,
 }
 
+impl AverageArgs {
+    /// The decay projections chosen on the command line.
+    pub fn decay_limits(&self) -> DecayLimits {
+        DecayLimits {
+            later_t60: self.later_t60,
+            string_t60: self.string_t60,
+        }
+    }
+}
+
 /// The two ways to average a pole; see the module documentation for what each does to the
 /// long-ringing key resonances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,12 +93,7 @@ pub fn run(args: &AverageArgs) -> Result<Model> {
             );
         }
     }
-    if let Some(t60) = args.later_t60 {
-        check_t60("--later-t60", t60)?;
-    }
-    if let Some(t60) = args.string_t60 {
-        check_t60("--string-t60", t60)?;
-    }
+    args.decay_limits().check()?;
     let mut models = args
         .models
         .iter()
@@ -302,16 +307,12 @@ fn average<'a>(vs: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
 /// Re-applies the training constraints chosen in `args` (through the trainer's network, where
 /// they are defined), or returns the average as it is.
 fn constrain(avg: &Model, args: &AverageArgs) -> Result<Model> {
-    if !args.rest_at_zero && args.later_t60.is_none() && args.string_t60.is_none() {
+    let limits = args.decay_limits();
+    if !args.rest_at_zero && limits.is_none() {
         return Ok(avg.clone());
     }
     let mut net = PianoSsm::from_runtime(Device::Cpu, avg)?;
-    if let Some(t60) = args.later_t60 {
-        net.limit_later_decays(t60 * avg.info.train_rate as f64);
-    }
-    if let Some(t60) = args.string_t60 {
-        net.lengthen_string_decays(t60 * avg.info.train_rate as f64);
-    }
+    net.limit_decays(limits, avg.info.train_rate as f64);
     if args.rest_at_zero {
         net.settle_rest(-avg.info.norm_mean / avg.info.norm_std);
     }

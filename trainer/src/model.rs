@@ -75,13 +75,32 @@ pub struct PianoSsm {
     pub velocity_exponent: Option<f32>,
 }
 
-/// A decay option (`--later-t60`, `--string-t60`) as `train` and `average` accept it: a
-/// positive, finite number of seconds.
-pub fn check_t60(flag: &str, seconds: f64) -> Result<()> {
-    if !(seconds.is_finite() && seconds > 0.0) {
-        bail!("{flag} must be a positive number of seconds, not {seconds}");
+/// The decay projections `train` (after every step) and `average` (on the mean) apply, in
+/// seconds: `--later-t60`, the longest decay of layers 2–4 and of the damper's damped poles,
+/// and `--string-t60`, the shortest of layer 1's strings.
+#[derive(Debug, Clone, Copy)]
+pub struct DecayLimits {
+    pub later_t60: Option<f64>,
+    pub string_t60: Option<f64>,
+}
+
+impl DecayLimits {
+    /// Each limit given must be a positive, finite number of seconds.
+    pub fn check(&self) -> Result<()> {
+        for (flag, seconds) in [
+            ("--later-t60", self.later_t60),
+            ("--string-t60", self.string_t60),
+        ] {
+            if let Some(s) = seconds.filter(|s| !(s.is_finite() && *s > 0.0)) {
+                bail!("{flag} must be a positive number of seconds, not {s}");
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    pub fn is_none(&self) -> bool {
+        self.later_t60.is_none() && self.string_t60.is_none()
+    }
 }
 
 impl PianoSsm {
@@ -336,11 +355,21 @@ impl PianoSsm {
         }
     }
 
+    /// Applies `limits` to a network trained at `train_rate`.
+    pub fn limit_decays(&mut self, limits: DecayLimits, train_rate: f64) {
+        if let Some(t60) = limits.later_t60 {
+            self.limit_later_decays(t60 * train_rate);
+        }
+        if let Some(t60) = limits.string_t60 {
+            self.lengthen_string_decays(t60 * train_rate);
+        }
+    }
+
     /// Lengthens every sounding pole of the first layer (the strings, while their keys are
     /// held) whose 60 dB decay is shorter than `t60` samples to that decay, its frequency
     /// kept; the key damper's damped poles are left alone. Why: the spectral loss hears
     /// little of a quiet high string's tail, and training shortened the top keys' strings to
-    /// 30–100 ms where the Salamander's ring for seconds; a note that has died before its
+    /// 30–160 ms where the Salamander's ring for seconds; a note that has died before its
     /// release then measures every release as a burst of high frequencies.
     pub fn lengthen_string_decays(&mut self, t60: f64) {
         let _guard = tch::no_grad_guard();
@@ -845,8 +874,8 @@ fn prefix_scan(mut a: Cx, mut c: Cx, len: i64) -> Cx {
     c
 }
 
-/// Moves every pole (norm, angle) decaying slower than `min_decay` per sample to that decay,
-/// its frequency kept, in place.
+/// Moves every pole (norm, angle) to the real part `clamp` gives its real part (the decay per
+/// sample, negated), its frequency kept, in place.
 fn clamp_decay(norm: &mut Tensor, angle: &mut Tensor, clamp: impl Fn(&Tensor) -> Tensor) {
     let poles = ContinuousPoles::new(norm, angle);
     let re = clamp(&poles.re);

@@ -18,7 +18,7 @@ use crate::data::synth::Instrument;
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
 use crate::loss::{Criterion, Losses};
-use crate::model::{check_t60, InitOptions, PianoSsm, PoleInit, Size};
+use crate::model::{DecayLimits, InitOptions, PianoSsm, PoleInit, Size};
 use crate::optim::{Adam, Schedule};
 use crate::plots;
 
@@ -197,6 +197,16 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub keep_epochs: bool,
+}
+
+impl TrainArgs {
+    /// The decay projections chosen on the command line.
+    pub fn decay_limits(&self) -> DecayLimits {
+        DecayLimits {
+            later_t60: self.later_t60,
+            string_t60: self.string_t60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -410,12 +420,7 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if !(args.sample_length > 0.0 && args.sample_length <= 60.0) {
         bail!("--sample-length must be in (0, 60] seconds");
     }
-    if let Some(t60) = args.later_t60 {
-        check_t60("--later-t60", t60)?;
-    }
-    if let Some(t60) = args.string_t60 {
-        check_t60("--string-t60", t60)?;
-    }
+    args.decay_limits().check()?;
     if args.weights.is_none() && (args.drive.is_some() || args.damper_settle.is_some()) {
         bail!("--drive and --damper-settle change a trained model: give it --weights");
     }
@@ -578,14 +583,8 @@ impl<'a> Run<'a> {
 
     /// The projections chosen on the command line, after every step and on a fresh start.
     fn constrain(&mut self) {
-        if let Some(t60) = self.args.later_t60 {
-            self.net
-                .limit_later_decays(t60 * self.rates.sample_rate as f64);
-        }
-        if let Some(t60) = self.args.string_t60 {
-            self.net
-                .lengthen_string_decays(t60 * self.rates.sample_rate as f64);
-        }
+        self.net
+            .limit_decays(self.args.decay_limits(), self.rates.sample_rate as f64);
         if self.args.rest_at_zero {
             let norm = self.state.norm;
             self.net.settle_rest(-norm.mean / norm.std);

@@ -384,7 +384,6 @@ fn string_t60_lengthens_the_short_strings_only() {
             .collect()
     };
     let before = first(&net);
-    // (the stored f32 angle sits near ±π/2, so the decay reads back to about 1e-4)
     let strings = poles(&before.norm, &before.angle);
     let floor = 2.5;
     let short = strings.iter().filter(|(t60, _)| *t60 < floor).count();
@@ -400,6 +399,7 @@ fn string_t60_lengthens_the_short_strings_only() {
         .enumerate()
     {
         let expected = t60.max(floor);
+        // (the stored f32 angle sits near ±π/2, so the decay reads back to about 1e-4)
         assert!(
             (t60_now - expected).abs() <= 1e-3 * expected,
             "state {i}: {t60} s became {t60_now} s, not {expected} s"
