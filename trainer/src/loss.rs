@@ -10,6 +10,8 @@
 //! * [`EqualisedLoss`] (ours): the SpectralLoss of both signals divided by the target's own
 //!   short-time level, so the quiet parts a listener hears as clearly as the loud ones — the
 //!   seconds after a release, soft notes — weigh as much as fortissimo chords.
+//! * [`BrightnessLoss`] (ours): each frame's spectral centroid against the target's, in
+//!   octaves, so that a hard strike is heard to be brighter than a soft one.
 
 use tch::{Device, Kind, Tensor};
 
@@ -27,6 +29,8 @@ pub enum Criterion {
     Spectral,
     /// The SpectralLoss on level-equalised audio (see [`EqualisedLoss`]).
     Equalised,
+    /// Frame-by-frame spectral centroid (see [`BrightnessLoss`]).
+    Brightness,
 }
 
 impl Criterion {
@@ -35,6 +39,7 @@ impl Criterion {
             Criterion::CombinedSpectral => "combined-spectral",
             Criterion::Spectral => "spectral",
             Criterion::Equalised => "equalised",
+            Criterion::Brightness => "brightness",
         }
     }
 }
@@ -44,6 +49,9 @@ pub struct Losses {
     pub spectral: SpectralLoss,
     pub combined: CombinedSpectralLoss,
     pub equalised: EqualisedLoss,
+    pub brightness: BrightnessLoss,
+    /// The brightness criterion's factor (octaves are small beside the spectral sums).
+    pub brightness_weight: f64,
 }
 
 impl Losses {
@@ -52,6 +60,8 @@ impl Losses {
             spectral: SpectralLoss::new(sample_rate, device),
             combined: CombinedSpectralLoss::new(sample_rate, device),
             equalised: EqualisedLoss::new(sample_rate),
+            brightness: BrightnessLoss::new(sample_rate, device),
+            brightness_weight: BrightnessLoss::WEIGHT,
         }
     }
 
@@ -63,6 +73,7 @@ impl Losses {
                 let w = self.equalised.weight(target);
                 self.spectral.forward(&(pred * &w), &(target * &w))
             }
+            Criterion::Brightness => self.brightness.forward(pred, target) * self.brightness_weight,
         }
     }
 }
@@ -74,13 +85,17 @@ fn scaled(size: f64, sample_rate: u32, reference: f64) -> i64 {
 
 /// |STFT| without centring: frames start at 0, hop apart; (B, bins, frames).
 fn magnitude(x: &Tensor, n_fft: i64, hop: i64, win: i64, window: &Tensor) -> Tensor {
+    power(x, n_fft, hop, win, window).sqrt()
+}
+
+/// |STFT|², floored at [`POWER_EPS`]; framed as [`magnitude`].
+fn power(x: &Tensor, n_fft: i64, hop: i64, win: i64, window: &Tensor) -> Tensor {
     let spec = x.stft(n_fft, hop, win, Some(window), false, true, true, false);
     // |z|² from (re, im): complex abs() has no usable gradient at 0
     spec.view_as_real()
         .square()
         .sum_dim_intlist(-1, false, Kind::Float)
         .clamp_min(POWER_EPS)
-        .sqrt()
 }
 
 pub struct SpectralLoss {
@@ -165,6 +180,78 @@ impl EqualisedLoss {
             .clamp_min(1e-6)
             * Self::FLOOR;
         (rms + floor).reciprocal()
+    }
+}
+
+/// Brightness for [`Criterion::Brightness`]: the mean distance, in octaves, between each
+/// frame's spectral centroid (power-weighted, above 20 Hz) and the target's, over the frames
+/// where the target sounds (within 40 dB of the clip's loudest frame).
+///
+/// Why: a hard strike sounds brighter than a soft one because its upper partials, from the
+/// 8th to the 40th, rise (the Salamander's centroid is 1.26 times higher at velocity 110
+/// than at 30, and 1.01 from its first three partials alone). Those partials are a few
+/// quiet bins to the spectral losses, and models trained on them kept the same tone at
+/// every velocity. The centroid hears them as a listener does, as the tone's height, and
+/// weighs a soft note's frames as much as a loud one's.
+pub struct BrightnessLoss {
+    n: i64,
+    window: Tensor,
+    /// Each bin's frequency, 0 below 20 Hz; (bins, 1).
+    freqs: Tensor,
+    /// 1 from 20 Hz up, 0 below (the held keys' DC is not tone); (bins, 1).
+    audible: Tensor,
+}
+
+impl BrightnessLoss {
+    /// The default factor in [`Losses`]: an octave weighs as much as a quarter of a
+    /// freshly trained model's spectral losses.
+    pub const WEIGHT: f64 = 10.0;
+    /// Frames of 2048 samples at 24 kHz (85 ms), scaled with the rate.
+    pub const SIZE_AT_24K: f64 = 2048.0;
+    /// Frames quieter than this, relative to the clip's loudest, are not scored (−40 dB).
+    pub const FLOOR: f64 = 1e-4;
+    /// Lowest centroid (Hz) taken to the log, so silence in the prediction has a gradient.
+    const LOWEST: f64 = 20.0;
+
+    pub fn new(sample_rate: u32, device: Device) -> BrightnessLoss {
+        let n = scaled(Self::SIZE_AT_24K, sample_rate, 24_000.0);
+        let df = sample_rate as f64 / n as f64;
+        let audible: Vec<f32> = (0..=n / 2)
+            .map(|k| f32::from(k as f64 * df >= Self::LOWEST))
+            .collect();
+        let audible = Tensor::from_slice(&audible).view([-1, 1]).to_device(device);
+        let freqs = Tensor::arange(n / 2 + 1, (Kind::Float, device)).view([-1, 1]) * df * &audible;
+        BrightnessLoss {
+            n,
+            window: Tensor::hann_window(n, (Kind::Float, device)),
+            freqs,
+            audible,
+        }
+    }
+
+    /// Each frame's centroid in octaves above 1 Hz and its audible power; (B, frames) each.
+    fn centroids(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let hop = self.n / 4;
+        let p = power(
+            &pad_to_frames(x, self.n, hop),
+            self.n,
+            hop,
+            self.n,
+            &self.window,
+        );
+        let level = (&p * &self.audible).sum_dim_intlist(1, false, Kind::Float);
+        let centroid = (&p * &self.freqs).sum_dim_intlist(1, false, Kind::Float) / &level;
+        (centroid.clamp_min(Self::LOWEST).log2(), level)
+    }
+
+    pub fn forward(&self, pred: &Tensor, target: &Tensor) -> Tensor {
+        let (cx, _) = self.centroids(pred);
+        let (cy, level) = tch::no_grad(|| self.centroids(target));
+        let loudest = level.amax([-1], true);
+        let sounding = level
+            .gt_tensor(&(loudest * Self::FLOOR))
+            .to_kind(Kind::Float);
+        ((cx - cy).abs() * &sounding).sum(Kind::Float) / sounding.sum(Kind::Float).clamp_min(1.0)
     }
 }
 

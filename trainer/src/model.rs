@@ -335,6 +335,15 @@ impl PianoSsm {
         }
     }
 
+    /// Multiplies layer 2's skip weights by `gain`: the frequency-flat path from the first
+    /// layer's tanh to the output (see `--open-skip`).
+    pub fn open_first_skip(&mut self, gain: f64) {
+        let _guard = tch::no_grad_guard();
+        if let Some(skip) = self.layers.get_mut(1).and_then(|l| l.skip.as_mut()) {
+            let _ = skip.g_mul_scalar_(gain);
+        }
+    }
+
     /// Shortens every pole of layers 2–4, and every damped pole of layer 1's key damper, whose
     /// 60 dB decay is longer than `t60` samples to that decay (its frequency kept). Why: only
     /// the first layer is gated or damped by the keys, and a spectral loss that wants energy in

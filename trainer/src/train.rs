@@ -17,7 +17,7 @@ use crate::checkpoint::{self, LogRow, LoopState};
 use crate::data::synth::Instrument;
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
-use crate::loss::{Criterion, Losses};
+use crate::loss::{BrightnessLoss, Criterion, Losses};
 use crate::model::{DecayLimits, InitOptions, PianoSsm, PoleInit, Size};
 use crate::optim::{Adam, Schedule};
 use crate::plots;
@@ -96,6 +96,10 @@ pub struct TrainArgs {
     /// One or more criteria, summed.
     #[arg(long, value_enum, num_args = 1.., default_values_t = [Criterion::CombinedSpectral])]
     pub criterion: Vec<Criterion>,
+    /// The brightness criterion's factor (its loss is in octaves of spectral centroid).
+    #[arg(long, default_value_t = BrightnessLoss::WEIGHT, value_name = "W")]
+    #[serde(skip_serializing_if = "is_default_brightness")]
+    pub brightness_weight: f64,
     /// Cosine annealing with warm-up and restarts (otherwise a constant rate).
     #[arg(long)]
     pub scheduler: bool,
@@ -144,6 +148,16 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drive: Option<f64>,
+    /// With --weights, on a fresh start: multiply layer 2's skip weights by GAIN. Why: a
+    /// trained network carries its sound through layers 2–4's resonators, 30–50 dB above the
+    /// skips, and those pass only the partials they were trained on, so the overtones a
+    /// driven tanh adds to a loud note never reach the output (measured: the same tone at
+    /// every velocity at any --drive). The skips are flat in frequency: opened, they carry a
+    /// hard strike's overtones as they are (with --drive 10, GAIN 10 to 30 puts the centroid
+    /// at velocity 110 over 30 at 1.07 to 1.23 before any training).
+    #[arg(long, value_name = "GAIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_skip: Option<f64>,
     /// With --weights: set the key damper's settling fade to FRAMES (`layers.0.damper_settle`;
     /// models written before the fade exist drop the equilibrium at once, which clicks).
     #[arg(long, value_name = "FRAMES")]
@@ -421,8 +435,10 @@ fn validate(args: &TrainArgs) -> Result<()> {
         bail!("--sample-length must be in (0, 60] seconds");
     }
     args.decay_limits().check()?;
-    if args.weights.is_none() && (args.drive.is_some() || args.damper_settle.is_some()) {
-        bail!("--drive and --damper-settle change a trained model: give it --weights");
+    if args.weights.is_none()
+        && (args.drive.is_some() || args.open_skip.is_some() || args.damper_settle.is_some())
+    {
+        bail!("--drive, --open-skip and --damper-settle change a trained model: give it --weights");
     }
     if let Some(e) = args
         .velocity_exponent
@@ -437,6 +453,9 @@ fn validate(args: &TrainArgs) -> Result<()> {
     if let Some(k) = args.drive.filter(|k| !(k.is_finite() && *k > 0.0)) {
         bail!("--drive must be a positive number, not {k}");
     }
+    if let Some(g) = args.open_skip.filter(|g| !(g.is_finite() && *g > 0.0)) {
+        bail!("--open-skip must be a positive number, not {g}");
+    }
     if !gated_keys::is_valid_gate(args.gate) {
         bail!(
             "--gate must be in (0, {}]: released keys pass at sech²(gate)",
@@ -450,7 +469,15 @@ fn validate(args: &TrainArgs) -> Result<()> {
         bail!("--square-lr must be a positive factor");
     }
     if args.criterion.is_empty() {
-        bail!("--criterion needs at least one of combined-spectral, spectral, equalised");
+        bail!(
+            "--criterion needs at least one of combined-spectral, spectral, equalised, brightness"
+        );
+    }
+    if !(args.brightness_weight.is_finite() && args.brightness_weight > 0.0) {
+        bail!(
+            "--brightness-weight must be a positive number, not {}",
+            args.brightness_weight
+        );
     }
     if !(0.0..=1.0).contains(&args.lone_notes) {
         bail!(
@@ -470,6 +497,10 @@ fn is_one(factor: &f64) -> bool {
 
 fn is_zero(share: &f64) -> bool {
     *share == 0.0
+}
+
+fn is_default_brightness(weight: &f64) -> bool {
+    *weight == BrightnessLoss::WEIGHT
 }
 
 fn is_default_gate(gate: &f64) -> bool {
@@ -537,6 +568,9 @@ impl<'a> Run<'a> {
             if let Some(k) = args.drive {
                 net.drive_first_tanh(k);
             }
+            if let Some(g) = args.open_skip {
+                net.open_first_skip(g);
+            }
             if args.weights.is_none()
                 && matches!(args.init, PoleInit::GatedKeys | PoleInit::DampedKeys)
             {
@@ -574,7 +608,10 @@ impl<'a> Run<'a> {
             net,
             params,
             adam,
-            losses: Losses::new(rates.sample_rate, device),
+            losses: Losses {
+                brightness_weight: args.brightness_weight,
+                ..Losses::new(rates.sample_rate, device)
+            },
             state,
             valid,
             test,

@@ -437,3 +437,27 @@ fn driving_the_tanh_changes_loud_notes_only() {
     eprintln!("driven ×10: relative change {quiet:.2e} quiet, {loud:.2e} loud");
     assert!(quiet < 0.2 * loud, "quiet {quiet:.2e}, loud {loud:.2e}");
 }
+
+/// `open_first_skip` multiplies layer 2's skip weights, the flat path from the first tanh
+/// to the output, and nothing else.
+#[test]
+fn opening_the_skip_scales_layer_2s_skip_only() {
+    let model = trained_like(fresh(Size::L).unwrap().to_runtime(info()).unwrap());
+    let mut net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    net.open_first_skip(20.0);
+    let opened = net.to_runtime(info()).unwrap();
+    for (i, (was, now)) in model.layers.iter().zip(&opened.layers).enumerate() {
+        let (skip, skip_now) = (was.skip.clone(), now.skip.clone());
+        let mut now = now.clone();
+        now.skip = was.skip.clone();
+        assert_eq!(&now, was, "layer {} changed beyond its skip", i + 1);
+        if i == 1 {
+            let want: Vec<f32> = skip.unwrap().iter().map(|w| w * 20.0).collect();
+            assert_eq!(skip_now.unwrap(), want);
+        } else {
+            assert_eq!(skip_now, skip, "layer {}'s skip changed", i + 1);
+        }
+    }
+    assert_eq!(opened.head_weight, model.head_weight);
+    assert_eq!(opened.head_bias, model.head_bias);
+}

@@ -3,7 +3,8 @@
 
 use tch::{Device, Kind, Tensor};
 use trainer::loss::{
-    hz_to_mel, mel_filterbank, mel_to_hz, pad_to_frames, CombinedSpectralLoss, SpectralLoss,
+    hz_to_mel, mel_filterbank, mel_to_hz, pad_to_frames, BrightnessLoss, CombinedSpectralLoss,
+    SpectralLoss,
 };
 
 const RATE: u32 = 4_000;
@@ -229,4 +230,72 @@ fn end_padding_covers_every_sample() {
     let len = padded.size()[1];
     assert_eq!((len - 256) % 64, 0);
     assert!(len >= 1000 && len - 64 < 1000);
+}
+
+/// Sine tones on the brightness frames' bin centres, `(bin, amplitude)` each, at 24 kHz; a
+/// Hann window spreads each symmetrically (¼, 1, ¼ in power), so a frame's centroid is exactly
+/// the tones' power-weighted mean frequency.
+fn tones(len: usize, parts: &[(usize, f64)]) -> Vec<f32> {
+    let n = BrightnessLoss::SIZE_AT_24K;
+    (0..len)
+        .map(|i| {
+            parts
+                .iter()
+                .map(|&(bin, a)| a * (2.0 * std::f64::consts::PI * bin as f64 * i as f64 / n).sin())
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+/// Whole frames only (2048 + k·512 samples), so no frame is cut by the end padding.
+const FRAMED: usize = 2048 + 512 * 30;
+
+#[test]
+fn brightness_is_the_centroid_distance_in_octaves_at_any_level() {
+    let loss = BrightnessLoss::new(24_000, Device::Cpu);
+    let target = tensor(&tones(FRAMED, &[(40, 1.0)]));
+    // equal tones on bins 40 and 80: centroid at bin 60, log2(60/40) octaves above
+    let bright = tones(FRAMED, &[(40, 1.0), (80, 1.0)]);
+    let want = 1.5f64.log2();
+    for gain in [1.0f32, 0.01] {
+        let pred: Vec<f32> = bright.iter().map(|v| v * gain).collect();
+        let got = loss.forward(&tensor(&pred), &target).double_value(&[]);
+        assert!((got - want).abs() < 1e-3, "gain {gain}: {got} vs {want}");
+    }
+    assert!(loss.forward(&target, &target).double_value(&[]).abs() < 1e-6);
+}
+
+/// The target's silence is not scored (the release drop is the equalised loss's job), its
+/// quiet notes are, as much as its loud ones.
+#[test]
+fn brightness_scores_the_frames_where_the_target_sounds() {
+    let loss = BrightnessLoss::new(24_000, Device::Cpu);
+    let half = FRAMED / 2;
+    let loud = tones(half, &[(40, 1.0)]);
+    let then = |x: Vec<f32>| -> Tensor { tensor(&[loud.clone(), x].concat()) };
+    // the prediction plays a brighter tone at -30 dB in the second half
+    let pred = then(tones(FRAMED - half, &[(80, 0.03)]));
+    let quiet = then(tones(FRAMED - half, &[(40, 0.03)]));
+    let silent = then(vec![0.0; FRAMED - half]);
+    let heard = loss.forward(&pred, &quiet).double_value(&[]);
+    let unheard = loss.forward(&pred, &silent).double_value(&[]);
+    // about half the frames one octave apart
+    assert!(heard > 0.4 && heard < 0.6, "quiet target: {heard}");
+    assert!(
+        unheard < 0.25 * heard,
+        "silent target: {unheard} vs {heard}"
+    );
+}
+
+#[test]
+fn brightness_has_a_gradient_towards_the_targets_overtones() {
+    let loss = BrightnessLoss::new(24_000, Device::Cpu);
+    let target = tensor(&tones(FRAMED, &[(40, 1.0), (200, 0.3)]));
+    let fundamental = tensor(&tones(FRAMED, &[(40, 1.0)]));
+    let overtone = tensor(&tones(FRAMED, &[(200, 1.0)]));
+    let a = Tensor::from(0.05f32).set_requires_grad(true);
+    let pred = &fundamental + &overtone * &a;
+    loss.forward(&pred, &target).backward();
+    // more of the overtone moves the prediction's centroid up towards the target's
+    assert!(a.grad().double_value(&[]) < 0.0);
 }

@@ -649,3 +649,54 @@ fn weights_take_a_settling_fade_and_grow() {
     let err = train(&args(&dir.path().join("no2"), &plain)).unwrap_err();
     assert!(format!("{err:#}").contains("no key damper"), "{err:#}");
 }
+
+/// `--drive` and `--open-skip` change a trained model's layer 1 → 2 path before training
+/// (the exported model's skip is the base's × GAIN / K), `--criterion brightness` trains beside
+/// the others; each is refused where it means nothing.
+#[test]
+fn a_trained_model_opens_its_skip_and_trains_for_brightness() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    train(&args(&base, &["--model", "L", "--init", "damped-keys"])).unwrap();
+    let weights = base.join("model.safetensors");
+    let weights = weights.to_str().unwrap();
+    let open = dir.path().join("open");
+    let extra = [
+        "--weights",
+        weights,
+        "--drive",
+        "10",
+        "--open-skip",
+        "20",
+        "--lr",
+        "1e-12",
+        "--criterion",
+        "combined-spectral",
+        "brightness",
+        "--brightness-weight",
+        "30",
+    ];
+    train(&args(&open, &extra)).unwrap();
+    let skip = |path: &Path| Model::load(path).unwrap().layers[1].skip.clone().unwrap();
+    let (before, after) = (
+        skip(&base.join("model.safetensors")),
+        skip(&open.join("model.safetensors")),
+    );
+    for (b, a) in before.iter().zip(&after) {
+        // at a learning rate of 1e-12, the skip is the transform's
+        assert!(
+            (a - 2.0 * b).abs() <= 1e-4 * b.abs().max(1e-3),
+            "{b} became {a}, not ×2"
+        );
+    }
+    let refused = |extra: &[&str], says: &str| {
+        let err = train(&args(&dir.path().join("no"), extra)).unwrap_err();
+        assert!(format!("{err:#}").contains(says), "{err:#}");
+    };
+    refused(&["--open-skip", "20"], "--weights");
+    refused(
+        &["--weights", weights, "--open-skip", "0"],
+        "--open-skip must be",
+    );
+    refused(&["--brightness-weight=-1"], "--brightness-weight must be");
+}
