@@ -188,8 +188,8 @@ impl EqualisedLoss {
 /// where the target sounds (within 40 dB of the clip's loudest frame).
 ///
 /// Why: a hard strike sounds brighter than a soft one because its upper partials, from the
-/// 8th to the 40th, rise (the Salamander's centroid is 1.26 times higher at velocity 110
-/// than at 30, and 1.01 from its first three partials alone). Those partials are a few
+/// 8th to the 40th, rise (the Salamander's centroid is 1.22 times higher at velocity 110
+/// than at 30 in `trainer check --listen`, and 1.01 from its first three partials alone). Those partials are a few
 /// quiet bins to the spectral losses, and models trained on them kept the same tone at
 /// every velocity. The centroid hears them as a listener does, as the tone's height, and
 /// weighs a soft note's frames as much as a loud one's.
