@@ -642,12 +642,20 @@ fn weights_take_a_settling_fade_and_grow() {
     assert_eq!(trained.layers[0].damper.as_ref().unwrap().settle_frames, 9);
     assert_eq!(trained.state_sizes(), vec![256; 4]);
     assert_eq!(trained.info.size, "XL");
-    let err = train(&args(&dir.path().join("no"), &["--damper-settle", "9"])).unwrap_err();
-    assert!(format!("{err:#}").contains("--weights"), "{err:#}");
+    refused(
+        &dir.path().join("no"),
+        &["--damper-settle", "9"],
+        "--weights",
+    );
     let plain = dir.path().join("base/model.safetensors");
     let plain = ["--weights", plain.to_str().unwrap(), "--damper-settle", "9"];
-    let err = train(&args(&dir.path().join("no2"), &plain)).unwrap_err();
-    assert!(format!("{err:#}").contains("no key damper"), "{err:#}");
+    refused(&dir.path().join("no2"), &plain, "no key damper");
+}
+
+/// Training with `extra` fails with a message that names `says`.
+fn refused(out: &Path, extra: &[&str], says: &str) {
+    let err = train(&args(out, extra)).unwrap_err();
+    assert!(format!("{err:#}").contains(says), "{err:#}");
 }
 
 /// `--drive` and `--open-skip` change a trained model's layer 1 → 2 path before training
@@ -689,14 +697,16 @@ fn a_trained_model_opens_its_skip_and_trains_for_brightness() {
             "{b} became {a}, not ×2"
         );
     }
-    let refused = |extra: &[&str], says: &str| {
-        let err = train(&args(&dir.path().join("no"), extra)).unwrap_err();
-        assert!(format!("{err:#}").contains(says), "{err:#}");
-    };
-    refused(&["--open-skip", "20"], "--weights");
+    let no = dir.path().join("no");
+    refused(&no, &["--open-skip", "20"], "--weights");
     refused(
+        &no,
         &["--weights", weights, "--open-skip", "0"],
         "--open-skip must be",
     );
-    refused(&["--brightness-weight=-1"], "--brightness-weight must be");
+    refused(
+        &no,
+        &["--brightness-weight=-1"],
+        "--brightness-weight must be",
+    );
 }
