@@ -23,6 +23,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod plots;
+pub mod recurrence;
 pub mod train;
 
 use tch::{Device, Kind, Tensor};

@@ -18,7 +18,7 @@ use crate::data::synth::Instrument;
 use crate::data::{self, synth, Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
 use crate::loss::{BrightnessLoss, Criterion, Losses};
-use crate::model::{DecayLimits, InitOptions, PianoSsm, PoleInit, Size};
+use crate::model::{DecayLimits, InitOptions, Kernel, PianoSsm, PoleInit, Size};
 use crate::optim::{Adam, Schedule};
 use crate::plots;
 
@@ -191,10 +191,16 @@ pub struct TrainArgs {
     // left out of the fingerprint at its default, so runs from before the option still resume
     #[serde(skip_serializing_if = "is_default_gate")]
     pub gate: f64,
-    /// CPU threads for libtorch (default: all cores).
+    /// CPU threads for libtorch and the scan kernel (default: all cores).
     #[arg(long)]
     #[serde(skip)]
     pub threads: Option<usize>,
+    /// How the recurrences are evaluated: `scan` (time-domain, CPU only) or `fft` (any
+    /// device); default: scan on CPU, fft on CUDA. Both compute the same gradients, so a run
+    /// may resume with the other.
+    #[arg(long, value_enum)]
+    #[serde(skip)]
+    pub kernel: Option<Kernel>,
     #[arg(long, default_value = "runs/latest")]
     pub out: PathBuf,
     /// Continue from OUT/checkpoint.safetensors.
@@ -544,6 +550,8 @@ impl<'a> Run<'a> {
         if args.touch_square {
             net.add_touch_square();
         }
+        net.kernel = args.kernel.unwrap_or(Kernel::default_for(device));
+        net.kernel.check(device)?;
         let params: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
         let mut adam = Adam::new(1e-4);
         adam.pole_lr = args.pole_lr;
@@ -650,13 +658,14 @@ impl<'a> Run<'a> {
         let out = &self.args.out;
         let ckpt = out.join("checkpoint.safetensors");
         println!(
-            "training {} on {} ({}), {} Hz / {} Hz frames, device {:?}, {} parameters",
+            "training {} on {} ({}), {} Hz / {} Hz frames, device {:?}, {:?} kernel, {} parameters",
             self.args.model.label(),
             self.source.describe(),
             self.source.heads().join(", "),
             self.rates.sample_rate,
             self.rates.midi_rate,
             self.device,
+            self.net.kernel,
             self.params.values().map(|p| p.numel()).sum::<usize>()
         );
         while self.state.epochs_done < self.total_epochs() {
@@ -748,12 +757,12 @@ impl<'a> Run<'a> {
                 .map(|_| self.source.train_clip(&mut rng, frames))
                 .collect::<Result<Vec<_>>>()?;
             let batch = Batch::new(&clips, self.state.norm, self.device);
-            let pred = self
-                .net
-                .forward(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
+            let pred =
+                self.net
+                    .forward_train(&batch.roll, &batch.heads, self.rates.hold() as i64, 1.0);
             let loss = criteria
                 .iter()
-                .map(|&c| self.losses.get(c, &pred, &batch.audio))
+                .map(|&c| self.losses.get(c, &pred.audio, &batch.audio))
                 .fold(Tensor::zeros([], (Kind::Float, self.device)), |a, b| a + b);
             let value = loss.double_value(&[]);
             if !value.is_finite() {
@@ -762,7 +771,7 @@ impl<'a> Run<'a> {
                     epoch + 1
                 );
             }
-            (loss / self.args.step_size as f64).backward();
+            pred.backward(&(loss / self.args.step_size as f64));
             total += value;
             count += 1;
             let last = batch_index + 1 == self.batches_per_epoch();

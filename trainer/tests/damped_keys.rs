@@ -155,8 +155,9 @@ fn an_added_touch_square_is_silent_until_trained() {
     );
     assert!(err < 1e-6, "relative L2 {err:.3e}");
     let roll = trainer::roll_tensor(&frames, Device::Cpu);
-    let out = net.forward(&roll, &Tensor::from_slice(&[0i64]), 16, 1.0);
-    out.square().mean(Kind::Float).backward();
+    let out = net.forward_train(&roll, &Tensor::from_slice(&[0i64]), 16, 1.0);
+    let loss = out.audio.square().mean(Kind::Float);
+    out.backward(&loss);
     let square = &net.vs.variables()["layers.0.B_square"];
     let g = square.grad().abs().sum(Kind::Double).double_value(&[]);
     assert!(g.is_finite() && g > 0.0, "gradient {g}");
@@ -306,8 +307,9 @@ fn high_energy(x: &[f32], rate: f64, from: f64) -> f64 {
 fn the_damped_poles_get_gradients() {
     let net = fresh(Size::L).unwrap();
     let roll = trainer::roll_tensor(&phrase(400), Device::Cpu);
-    let out = net.forward(&roll, &Tensor::from_slice(&[0i64]), 16, 1.0);
-    out.square().mean(Kind::Float).backward();
+    let out = net.forward_train(&roll, &Tensor::from_slice(&[0i64]), 16, 1.0);
+    let loss = out.audio.square().mean(Kind::Float);
+    out.backward(&loss);
     let grads: Vec<(String, f64)> = net
         .vs
         .variables()

@@ -14,6 +14,9 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::init::Init;
 pub use crate::init::{InitOptions, PoleInit};
+pub use scan::{Kernel, Prediction};
+
+mod scan;
 
 /// Channel widths of the paper's network: 88 keys in, 20 features into the heads.
 pub use ssm_runtime::size::WIDTHS;
@@ -55,8 +58,26 @@ struct KeyDamper {
     settle_frames: u32,
 }
 
+impl KeyDamper {
+    /// Each state's schedule per frame for `roll` (B, 88, F): (P, B, F) int64, untagged states
+    /// always sounding (0); and which states are untagged, (P, 1, 1).
+    fn state_phases(&self, roll: &Tensor) -> (Tensor, Tensor) {
+        let device = roll.device();
+        let phase = fall_phases(roll, self.fall_frames).to_device(device); // (88, B, F)
+        let tagged: Vec<i64> = self.key.iter().map(|k| k.map_or(0, i64::from)).collect();
+        let untagged: Vec<bool> = self.key.iter().map(Option::is_none).collect();
+        let untagged = Tensor::from_slice(&untagged)
+            .to_device(device)
+            .view([-1, 1, 1]);
+        let phase = phase
+            .index_select(0, &Tensor::from_slice(&tagged).to_device(device))
+            .masked_fill(&untagged, 0);
+        (phase, untagged)
+    }
+}
+
 /// Per-forward constants of one layer: the kernel spectra, which depend only on the poles.
-struct Kernel {
+struct Spectra {
     /// rfft of Re(g λ̄^t) and Im(g λ̄^t), each (P, F)
     re: Tensor,
     im: Tensor,
@@ -73,6 +94,8 @@ pub struct PianoSsm {
     /// the first layer reads a roll value `u = v/127` as `u^e` (fixed, not trained; see
     /// `ssm_runtime::model::SsmLayer::velocity_exponent`)
     pub velocity_exponent: Option<f32>,
+    /// how the recurrences are evaluated (by default the scan on CPU, the FFT elsewhere)
+    pub kernel: Kernel,
 }
 
 /// The decay projections `train` (after every step) and `average` (on the mean) apply, in
@@ -214,6 +237,7 @@ impl PianoSsm {
             head_bias,
             activation,
             velocity_exponent: layers_in.first().and_then(|l| l.velocity_exponent),
+            kernel: Kernel::default_for(device),
         }
     }
 
@@ -246,7 +270,27 @@ impl PianoSsm {
     ///
     /// Inside, activations are channel-first (C, B, L): every weight product is then one plain
     /// 2-D matrix product over all items and frequencies, and per-state slices are contiguous.
+    ///
+    /// For inference: with the scan kernel the output carries no gradient to the weights
+    /// (train with [`PianoSsm::forward_train`]).
     pub fn forward(&self, roll: &Tensor, heads: &Tensor, hold: i64, step: f64) -> Tensor {
+        match self.kernel {
+            Kernel::Fft => self.forward_fft(roll, heads, hold, step),
+            Kernel::Scan => self.forward_scan(roll, heads, hold, step, false).audio,
+        }
+    }
+
+    /// [`PianoSsm::forward`] for training: the prediction's `backward` accumulates a loss's
+    /// gradient into the weights, with either kernel.
+    pub fn forward_train(&self, roll: &Tensor, heads: &Tensor, hold: i64, step: f64) -> Prediction {
+        match self.kernel {
+            Kernel::Fft => Prediction::plain(self.forward_fft(roll, heads, hold, step)),
+            Kernel::Scan => self.forward_scan(roll, heads, hold, step, true),
+        }
+    }
+
+    /// The forward pass with the FFT kernel (libtorch operations only, any device).
+    fn forward_fft(&self, roll: &Tensor, heads: &Tensor, hold: i64, step: f64) -> Tensor {
         let touched;
         let roll = match self.velocity_exponent {
             Some(e) => {
@@ -457,7 +501,7 @@ impl Layer {
     /// Poles after the stability rule, discretised with step `s`, and the kernel g·λ̄^t
     /// for t < len, transformed. Built in float64: λ̄^t's phase grows to ~10^5 radians over
     /// a crop, which float32 would get wrong by a few hundredths of a radian.
-    fn kernel(&self, len: i64, n_fft: i64, s: f64) -> Kernel {
+    fn kernel(&self, len: i64, n_fft: i64, s: f64) -> Spectra {
         let opts = (Kind::Double, self.norm.device());
         let poles = ContinuousPoles::new(&self.norm, &self.angle);
         // g = (λ̄ − 1) / λ with λ̄ = exp(λ s)
@@ -471,7 +515,7 @@ impl Layer {
         let k_re = g_re.unsqueeze(1) * &pow_re - g_im.unsqueeze(1) * &pow_im;
         let k_im = g_re.unsqueeze(1) * pow_im + g_im.unsqueeze(1) * pow_re;
         let kind = self.norm.kind();
-        Kernel {
+        Spectra {
             re: k_re.to_kind(kind).fft_rfft(n_fft, -1, "backward"),
             im: k_im.to_kind(kind).fft_rfft(n_fft, -1, "backward"),
         }
@@ -496,16 +540,7 @@ impl Layer {
         let keys = roll.permute([1, 0, 2]); // (88, B, F)
         let w_now = self.key_input(&keys);
         let schedules = FallSchedules::new(&self.norm, &self.angle, damper, hold, s, kind);
-        // each state's schedule per frame; untagged states always sound
-        let phase = fall_phases(roll, damper.fall_frames).to_device(device); // (88, B, F)
-        let tagged: Vec<i64> = damper.key.iter().map(|k| k.map_or(0, i64::from)).collect();
-        let untagged: Vec<bool> = damper.key.iter().map(Option::is_none).collect();
-        let untagged = Tensor::from_slice(&untagged)
-            .to_device(device)
-            .view([-1, 1, 1]);
-        let phase = phase
-            .index_select(0, &Tensor::from_slice(&tagged).to_device(device))
-            .masked_fill(&untagged, 0); // (P, B, F)
+        let (phase, untagged) = damper.state_phases(roll);
         let (pow, gain) = schedules.pick(&phase);
         let jump = self.release_jump(&schedules, &w_now, &keys, &phase, &untagged);
         let zero = Tensor::zeros([self.state, batch, 1], (kind, device));
@@ -605,7 +640,7 @@ impl Layer {
         }
     }
     /// y = Re(C x + C_bias) for input u: (in, B, L) → (out, B, L).
-    fn forward(&self, u: &Tensor, kernel: &Kernel, n_fft: i64) -> Tensor {
+    fn forward(&self, u: &Tensor, kernel: &Spectra, n_fft: i64) -> Tensor {
         let (batch, len) = (u.size()[1], u.size()[2]);
         let p = self.state;
         // the bias is a constant input channel
@@ -833,6 +868,12 @@ impl ContinuousPoles {
             re: -(&mag * angle.cos()).abs(),
             im: mag * angle.sin(),
         }
+    }
+
+    /// The discrete pole `λ̄ = e^{λ s}` (P).
+    fn discrete(&self, s: f64) -> Cx {
+        let decay = (&self.re * s).exp();
+        Cx::new(&decay * (&self.im * s).cos(), decay * (&self.im * s).sin())
     }
 
     /// The zero-order-hold input gain `g = (e^{λ s} − 1)/λ` (P).
