@@ -1,6 +1,7 @@
 //! Piano-SSM trainer: the network in libtorch, its losses, datasets and training loop.
 //!
-//! * [`model`] — the network, FFT-convolution forward, import/export of runtime models.
+//! * [`model`] — the network, its FFT and scan kernels, import/export of runtime models.
+//! * [`recurrence`] — the scan kernel's recurrences and their adjoints, in Rust.
 //! * [`init`] — where a fresh network starts (keyboard poles, gated key resonators).
 //! * [`loss`] — SpectralLoss (MSSL), CombinedSpectralLoss and the level-equalised loss.
 //! * [`listen`] — what a listener hears: release drop and burst, harmonic-to-noise,

@@ -1,10 +1,11 @@
 //! The Piano-SSM network in libtorch, parameterised exactly like the published checkpoints
-//! and the runtime's model format, with the diagonal recurrence evaluated as an FFT convolution.
+//! and the runtime's model format, with two kernels for its diagonal recurrences
+//! ([`Kernel`]): the FFT convolution here, and the time-domain scan in `scan.rs`.
 //! Where a fresh network starts is [`crate::init`]'s business.
 //!
-//! Why FFT convolution: a diagonal linear recurrence `x_t = a x_{t-1} + g v_t` with x_{-1} = 0 is
-//! the convolution `x = (g a^t) * v`. On CPU one FFT pair per layer beats any scan (see
-//! `../shared/notes/toolchain.md`). To keep the FFT count down, the input is transformed once
+//! The FFT kernel: a diagonal linear recurrence `x_t = a x_{t-1} + g v_t` with x_{-1} = 0 is
+//! the convolution `x = (g a^t) * v`, which libtorch's operations evaluate on any device
+//! without a time loop. To keep the FFT count down, the input is transformed once
 //! (in-channels), B and C are applied in the frequency domain as *real* matmuls on the
 //! (re, im)-interleaved spectra, and only the out-channels are transformed back.
 
