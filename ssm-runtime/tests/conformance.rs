@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{cases, checkpoint, reference_dir, relative_l2, tolerance};
+use common::{cases, checkpoint, reference_dir, relative_l2, tolerance, REGRESSION_LIMIT};
 use ssm_runtime::render::render_roll;
 use ssm_runtime::{Engine, MidiFile};
 
@@ -41,10 +41,57 @@ fn api_render_matches_every_reference_case() {
         );
         let err = relative_l2(&audio, &case.audio);
         println!("{:40} relative L2 {err:.2e}", case.name);
+        within_both_limits(&case, err);
+    }
+}
+
+/// The specification's limit and the regression limit.
+fn within_both_limits(case: &common::Case, err: f64) {
+    assert!(
+        err <= tolerance(case.sample_rate, case.train_rate),
+        "{}: relative L2 {err:.3e}",
+        case.name
+    );
+    assert!(
+        err <= REGRESSION_LIMIT,
+        "{}: relative L2 {err:.3e}, within the specification's limit but above today's \
+         {REGRESSION_LIMIT:.0e}",
+        case.name
+    );
+}
+
+/// The regression limit's negative controls: a model whose output offset is dropped, or
+/// whose gain is off by 0.05 %, passes the specification's limit and fails the regression
+/// limit.
+#[test]
+fn the_regression_limit_catches_normalisation_and_gain_slips() {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "S_16000_at_16000_pedal_y2009")
+        .expect("the pedal case");
+    let midi = MidiFile::load(&reference_dir().join("midi").join(&case.midi)).unwrap();
+    let model = checkpoint(&case.checkpoint);
+    let render = |m: &ssm_runtime::Model| {
+        let mut engine = Engine::new(m, case.sample_rate).unwrap();
+        engine.set_head(case.year_index).unwrap();
+        let audio = render_roll(&mut engine, &midi.roll(m.info.midi_rate, 1.5), |_, _| {});
+        relative_l2(&audio, &case.audio)
+    };
+    let mut no_offset = model.clone();
+    no_offset.info.norm_mean = 0.0;
+    let mut gain = model.clone();
+    gain.info.norm_std *= 1.0005;
+    gain.info.norm_mean *= 1.0005;
+    for (slip, m) in [("no offset", no_offset), ("gain +0.05 %", gain)] {
+        let err = render(&m);
+        println!("{slip}: relative L2 {err:.2e}");
         assert!(
             err <= tolerance(case.sample_rate, case.train_rate),
-            "{}: relative L2 {err:.3e}",
-            case.name
+            "{slip}: {err:.2e}"
+        );
+        assert!(
+            err > REGRESSION_LIMIT,
+            "{slip}: {err:.2e} passes the regression limit"
         );
     }
 }
@@ -70,10 +117,6 @@ fn command_render_matches_every_reference_case() {
         assert_eq!(wav.spec().channels, 1);
         let audio: Vec<f32> = wav.samples::<f32>().map(Result::unwrap).collect();
         let err = relative_l2(&audio, &case.audio);
-        assert!(
-            err <= tolerance(case.sample_rate, case.train_rate),
-            "{}: relative L2 {err:.3e}",
-            case.name
-        );
+        within_both_limits(&case, err);
     }
 }

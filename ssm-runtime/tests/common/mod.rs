@@ -106,6 +106,11 @@ pub fn relative_l2(out: &[f32], reference: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
+/// The regression limit beside [`tolerance`]: the engine measures 1.4–4.1e-6 on the
+/// reference cases (2026-12-07), and a slip the specification's limit lets through — the
+/// output offset `norm_mean` dropped (5.7–8.3e-4), a 0.05 % gain error (5e-4) — fails this.
+pub const REGRESSION_LIMIT: f64 = 2e-5;
+
 /// Tolerance the issue sets: 1e-3 at the training rate, 2e-3 at another rate.
 pub fn tolerance(sample_rate: u32, train_rate: u32) -> f64 {
     if sample_rate == train_rate {
