@@ -17,6 +17,16 @@ pub const PITCH_KEYS: std::ops::RangeInclusive<u8> = 21..=108;
 /// Share of [`PITCH_KEYS`] whose fundamental must lie within [`PITCH_CENTS`].
 pub const PITCH_SHARE: f64 = 0.9;
 pub const PITCH_CENTS: f64 = 25.0;
+/// How far (dB) a key's strongest partial must stand above the strongest peak where a wrong
+/// note's partials would be (½, ¾, ³⁄₂, ⁵⁄₂ of its frequency: an octave below, a fifth above,
+/// a fourth below).
+pub const PITCH_SERIES_DB: f64 = 12.0;
+/// How far (dB) the odd partials may lie below the even ones: a note an octave up has none.
+pub const PITCH_ODD_DB: f64 = 20.0;
+/// Middle C from velocity 20 to 120 must span at least this many dB ...
+pub const DYNAMICS_SPAN_DB: f64 = 20.0;
+/// ... and rise at least this much from each step of 20 to the next.
+pub const DYNAMICS_STEP_DB: f64 = 1.0;
 /// The onset of each note of a scale must lie this close to its note-on (seconds).
 pub const ONSET_TOLERANCE: f64 = 0.010;
 /// Peak level 2 s after all keys and the pedal are released (−60 dBFS) ...
@@ -119,8 +129,12 @@ pub fn key_hz(key: u8) -> f64 {
     440.0 * 2f64.powf((key as f64 - 69.0) / 12.0)
 }
 
-/// Single notes at velocity 80 for every third key, 1 s each: the fundamental estimated from
-/// the output lies within 25 cents of the key's frequency for at least 90 % of the keys.
+/// Single notes at velocity 80 for every third key, 1 s each: for at least 90 % of the keys
+/// the fundamental estimated from the output lies within 25 cents of the key's frequency, and
+/// the output is that key's note, not another's: its strongest partial stands
+/// [`PITCH_SERIES_DB`] above where a note an octave below, a fifth above or a fourth below
+/// has partials of its own, and its odd partials lie no more than [`PITCH_ODD_DB`] below its
+/// even ones (a note an octave above has none).
 pub fn pitch(r: &mut dyn Renderer) -> Outcome {
     let rate = r.sample_rate();
     let keys: Vec<u8> = PITCH_KEYS.step_by(3).collect();
@@ -129,11 +143,21 @@ pub fn pitch(r: &mut dyn Renderer) -> Outcome {
     for &key in &keys {
         let out = r.render(&[(0.0, on(key, 80)), (1.0, off(key))], 1.0);
         let expected = key_hz(key);
-        let c = cents(fundamental(&spectrum(&out), expected, rate), expected);
-        if c.abs() <= PITCH_CENTS {
-            good += 1;
+        let spec = spectrum(&out);
+        let c = cents(fundamental(&spec, expected, rate), expected);
+        let series = Series::measure(&spec, expected, rate);
+        let wrong = if c.abs() > PITCH_CENTS {
+            Some(format!("{c:+.0} cents"))
+        } else if series.between_db() > -PITCH_SERIES_DB {
+            Some(format!("{:+.0} dB off its series", series.between_db()))
+        } else if series.odd_db() < -PITCH_ODD_DB {
+            Some(format!("odd partials {:+.0} dB", series.odd_db()))
         } else {
-            report.push(format!("{key}: {c:+.0}"));
+            None
+        };
+        match wrong {
+            None => good += 1,
+            Some(why) => report.push(format!("{key}: {why}")),
         }
     }
     let share = good as f64 / keys.len() as f64;
@@ -141,7 +165,7 @@ pub fn pitch(r: &mut dyn Renderer) -> Outcome {
         name: "pitch",
         passed: share >= PITCH_SHARE,
         detail: format!(
-            "{good}/{} keys within {PITCH_CENTS} cents (need {:.0}){}{}",
+            "{good}/{} keys in tune and on their series (need {:.0}){}{}",
             keys.len(),
             (PITCH_SHARE * keys.len() as f64).ceil(),
             if report.is_empty() { "" } else { "; off: " },
@@ -150,23 +174,29 @@ pub fn pitch(r: &mut dyn Renderer) -> Outcome {
     }
 }
 
-/// Middle C at velocities 20, 40, …, 120: the RMS of the first 0.5 s rises strictly.
+/// Middle C at velocities 20, 40, …, 120: the RMS of the first 0.5 s rises at least
+/// [`DYNAMICS_STEP_DB`] from each velocity to the next and spans at least
+/// [`DYNAMICS_SPAN_DB`] (a grand spans about 30 dB).
 pub fn dynamics(r: &mut dyn Renderer) -> Outcome {
     let levels: Vec<f64> = (1..=6)
-        .map(|i| rms(&r.render(&[(0.0, on(60, 20 * i))], 0.5)))
+        .map(|i| db(rms(&r.render(&[(0.0, on(60, 20 * i))], 0.5))))
         .collect();
-    let louder = levels.windows(2).all(|w| w[1] > w[0]);
-    let top = levels.iter().copied().fold(0.0, f64::max).max(1e-12);
+    let steps = levels.windows(2).all(|w| w[1] - w[0] >= DYNAMICS_STEP_DB);
+    let top = levels.iter().copied().fold(f64::MIN, f64::max);
+    let span = top - levels[0];
     Outcome {
         name: "dynamics",
-        passed: louder,
+        passed: steps && span >= DYNAMICS_SPAN_DB,
         detail: format!(
-            "RMS at velocity 20..120 relative to the loudest: {} dB",
+            "RMS at velocity 20..120 relative to the loudest: {} dB (need a span of {:.0} dB \
+             and {:.0} dB a step)",
             levels
                 .iter()
-                .map(|l| format!("{:.1}", db(l / top)))
+                .map(|l| format!("{:.1}", l - top))
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(" "),
+            DYNAMICS_SPAN_DB,
+            DYNAMICS_STEP_DB
         ),
     }
 }
@@ -334,6 +364,54 @@ fn fundamental(spec: &[f64], expected: f64, rate: u32) -> f64 {
         .unwrap()
 }
 
+/// A note's spectrum read against the harmonic series of the frequency it should have: its
+/// first four partials, and the places where a wrong note puts its strongest partials (¹⁄₂ f
+/// and ³⁄₂ f for the octave below, ³⁄₂ f for the fifth above, ³⁄₄ f and ³⁄₂ f for the fourth
+/// below, ⁵⁄₂ f), where a piano's stretched series has not yet drifted.
+struct Series {
+    /// summed peak magnitudes at the partials n·f, odd and even n apart
+    odd: f64,
+    even: f64,
+    /// the strongest of them
+    strongest: f64,
+    /// the strongest peak at ½, ¾, ³⁄₂ and ⁵⁄₂ of f
+    between: f64,
+}
+
+impl Series {
+    fn measure(spec: &[f64], f: f64, rate: u32) -> Series {
+        let bin = rate as f64 / (2 * spec.len()) as f64;
+        // the largest magnitude within ±40 cents of `at`
+        let peak = |at: f64| {
+            let lo = (at * 2f64.powf(-40.0 / 1200.0) / bin).floor() as usize;
+            let hi = (at * 2f64.powf(40.0 / 1200.0) / bin).ceil() as usize;
+            spec.get(lo..=hi.min(spec.len().saturating_sub(1)))
+                .map_or(0.0, |s| s.iter().copied().fold(0.0, f64::max))
+        };
+        let partials: Vec<f64> = (1..=4).map(|n| peak(n as f64 * f)).collect();
+        Series {
+            odd: partials[0] + partials[2],
+            even: partials[1] + partials[3],
+            strongest: partials.iter().copied().fold(0.0, f64::max),
+            between: [0.5, 0.75, 1.5, 2.5]
+                .iter()
+                .map(|j| peak(j * f))
+                .fold(0.0, f64::max),
+        }
+    }
+
+    /// The strongest peak where a wrong note's partials would be, against the strongest
+    /// partial, dB.
+    fn between_db(&self) -> f64 {
+        db(self.between / self.strongest.max(1e-30))
+    }
+
+    /// The odd partials against the even ones, dB.
+    fn odd_db(&self) -> f64 {
+        db(self.odd / self.even.max(1e-30))
+    }
+}
+
 fn cents(f: f64, reference: f64) -> f64 {
     1200.0 * (f / reference).log2()
 }
@@ -343,12 +421,26 @@ mod tests {
     use super::*;
     use crate::KEYS;
 
-    /// A test instrument: a decaying sine per held key (pitch `detune` cents off), amplitude
-    /// proportional to velocity, silent at once when released, sustained by the pedal as the
-    /// roll encodes it.
+    /// A test instrument: a decaying tone per held key (pitch `detune` cents off; its first
+    /// `partials` harmonics at 1/n amplitude, or a sine), amplitude proportional to velocity to
+    /// the power `touch`, silent at once when released, sustained by the pedal as the roll
+    /// encodes it.
     struct Sines {
         detune: f64,
         damped: bool,
+        partials: usize,
+        touch: f64,
+    }
+
+    impl Sines {
+        fn new(detune: f64, damped: bool) -> Sines {
+            Sines {
+                detune,
+                damped,
+                partials: 1,
+                touch: 2.0,
+            }
+        }
     }
 
     impl Renderer for Sines {
@@ -373,12 +465,18 @@ mod tests {
                         continue;
                     };
                     let hz = key_hz(k as u8 + 21) * 2f64.powf(self.detune / 1200.0);
+                    let gain = (velocity as f64 / 127.0).powf(self.touch) / 3.0;
                     for (i, s) in out[f * hold..(f + 1) * hold].iter_mut().enumerate() {
                         let t = (f * hold + i - start) as f64 / self.sample_rate() as f64;
-                        *s += (velocity as f64 / 400.0
-                            * (-t).exp()
-                            * (2.0 * std::f64::consts::PI * hz * t).sin())
-                            as f32;
+                        let tone: f64 = (1..=self.partials)
+                            .map(|n| n as f64 * hz)
+                            .take_while(|&p| p < self.sample_rate() as f64 / 2.0)
+                            .enumerate()
+                            .map(|(n, p)| {
+                                (2.0 * std::f64::consts::PI * p * t).sin() / (n + 1) as f64
+                            })
+                            .sum();
+                        *s += (gain * (-t).exp() * tone) as f32;
                     }
                 }
             }
@@ -388,31 +486,62 @@ mod tests {
 
     #[test]
     fn an_ideal_damped_instrument_passes() {
-        let outcomes = all(&mut Sines {
-            detune: 0.0,
-            damped: true,
-        });
-        for o in &outcomes {
-            assert!(o.passed, "{o}");
+        for partials in [1, 8] {
+            let outcomes = all(&mut Sines {
+                partials,
+                ..Sines::new(0.0, true)
+            });
+            for o in &outcomes {
+                assert!(o.passed, "{partials} partials: {o}");
+            }
         }
+    }
+
+    /// Every key played as another key's note fails: an octave down or up, a fifth up, a
+    /// fourth down, as a sine and as a tone with eight partials.
+    #[test]
+    fn a_wrong_note_fails_pitch() {
+        for (interval, cents) in [
+            ("an octave down", -1200.0),
+            ("an octave up", 1200.0),
+            ("a fifth up", 702.0),
+            ("a fourth down", -498.0),
+        ] {
+            for partials in [1, 8] {
+                let o = pitch(&mut Sines {
+                    partials,
+                    ..Sines::new(cents, true)
+                });
+                assert!(!o.passed, "{interval}, {partials} partials: {o}");
+            }
+        }
+    }
+
+    /// Dynamics fail below a 20 dB span (amplitude ∝ velocity spans 15.6 dB) and where a step
+    /// rises less than 1 dB; the square of the velocity (31 dB) passes.
+    #[test]
+    fn a_narrow_or_flat_velocity_response_fails_dynamics() {
+        let with = |touch: f64| {
+            dynamics(&mut Sines {
+                touch,
+                ..Sines::new(0.0, true)
+            })
+        };
+        assert!(with(2.0).passed, "{}", with(2.0));
+        assert!(!with(1.0).passed, "{}", with(1.0));
+        assert!(!with(0.05).passed, "{}", with(0.05));
     }
 
     #[test]
     fn detuned_keys_fail_pitch() {
-        let o = pitch(&mut Sines {
-            detune: 40.0,
-            damped: true,
-        });
+        let o = pitch(&mut Sines::new(40.0, true));
         assert!(!o.passed, "{o}");
         assert!(o.detail.starts_with("0/30"), "{o}");
     }
 
     #[test]
     fn undamped_keys_fail_silence_and_pedal() {
-        let mut r = Sines {
-            detune: 0.0,
-            damped: false,
-        };
+        let mut r = Sines::new(0.0, false);
         assert!(!silence(&mut r).passed);
         assert!(!pedal(&mut r).passed);
     }
