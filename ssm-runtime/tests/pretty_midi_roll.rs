@@ -222,8 +222,8 @@ fn python() -> PathBuf {
     python
 }
 
-/// The pipeline's roll of `path` at `rate`: (frames, 88 values each), or None where
-/// pretty_midi could not read the file.
+/// The pipeline's roll of `path` at `rate`: (frames, 88 values each), or None where it wrote
+/// none.
 fn pipeline_roll(path: &Path, rate: u32) -> Option<Vec<[u16; 88]>> {
     let bytes = std::fs::read(path.with_extension(format!("{rate}.roll"))).ok()?;
     let frames = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
@@ -240,9 +240,12 @@ fn pipeline_roll(path: &Path, rate: u32) -> Option<Vec<[u16; 88]>> {
     )
 }
 
-/// The first difference between our roll of `path` and the pipeline's, if any.
+/// The first difference between our roll of `path` and the pipeline's, if any; a roll the
+/// pipeline did not write is one (only files it could not read, marked `.err`, are skipped).
 fn mismatch(path: &Path, rate: u32) -> Option<String> {
-    let theirs = pipeline_roll(path, rate)?;
+    let Some(theirs) = pipeline_roll(path, rate) else {
+        return Some(format!("the pipeline wrote no roll at {rate} Hz"));
+    };
     let ours = match MidiFile::load(path) {
         Ok(f) => f.roll(rate, 0.0).frames,
         Err(e) => return Some(format!("pretty_midi reads it, we do not: {e}")),

@@ -1,6 +1,6 @@
 //! Sleeping in silence: after the music the engine stops computing at the network's rest,
-//! and what it writes then — and after the next key wakes it — stays within 1e-6 of full
-//! scale of the engine that computes every sample, for the built-in models (key damper,
+//! and what it writes then — and after the next key wakes it — stays within 1e-8 of full
+//! scale of the engine that computes every sample (measured: 0 for L, 9.4e-10 for XL), for the built-in models (key damper,
 //! velocity exponent); a published checkpoint, whose later layers ring on for minutes
 //! (their poles were not limited in training), is not put to sleep while it rings.
 
@@ -49,7 +49,7 @@ fn compare(label: &str, model: &Model, silence: f64) -> bool {
     let peak = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     eprintln!("{label}: largest difference {worst:.2e} (peak {peak:.2})");
     assert!(
-        worst < 1e-6,
+        worst < 1e-8,
         "{label}: sleeping changed the output by {worst:e}"
     );
     assert!(peak > 0.01, "{label}: the chord should sound");
@@ -69,7 +69,10 @@ fn the_built_in_models_sleep_in_silence_without_a_trace() {
 fn a_published_checkpoint_is_not_put_to_sleep_while_it_rings() {
     let model = common::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth");
     let slept = compare("published S", &model, 30.0);
-    eprintln!("published S asleep 30 s after the chord: {slept}");
+    assert!(
+        !slept,
+        "published S: asleep 30 s after the chord while it still rings"
+    );
 }
 
 /// The built-in L with a second head: the first one's weights halved and its bias moved, so
