@@ -253,6 +253,7 @@ fn command_writes_every_format() {
     let model_path = dir.path().join("s.safetensors");
     small().save(&model_path).unwrap();
     let midi = reference_dir().join("midi/extremes.mid");
+    let mut reference: Vec<f32> = Vec::new();
     for (format, bits, channels) in [("f32", 32, "1"), ("s16", 16, "2"), ("s24", 24, "1")] {
         let out = dir.path().join(format!("{format}.wav"));
         let r = piano_ssm(&[
@@ -283,5 +284,27 @@ fn command_writes_every_format() {
         );
         // extremes.mid ends at 5.0 s; 0.5 s tail
         assert_eq!(wav.duration(), 22_050 * 11 / 2);
+        // the samples: the float render, on every channel, rounded to the format's full scale
+        let full = match bits {
+            32 => {
+                reference = wav.into_samples::<f32>().map(Result::unwrap).collect();
+                assert!(
+                    reference.iter().any(|&v| v.abs() > 1e-3),
+                    "the render sounds"
+                );
+                continue;
+            }
+            bits => ((1i64 << (bits - 1)) - 1) as f32,
+        };
+        let samples: Vec<i32> = wav.into_samples::<i32>().map(Result::unwrap).collect();
+        let n: usize = channels.parse().unwrap();
+        assert_eq!(samples.len(), reference.len() * n);
+        for (i, frame) in samples.chunks_exact(n).enumerate() {
+            let want = (reference[i].clamp(-1.0, 1.0) * full).round() as i32;
+            assert!(
+                frame.iter().all(|&v| v == want),
+                "{format}: sample {i} is {frame:?}, the float render's {want}"
+            );
+        }
     }
 }
