@@ -23,20 +23,52 @@ fn render(
     Vec::<f32>::try_from(out).unwrap()
 }
 
-/// Every published checkpoint loaded into the trainer renders its reference cases within 1e-3.
+/// The reference renders' de-normalisation (`../shared/reference/README.md`): audio = model
+/// output × STD + MEAN. Written here, not read from the imported model, so that an importer
+/// that got them wrong fails.
+const STD: f64 = 0.060498714447021484;
+const MEAN: f64 = -2.1367119188653305e-05;
+
+/// Every published checkpoint loaded into the trainer renders its reference cases within 1e-3
+/// (and 2e-5, near what it measures: 0.9–4.4e-6 with the scan kernel), de-normalised with the
+/// model's statistics; and the trainer's normalised output is the reference normalised with
+/// the published constants.
 #[test]
 fn published_checkpoints_match_reference_renders() {
     for case in common::cases() {
         let model = common::checkpoint(&case.checkpoint);
+        assert_eq!(
+            (model.info.norm_std, model.info.norm_mean),
+            (STD, MEAN),
+            "{}: the imported normalisation",
+            case.name
+        );
         let net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
         let hold = (case.sample_rate / case.midi_rate) as i64;
         let step = case.train_rate as f64 / case.sample_rate as f64;
-        let out: Vec<f32> = render(&net, &case.velocity, case.year_index as i64, hold, step)
+        let normalised = render(&net, &case.velocity, case.year_index as i64, hold, step);
+        let out: Vec<f32> = normalised
             .iter()
             .map(|&y| (y as f64 * model.info.norm_std + model.info.norm_mean) as f32)
             .collect();
         let err = common::relative_l2(&out, &case.audio);
-        eprintln!("{}: relative L2 {err:.2e}", case.name);
-        assert!(err <= 1e-3, "{}: relative L2 {err:.3e} > 1e-3", case.name);
+        let target: Vec<f32> = case
+            .audio
+            .iter()
+            .map(|&a| ((a as f64 - MEAN) / STD) as f32)
+            .collect();
+        let err_normalised = common::relative_l2(&normalised, &target);
+        eprintln!(
+            "{}: relative L2 {err:.2e}, normalised {err_normalised:.2e}",
+            case.name
+        );
+        for (what, e) in [("audio", err), ("normalised", err_normalised)] {
+            assert!(e <= 1e-3, "{} {what}: relative L2 {e:.3e}", case.name);
+            assert!(
+                e <= 2e-5,
+                "{} {what}: relative L2 {e:.3e}, above today's 2e-5",
+                case.name
+            );
+        }
     }
 }
