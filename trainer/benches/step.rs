@@ -107,12 +107,7 @@ fn keyboard_s() -> PianoSsm {
         Size::S,
         1,
         Activation::Tanh,
-        InitOptions {
-            poles: PoleInit::Keyboard,
-            sample_rate: 16_000,
-            seed: 0,
-            gate: trainer::init::gated_keys::GATE,
-        },
+        InitOptions::new(PoleInit::Keyboard, 16_000, 0),
     )
     .unwrap()
 }

@@ -48,6 +48,18 @@ pub struct InitOptions {
     pub gate: f64,
 }
 
+impl InitOptions {
+    /// `poles` at `sample_rate` from `seed`, with the default gate depth.
+    pub fn new(poles: PoleInit, sample_rate: u32, seed: u64) -> InitOptions {
+        InitOptions {
+            poles,
+            sample_rate,
+            seed,
+            gate: gated_keys::GATE,
+        }
+    }
+}
+
 /// Initial weights of the whole network, in the runtime's layout.
 pub struct Init {
     pub layers: Vec<SsmLayer>,

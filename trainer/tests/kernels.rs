@@ -10,10 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use ssm_runtime::{Activation, KeyFrame, Model, ModelInfo, KEYS};
+mod common;
+
+use ssm_runtime::{KeyFrame, Model, KEYS};
 use tch::{Device, Kind, Tensor};
 use trainer::loss::Losses;
-use trainer::model::{InitOptions, Kernel, PianoSsm, PoleInit, Size};
+use trainer::model::{Kernel, PianoSsm, PoleInit, Size};
 
 /// Train rate and roll rate: the paper's three.
 const RATES: [(u32, u32); 3] = [(16_000, 1_000), (24_000, 1_200), (44_100, 1_764)];
@@ -25,32 +27,7 @@ const LIMIT: f64 = 1e-4;
 const FLOAT32_LIMIT: f64 = 5e-3;
 
 fn fresh(size: Size, poles: PoleInit, rate: u32, midi_rate: u32, seed: u64) -> Model {
-    let net = PianoSsm::new(
-        Device::Cpu,
-        size,
-        1,
-        Activation::Tanh,
-        InitOptions {
-            poles,
-            sample_rate: rate,
-            seed,
-            gate: 3.0,
-        },
-    )
-    .unwrap();
-    net.to_runtime(ModelInfo {
-        family: "test".into(),
-        size: size.label().into(),
-        activation: Activation::Tanh,
-        train_rate: rate,
-        midi_rate,
-        norm_mean: 0.0,
-        norm_std: 1.0,
-        heads: vec!["only".into()],
-        head_kind: None,
-        description: String::new(),
-    })
-    .unwrap()
+    common::fresh_model_at(size, poles, seed, 1.0, rate, midi_rate)
 }
 
 /// Every weight moved by noise of a fifth of its tensor's largest value, so that no

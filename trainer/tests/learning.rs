@@ -24,12 +24,7 @@ fn fresh() -> PianoSsm {
         Size::S,
         1,
         Activation::Tanh,
-        InitOptions {
-            poles: PoleInit::Keyboard,
-            sample_rate: RATE,
-            seed: 5,
-            gate: trainer::init::gated_keys::GATE,
-        },
+        InitOptions::new(PoleInit::Keyboard, RATE, 5),
     )
     .unwrap()
 }
