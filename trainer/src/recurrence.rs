@@ -61,15 +61,6 @@ impl Complexes {
     pub fn is_empty(&self) -> bool {
         self.re.is_empty()
     }
-
-    fn add(&mut self, other: &Complexes) {
-        for (a, b) in self.re.iter_mut().zip(&other.re) {
-            *a += b;
-        }
-        for (a, b) in self.im.iter_mut().zip(&other.im) {
-            *a += b;
-        }
-    }
 }
 
 /// The shape of a layer's activations: `batch` items of `len` samples, `state` states, the
@@ -415,6 +406,7 @@ pub fn damped_backward<T: Real>(
     }
 }
 
+/// Adds `part` into `total` from `start` on.
 fn add_at(total: &mut Complexes, start: usize, part: &Complexes) {
     let end = start + part.len();
     for (a, b) in total.re[start..end].iter_mut().zip(&part.re) {
@@ -464,13 +456,7 @@ fn check_damped(tables: &Schedules, frames: &DampedFrames, shape: Shape, x: usiz
 fn gather(states: usize, partial: Vec<(std::ops::Range<usize>, Complexes)>) -> Complexes {
     let mut total = Complexes::zeros(states);
     for (range, part) in partial {
-        let mut slot = Complexes {
-            re: total.re[range.clone()].to_vec(),
-            im: total.im[range.clone()].to_vec(),
-        };
-        slot.add(&part);
-        total.re[range.clone()].copy_from_slice(&slot.re);
-        total.im[range].copy_from_slice(&slot.im);
+        add_at(&mut total, range.start, &part);
     }
     total
 }
