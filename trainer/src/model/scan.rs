@@ -18,6 +18,23 @@ use super::{
 };
 use crate::recurrence::{self, Complexes, DampedFrames, Schedules, Shape};
 
+/// `$body` with `$t` the element type of tensors of `$kind`: float64 for double, float32
+/// otherwise (the network's parameters are one or the other).
+macro_rules! by_element {
+    ($kind:expr, $t:ident => $body:expr) => {
+        match $kind {
+            Kind::Double => {
+                type $t = f64;
+                $body
+            }
+            _ => {
+                type $t = f32;
+                $body
+            }
+        }
+    };
+}
+
 /// How the diagonal recurrences are evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum Kernel {
@@ -140,46 +157,26 @@ impl Segment {
         let surrogate = match &self.recurrence {
             Recurrence::Plain { a, poles, v, shape } => {
                 let gv = Tensor::empty(v.size(), (v.kind(), Device::Cpu));
-                let ga = match v.kind() {
-                    Kind::Double => recurrence::backward(
-                        poles,
-                        values::<f64>(x),
-                        values(&gx),
-                        *shape,
-                        values_mut(&gv),
-                        threads,
-                    ),
-                    _ => recurrence::backward(
-                        poles,
-                        values::<f32>(x),
-                        values(&gx),
-                        *shape,
-                        values_mut(&gv),
-                        threads,
-                    ),
-                };
+                let ga = by_element!(v.kind(), T => recurrence::backward(
+                    poles,
+                    values::<T>(x),
+                    values(&gx),
+                    *shape,
+                    values_mut(&gv),
+                    threads,
+                ));
                 (v * gv).sum(Kind::Double) + dot(a, &ga, &[poles.len() as i64])
             }
             Recurrence::Damped(d) => {
                 let (tables, frames) = (&d.tables, &d.frames);
-                let g = match x.kind() {
-                    Kind::Double => recurrence::damped_backward(
-                        tables,
-                        frames,
-                        values::<f64>(x),
-                        values(&gx),
-                        d.shape,
-                        threads,
-                    ),
-                    _ => recurrence::damped_backward(
-                        tables,
-                        frames,
-                        values::<f32>(x),
-                        values(&gx),
-                        d.shape,
-                        threads,
-                    ),
-                };
+                let g = by_element!(x.kind(), T => recurrence::damped_backward(
+                    tables,
+                    frames,
+                    values::<T>(x),
+                    values(&gx),
+                    d.shape,
+                    threads,
+                ));
                 let table = d.pow.re.size();
                 let per_frame = [d.shape.batch as i64, d.shape.frames() as i64, -1];
                 let mut jump = channel_first(&g.jump, &per_frame);
@@ -268,16 +265,18 @@ impl Layer {
         let g = poles.zoh_gain(step);
         // g folded into the input weights and bias: v = g·(B u + b)
         let kind = self.norm.kind();
-        let (gr, gi) = (
+        let g = Cx::new(
             g.re.to_kind(kind).unsqueeze(1),
             g.im.to_kind(kind).unsqueeze(1),
         );
         let weights = self.input_weights(); // (P, in, 2)
-        let (wr, wi) = (weights.select(2, 0), weights.select(2, 1));
-        let (br, bi) = (self.b_bias.select(1, 0), self.b_bias.select(1, 1));
-        let (br, bi) = (br.unsqueeze(1), bi.unsqueeze(1));
-        let w = Tensor::cat(&[&gr * &wr - &gi * &wi, &gr * &wi + &gi * &wr], 0); // (2P, in)
-        let b = Tensor::cat(&[&gr * &br - &gi * &bi, &gr * &bi + &gi * &br], 0).squeeze_dim(1);
+        let w = g.mul(&Cx::new(weights.select(2, 0), weights.select(2, 1)));
+        let b = g.mul(&Cx::new(
+            self.b_bias.select(1, 0).unsqueeze(1),
+            self.b_bias.select(1, 1).unsqueeze(1),
+        ));
+        let w = Tensor::cat(&[w.re, w.im], 0); // (2P, in)
+        let b = Tensor::cat(&[b.re, b.im], 0).squeeze_dim(1);
         let v = (input.matmul(&w.tr()) + b).contiguous();
         let size = input.size();
         let shape = Shape {
@@ -291,12 +290,9 @@ impl Layer {
             [size[0], size[1] * hold, 2 * self.state],
             (kind, Device::Cpu),
         );
-        match kind {
-            Kind::Double => {
-                recurrence::forward::<f64>(&poles, values(&v), shape, values_mut(&x), threads)
-            }
-            _ => recurrence::forward::<f32>(&poles, values(&v), shape, values_mut(&x), threads),
-        }
+        by_element!(kind, T => {
+            recurrence::forward::<T>(&poles, values(&v), shape, values_mut(&x), threads)
+        });
         (x, Recurrence::Plain { a, poles, v, shape })
     }
 
@@ -343,22 +339,13 @@ impl Layer {
         };
         let kind = self.norm.kind();
         let x = Tensor::empty([batch, frames * hold, 2 * self.state], (kind, Device::Cpu));
-        match kind {
-            Kind::Double => recurrence::damped_forward::<f64>(
-                &tables,
-                &frames_in,
-                shape,
-                values_mut(&x),
-                threads,
-            ),
-            _ => recurrence::damped_forward::<f32>(
-                &tables,
-                &frames_in,
-                shape,
-                values_mut(&x),
-                threads,
-            ),
-        }
+        by_element!(kind, T => recurrence::damped_forward::<T>(
+            &tables,
+            &frames_in,
+            shape,
+            values_mut(&x),
+            threads,
+        ));
         let segment = DampedSegment {
             pow: schedules.pow,
             gain: schedules.gain,
