@@ -51,7 +51,7 @@ step "unit, conformance and command tests"
 cargo test --workspace --locked
 
 step "benchmarks compile (run them with: taskset -c 1 cargo bench -p ssm-runtime; cargo bench -p trainer)"
-cargo bench -p ssm-runtime -p trainer --no-run --locked
+cargo bench -p ssm-runtime -p piano-ssm-cli -p trainer --no-run --locked
 
 step "plugin bundles (cargo xtask bundle plugin --release)"
 cargo xtask bundle plugin --release
@@ -179,20 +179,5 @@ dpkg -s jackd2 >/dev/null 2>&1 || {
 # the built-in model plays: timing, correlation and pitch lines are all enforced
 bash scripts/live-jack.sh "$PWD/$venv/bin/python" "$host_tmp/live"
 
-step "fuzzing the model loader, checkpoint importer and MIDI reader (${FUZZ_SECONDS} s each)"
-if ! command -v cargo-fuzz >/dev/null; then
-    cargo install cargo-fuzz --locked --version 0.13.2
-fi
-# cargo-fuzz needs nightly flags (-Zsanitizer); the stable toolchain accepts them this way.
-export RUSTC_BOOTSTRAP=1
-for target in model_loader checkpoint_import midi_reader; do
-    corpus="target/fuzz-corpus/$target"
-    mkdir -p "$corpus"
-    case "$target" in
-        model_loader) target/debug/piano-ssm import ../shared/reference/weights/PianoSSM_S_MH_maestro_all_16000_model.pth "$corpus/s.safetensors" ;;
-        checkpoint_import) cp ../shared/reference/weights/PianoSSM_S_MH_maestro_all_16000_model.pth "$corpus/" ;;
-        midi_reader) cp ../shared/reference/midi/*.mid "$corpus/" ;;
-    esac
-    (cd fuzz && cargo fuzz run "$target" "../$corpus" -- -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 2>&1 | tail -n 3)
-done
-echo "fuzzing found no crash"
+step "fuzzing: bytes and structure-aware inputs for the model loader, checkpoint importer and MIDI reader (${FUZZ_SECONDS} s each)"
+FUZZ_SECONDS="$FUZZ_SECONDS" bash scripts/fuzz.sh

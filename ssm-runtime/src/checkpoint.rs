@@ -49,16 +49,21 @@ pub struct ImportOptions {
 
 /// Loads a published `.pth` checkpoint as a runtime model.
 pub fn import_pth(path: &Path, options: &ImportOptions) -> Result<Model, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        crate::fsutil::read_capped(path, crate::fsutil::MAX_MODEL_BYTES).map_err(|source| {
+            ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let train_rate = options
         .train_rate
         .or_else(|| train_rate_from_name(path))
         .ok_or_else(|| {
             ModelError::Checkpoint(format!(
-                "cannot tell the training rate from the name {:?}; pass --train-rate",
+                "cannot tell the training rate from the name {:?}: name the file with it, as \
+                 the published ones are (…_24000_model.pth), or import it with \
+                 `piano-ssm import --train-rate HZ`",
                 path.file_name().unwrap_or_default()
             ))
         })?;
@@ -67,7 +72,8 @@ pub fn import_pth(path: &Path, options: &ImportOptions) -> Result<Model, ModelEr
         .or_else(|| published_midi_rate(train_rate))
         .ok_or_else(|| {
             ModelError::Checkpoint(format!(
-                "no published MIDI rate for {train_rate} Hz; pass --midi-rate"
+                "no published MIDI rate for {train_rate} Hz: import it with \
+                 `piano-ssm import --midi-rate HZ`"
             ))
         })?;
     let mut model = import_pth_bytes(&bytes, train_rate, midi_rate)?;
@@ -114,24 +120,31 @@ fn read_archive(bytes: &[u8]) -> Result<HashMap<String, Loaded>, ModelError> {
         .strip_suffix("data.pkl")
         .unwrap_or_default()
         .to_string();
-    if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
-        let mut order = String::new();
-        f.read_to_string(&mut order)
-            .map_err(|e| ck(e.to_string()))?;
-        if order.trim() != "little" {
+    // what the entries may inflate to, all together: what a model file may hold
+    let mut budget = crate::fsutil::MAX_MODEL_BYTES;
+    let order_name = format!("{prefix}byteorder");
+    if zip.index_for_name(&order_name).is_some() {
+        let order = read_entry(&mut zip, &order_name, &mut budget)?;
+        if order.trim_ascii() != b"little" {
+            let order = String::from_utf8_lossy(&order);
             return Err(ck(format!("byte order {order:?} is not supported")));
         }
     }
-    let pkl = read_entry(&mut zip, &pkl_name)?;
+    let pkl = read_entry(&mut zip, &pkl_name, &mut budget)?;
     let refs = pickle::read_state_dict(&pkl).map_err(ck)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = HashMap::new();
     for (name, r) in refs {
         if !storages.contains_key(&r.storage) {
-            let data = read_entry(&mut zip, &format!("{prefix}data/{}", r.storage))?;
+            let entry = format!("{prefix}data/{}", r.storage);
+            let data = read_entry(&mut zip, &entry, &mut budget)?;
             storages.insert(r.storage.clone(), data);
         }
         let values = gather(&name, &r, &storages[&r.storage])?;
+        // tensors may view one storage many times over: their copies share the budget
+        budget = budget
+            .checked_sub(4 * values.len() as u64)
+            .ok_or_else(|| ck("the tensors hold more values than a model has"))?;
         out.insert(
             name,
             Loaded {
@@ -144,42 +157,63 @@ fn read_archive(bytes: &[u8]) -> Result<HashMap<String, Loaded>, ModelError> {
     Ok(out)
 }
 
+/// Inflates one archive entry within what is left of `budget` (bytes), and takes it from
+/// the budget: a small zip can declare, or hold, entries that inflate to gigabytes.
 fn read_entry(
     zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
     name: &str,
+    budget: &mut u64,
 ) -> Result<Vec<u8>, ModelError> {
-    let mut f = zip
+    let cap = *budget;
+    let f = zip
         .by_name(name)
         .map_err(|e| ck(format!("archive entry {name}: {e}")))?;
-    let mut data = Vec::new();
-    f.read_to_end(&mut data)
+    let too_large = || {
+        ck(format!(
+            "archive entry {name} inflates past {} MB, more than a model holds",
+            crate::fsutil::MAX_MODEL_BYTES >> 20
+        ))
+    };
+    if f.size() > cap {
+        return Err(too_large());
+    }
+    let mut data = Vec::with_capacity(f.size() as usize);
+    f.take(cap + 1)
+        .read_to_end(&mut data)
         .map_err(|e| ck(format!("archive entry {name}: {e}")))?;
+    if data.len() as u64 > cap {
+        return Err(too_large());
+    }
+    *budget -= data.len() as u64;
     Ok(data)
 }
 
-/// Copies a (contiguous, row-major) tensor out of its storage as f32 values.
+/// Copies a (contiguous, row-major) tensor out of its storage as f32 values. Every size
+/// and offset is computed with checked arithmetic: the pickle may state any of them.
 fn gather(name: &str, r: &TensorRef, storage: &[u8]) -> Result<Vec<f32>, ModelError> {
-    let mut expected = 1;
+    let past_end = || ck(format!("tensor {name} reaches past the end of its storage"));
+    if r.shape.len() != r.stride.len() {
+        return Err(ck(format!(
+            "tensor {name} has {} sizes but {} strides",
+            r.shape.len(),
+            r.stride.len()
+        )));
+    }
+    let mut expected: usize = 1;
     for (dim, stride) in r.shape.iter().zip(&r.stride).rev() {
         if *dim > 1 && *stride != expected {
             return Err(ck(format!("tensor {name} is not contiguous")));
         }
-        expected *= dim;
+        expected = expected.checked_mul(*dim).ok_or_else(past_end)?;
     }
     let elem = r.kind.element_bytes();
-    let start = r.offset.checked_mul(elem);
+    let start = r.offset.checked_mul(elem).ok_or_else(past_end)?;
     let end = expected
         .checked_mul(elem)
-        .and_then(|n| start.map(|s| s + n));
-    let bytes = match (start, end) {
-        (Some(s), Some(e)) if e <= storage.len() => &storage[s..e],
-        _ => {
-            return Err(ck(format!(
-                "tensor {name} reaches past the end of its storage"
-            )))
-        }
-    };
-    Ok(bytes
+        .and_then(|n| start.checked_add(n))
+        .filter(|&e| e <= storage.len())
+        .ok_or_else(past_end)?;
+    Ok(storage[start..end]
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())

@@ -10,6 +10,11 @@ pub enum ModelError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("not a valid safetensors file: {0}")]
     NotSafetensors(String),
     /// Writing a model: its tensors could not be laid out as safetensors (a bug, not a file).
@@ -60,6 +65,12 @@ pub enum MidiError {
     Parse(String),
     #[error("MIDI file uses an unsupported timing: {0}")]
     Timing(String),
+    #[error(
+        "the file plays {0} instruments (program, channel and track combinations); a piano \
+         plays at most {max}",
+        max = crate::midi_file::MAX_INSTRUMENTS
+    )]
+    TooManyInstruments(usize),
 }
 
 /// A built-in model that this build lacks or cannot read.

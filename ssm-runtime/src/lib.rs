@@ -8,7 +8,8 @@
 //! * [`midi_file`] — standard MIDI files to timed events and rolls.
 //! * [`engine`] — the allocation-free, sample-rate-agnostic SSM engine.
 //! * [`player`] — encoder + engine for live MIDI with sample offsets.
-//! * [`render`] — whole-file rendering and WAV output, as used by the `piano-ssm` command.
+//! * [`render`] — whole-file rendering, streamed in chunks (the `piano-ssm` command, in `cli/`,
+//!   writes them to WAV files).
 //! * `soundcheck` (feature `soundcheck`) — listening checks (pitch, dynamics, onsets, silence,
 //!   pedal) as measurements, for the trainer and the tests.
 

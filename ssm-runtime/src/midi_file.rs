@@ -31,6 +31,11 @@ const PERCUSSION_CHANNEL: u8 = 9;
 /// MIDI controller number of the sustain pedal.
 const SUSTAIN_CC: u8 = 64;
 
+/// The most instruments a file may play (pretty_midi's: a program on a channel of a track,
+/// drums aside). Music has a few; each costs the encoder 2 kB, and a crafted file can
+/// declare tens of thousands.
+pub const MAX_INSTRUMENTS: usize = 1024;
+
 /// A key event at its time in the file, on one of the file's instruments.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimedEvent {
@@ -52,10 +57,13 @@ pub struct MidiFile {
 
 impl MidiFile {
     pub fn load(path: &Path) -> Result<MidiFile, MidiError> {
-        let bytes = std::fs::read(path).map_err(|source| MidiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            crate::fsutil::read_capped(path, crate::fsutil::MAX_MIDI_BYTES).map_err(|source| {
+                MidiError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         MidiFile::parse(&bytes)
     }
 
@@ -83,7 +91,7 @@ impl MidiFile {
                 }
             }
         }
-        Ok(notes.finish(&clock))
+        notes.finish(&clock)
     }
 
     /// Where the roll ends, in seconds (0 for a file without notes).
@@ -333,7 +341,11 @@ impl NoteBuilder {
 
     /// The instruments' notes and pedals as timed events, one encoder channel per sounding
     /// instrument.
-    fn finish(self, clock: &Clock) -> MidiFile {
+    fn finish(self, clock: &Clock) -> Result<MidiFile, MidiError> {
+        let sounding = self.instruments.iter().filter(|i| !i.drum).count();
+        if sounding > MAX_INSTRUMENTS {
+            return Err(MidiError::TooManyInstruments(sounding));
+        }
         let mut raw: Vec<(u64, usize, u16, KeyEvent)> = Vec::new();
         let mut end_tick: Option<u64> = None;
         let mut sounding = 0u16;
@@ -377,10 +389,10 @@ impl NoteBuilder {
                 event,
             })
             .collect();
-        MidiFile {
+        Ok(MidiFile {
             events,
             end: end_tick.map_or(0.0, |t| clock.seconds(t)),
-        }
+        })
     }
 }
 
@@ -545,6 +557,7 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KEYS;
     use midly::num::{u15, u24, u28, u4, u7};
     use midly::{Format, Header, TrackEvent};
 
@@ -607,6 +620,73 @@ mod tests {
         assert_eq!(long, full[..900]);
         assert_eq!(long[200][60 - crate::model::LOWEST_NOTE as usize], 80);
         assert!(long[250..].iter().all(|frame| frame == &[0; crate::KEYS]));
+    }
+
+    fn program(delta: u32, ch: u8, program: u8) -> TrackEvent<'static> {
+        let message = MidiMessage::ProgramChange {
+            program: u7::new(program),
+        };
+        ev(
+            delta,
+            TrackEventKind::Midi {
+                channel: u4::new(ch),
+                message,
+            },
+        )
+    }
+
+    /// `tracks` tracks, each playing one short note on each of 8 programs × 15 channels (no
+    /// drums): 120 instruments a track, each silent after its note.
+    fn many_instruments(tracks: usize) -> Vec<u8> {
+        let track = |t: usize| {
+            let mut events = Vec::new();
+            for p in 0..8u8 {
+                for ch in (0..16u8).filter(|&c| c != 9) {
+                    let key = 30 + ((t * 7 + p as usize * 3 + ch as usize) % 60) as u8;
+                    events.push(program(0, ch, p));
+                    events.push(note(0, ch, key, 40));
+                    events.push(note(10, ch, key, 0));
+                }
+            }
+            events
+        };
+        write((0..tracks).map(track).collect(), 100)
+    }
+
+    /// A file's cost: the instruments once their notes end add nothing to the roll, and
+    /// their count is capped with an error that says so.
+    #[test]
+    fn instruments_are_capped_and_silent_ones_left_out() {
+        let f = MidiFile::parse(&many_instruments(8)).unwrap();
+        let instruments = f.events.iter().map(|e| e.instrument).max().unwrap() + 1;
+        assert_eq!(instruments, 960);
+        // the roll is the notes' sum, frame by frame, and silence after them
+        let roll = f.roll(1000, 0.5).frames;
+        let mut expected = vec![[0u32; KEYS]; roll.len()];
+        let mut open = [0u32; KEYS];
+        let mut frame = 0usize;
+        for e in &f.events {
+            let at = (e.seconds * 1000.0).floor() as usize;
+            while frame < at {
+                expected[frame] = open;
+                frame += 1;
+            }
+            let k = |note: u8| (note - crate::model::LOWEST_NOTE) as usize;
+            match e.event {
+                KeyEvent::NoteOn { note, velocity } => open[k(note)] += velocity as u32,
+                KeyEvent::NoteOff { note } => open[k(note)] = 0,
+                _ => {}
+            }
+        }
+        assert!(roll.iter().any(|fr| fr.iter().any(|&v| v > 0)));
+        for (i, fr) in roll.iter().enumerate() {
+            let want: [u8; KEYS] = std::array::from_fn(|k| expected[i][k].min(255) as u8);
+            assert_eq!(fr, &want, "frame {i}");
+        }
+        match MidiFile::parse(&many_instruments(9)) {
+            Err(MidiError::TooManyInstruments(1080)) => {}
+            other => panic!("expected the instrument cap, got {other:?}"),
+        }
     }
 
     #[test]

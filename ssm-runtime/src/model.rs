@@ -189,6 +189,16 @@ pub struct Damper {
 /// The longest damper fall or settling time constant a model may ask for, in frames.
 pub const MAX_DAMPER_FRAMES: u32 = 1000;
 
+/// The largest magnitude a weight (B, B_bias, B_square, C, C_bias, skip, heads) or the
+/// output scale `norm_std` / offset `norm_mean` may have. Trained models stay below 11,
+/// the published ones below 5; the bound keeps every product the engine forms finite in
+/// f32, so a model that validates cannot play an infinity.
+pub const MAX_WEIGHT: f32 = 1e4;
+/// The range of a pole's log-magnitude (`norm`, `damper_norm`): exp(±30) spans every
+/// decay and frequency the rates allow (published: −7.2 to 2.3), and a pole no smaller
+/// than exp(−30) keeps the discretisation `(λ̄ − 1)/λ` away from 0/0.
+pub const NORMS: std::ops::RangeInclusive<f32> = -30.0..=30.0;
+
 /// Where a damper's settling fade is cut: this fraction of where it started.
 pub const SETTLE_FLOOR: f64 = 1e-6;
 
@@ -294,10 +304,13 @@ pub struct Model {
 impl Model {
     /// Reads and validates a model file.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            crate::fsutil::read_capped(path, crate::fsutil::MAX_MODEL_BYTES).map_err(|source| {
+                ModelError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Model::from_bytes(&bytes)
     }
 
@@ -413,7 +426,7 @@ impl Model {
     /// half a model where a good one was.
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let bytes = self.to_bytes()?;
-        crate::fsutil::write_atomic(path, &bytes).map_err(|source| ModelError::Io {
+        crate::fsutil::write_atomic(path, &bytes).map_err(|source| ModelError::Write {
             path: path.to_path_buf(),
             source,
         })
@@ -463,13 +476,13 @@ impl Model {
             let (p, n_in, n_out) = (l.state, l.inputs, l.outputs);
             check_len(&name("norm"), &l.norm, p)?;
             check_len(&name("angle"), &l.angle, p)?;
-            check_len(&name("B"), &l.b, p * n_in * 2)?;
-            check_len(&name("B_bias"), &l.b_bias, p * 2)?;
-            check_len(&name("C"), &l.c, n_out * p * 2)?;
-            check_len(&name("C_bias"), &l.c_bias, n_out * 2)?;
+            check_weights(&name("B"), &l.b, p * n_in * 2)?;
+            check_weights(&name("B_bias"), &l.b_bias, p * 2)?;
+            check_weights(&name("C"), &l.c, n_out * p * 2)?;
+            check_weights(&name("C_bias"), &l.c_bias, n_out * 2)?;
             match (&l.skip, i) {
                 (None, 0) => {}
-                (Some(s), i) if i > 0 => check_len(&name("skip"), s, n_out * n_in)?,
+                (Some(s), i) if i > 0 => check_weights(&name("skip"), s, n_out * n_in)?,
                 (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("skip"))),
                 (None, _) => return Err(ModelError::MissingTensor(name("skip"))),
             }
@@ -526,15 +539,15 @@ impl Model {
             }
             match (&l.b_square, i) {
                 (None, _) => {}
-                (Some(b), 0) => check_len(&name("B_square"), b, p * n_in * 2)?,
+                (Some(b), 0) => check_weights(&name("B_square"), b, p * n_in * 2)?,
                 (Some(_), _) => return Err(ModelError::UnexpectedTensor(name("B_square"))),
             }
             check_norms(&name("norm"), &l.norm)?;
         }
         let heads = self.info.heads.len();
         let last = self.widths().last().copied().unwrap_or(0);
-        check_len("heads.weight", &self.head_weight, heads * last)?;
-        check_len("heads.bias", &self.head_bias, heads)?;
+        check_weights("heads.weight", &self.head_weight, heads * last)?;
+        check_weights("heads.bias", &self.head_bias, heads)?;
         Ok(())
     }
 
@@ -629,10 +642,27 @@ fn damper_frames(tensor: &str, v: f32) -> Result<u32, ModelError> {
 
 /// Pole magnitudes beyond e^30 per sample are no model's: a corrupt file.
 fn check_norms(name: &str, norm: &[f32]) -> Result<(), ModelError> {
-    match norm.iter().position(|&v| v > 30.0) {
+    match norm.iter().position(|v| !NORMS.contains(v)) {
         Some(k) => Err(ModelError::BadValue {
             name: name.into(),
-            reason: format!("pole magnitude exp({}) at index {k} is too large", norm[k]),
+            reason: format!(
+                "pole magnitude exp({}) at index {k} is outside exp({})..=exp({})",
+                norm[k],
+                NORMS.start(),
+                NORMS.end()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`check_len`], and every value within ±[`MAX_WEIGHT`].
+fn check_weights(name: &str, data: &[f32], expected: usize) -> Result<(), ModelError> {
+    check_len(name, data, expected)?;
+    match data.iter().position(|v| v.abs() > MAX_WEIGHT) {
+        Some(k) => Err(ModelError::BadValue {
+            name: name.into(),
+            reason: format!("{} at index {k} is beyond ±{MAX_WEIGHT:e}", data[k]),
         }),
         None => Ok(()),
     }
@@ -674,14 +704,18 @@ fn check_info(info: &ModelInfo) -> Result<(), ModelError> {
             ),
         );
     }
-    if !info.norm_std.is_finite() || info.norm_std <= 0.0 {
+    let max = MAX_WEIGHT as f64;
+    if !(info.norm_std > 0.0 && info.norm_std.is_finite() && info.norm_std <= max) {
         return bad(
             "norm_std",
-            format!("{} is not a positive number", info.norm_std),
+            format!("{} is not a positive number up to {max:e}", info.norm_std),
         );
     }
-    if !info.norm_mean.is_finite() {
-        return bad("norm_mean", format!("{} is not finite", info.norm_mean));
+    if !info.norm_mean.is_finite() || info.norm_mean.abs() > max {
+        return bad(
+            "norm_mean",
+            format!("{} is not a number within ±{max:e}", info.norm_mean),
+        );
     }
     if info.heads.is_empty() {
         return bad("heads", "the model needs at least one output head".into());

@@ -139,6 +139,8 @@ struct Instrument {
     restart: bool,
     /// This instrument's roll in the previous frame, which the running maximum continues.
     base: [u16; KEYS],
+    /// Listed in the encoder's `active`.
+    active: bool,
 }
 
 impl Instrument {
@@ -151,7 +153,14 @@ impl Instrument {
         pedal: false,
         restart: false,
         base: [0; KEYS],
+        active: false,
     };
+
+    /// Nothing open, the pedal up, nothing held over from the last frame: it adds 0 to
+    /// every key until its next event.
+    fn is_silent(&self) -> bool {
+        !self.pedal && self.open.iter().all(|o| o.total == 0) && self.base.iter().all(|&b| b == 0)
+    }
 
     fn note_on(&mut self, k: usize, velocity: u8, stamp: u64) {
         let o = &mut self.open[k];
@@ -216,10 +225,13 @@ impl Instrument {
 }
 
 /// Streaming encoder state: a fixed set of instruments, allocated up front (the audio thread
-/// never allocates).
+/// never allocates). A frame costs in proportion to the instruments that sound, not to all
+/// a file has: the silent ones are left out until their next event.
 #[derive(Debug, Clone)]
 pub struct RollEncoder {
     instruments: Vec<Instrument>,
+    /// The instruments that may sound (each once; capacity for all of them).
+    active: Vec<usize>,
     frame: u64,
 }
 
@@ -237,16 +249,29 @@ impl RollEncoder {
 
     /// An encoder for `count` instruments (a file's, see [`crate::midi_file`]).
     pub fn with_instruments(count: usize) -> Self {
+        let count = count.max(1);
         RollEncoder {
-            instruments: vec![Instrument::SILENT; count.max(1)],
+            instruments: vec![Instrument::SILENT; count],
+            active: Vec::with_capacity(count),
             frame: 0,
         }
     }
 
     /// Back to silence at frame 0, pedals up.
     pub fn reset(&mut self) {
-        self.instruments.fill(Instrument::SILENT);
+        self.silence();
         self.frame = 0;
+    }
+
+    fn silence(&mut self) {
+        for &i in &self.active {
+            self.instruments[i] = Instrument::SILENT;
+        }
+        self.active.clear();
+    }
+
+    fn sounding(&self) -> impl Iterator<Item = &Instrument> + '_ {
+        self.active.iter().map(|&i| &self.instruments[i])
     }
 
     /// The frame the encoder is in.
@@ -256,17 +281,13 @@ impl RollEncoder {
 
     /// Whether any instrument's pedal is down.
     pub fn pedal_down(&self) -> bool {
-        self.instruments.iter().any(|i| i.pedal)
+        self.sounding().any(|i| i.pedal)
     }
 
     /// Keys with open notes (without the pedal's sustain): their velocity sums.
     pub fn held(&self) -> KeyFrame {
         std::array::from_fn(|k| {
-            let sum: u32 = self
-                .instruments
-                .iter()
-                .map(|i| i.open[k].total as u32)
-                .sum();
+            let sum: u32 = self.sounding().map(|i| i.open[k].total as u32).sum();
             sum.min(255) as u8
         })
     }
@@ -274,10 +295,14 @@ impl RollEncoder {
     /// Moves on to frame `frame`; earlier frames are final. Moving backwards is ignored.
     pub fn advance_to(&mut self, frame: u64) {
         if frame > self.frame {
-            for inst in &mut self.instruments {
+            let instruments = &mut self.instruments;
+            self.active.retain(|&i| {
+                let inst = &mut instruments[i];
                 inst.base = std::array::from_fn(|k| inst.value(k));
                 inst.restart = false;
-            }
+                inst.active = !inst.is_silent();
+                inst.active
+            });
             self.frame = frame;
         }
     }
@@ -298,9 +323,13 @@ impl RollEncoder {
     /// for files). Instruments beyond the encoder's count are ignored.
     pub fn apply_on(&mut self, instrument: usize, event: KeyEvent, stamp: u64) {
         if event.clears_state() {
-            self.instruments.fill(Instrument::SILENT);
+            self.silence();
         } else if let Some(inst) = self.instruments.get_mut(instrument) {
             inst.apply(event, stamp);
+            if !inst.active {
+                inst.active = true;
+                self.active.push(instrument);
+            }
         }
     }
 
@@ -322,7 +351,7 @@ impl RollEncoder {
     /// The current frame's roll: the instruments' values added, clamped to 255.
     pub fn roll(&self) -> KeyFrame {
         std::array::from_fn(|k| {
-            let sum: u32 = self.instruments.iter().map(|i| i.value(k) as u32).sum();
+            let sum: u32 = self.sounding().map(|i| i.value(k) as u32).sum();
             sum.min(255) as u8
         })
     }

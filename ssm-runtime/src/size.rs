@@ -75,22 +75,6 @@ impl FromStr for Size {
     }
 }
 
-/// Command-line values `S`, `L`, `XL` (lower case accepted).
-impl clap::ValueEnum for Size {
-    fn value_variants<'a>() -> &'a [Self] {
-        &Size::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        let lower = match self {
-            Size::S => "s",
-            Size::L => "l",
-            Size::XL => "xl",
-        };
-        Some(clap::builder::PossibleValue::new(self.label()).alias(lower))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,8 @@
-//! Broken model files, broken MIDI files and bad command lines give clear errors that name
-//! the problem, never a panic.
+//! Broken model files and bad engine settings give clear errors that name the problem, never
+//! a panic (the command's own: `cli/tests/bad_input.rs`).
 
-mod common;
-
-use std::path::Path;
-use std::process::{Command, Output};
-
-use common::{checkpoint, reference_dir};
 use ssm_runtime::{Engine, EngineError, Model, ModelError};
+use test_support::checkpoint;
 
 fn small() -> Model {
     checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth")
@@ -124,187 +119,155 @@ fn unsupported_rates_and_heads_are_errors() {
     assert_eq!(engine.head(), 0);
 }
 
-fn piano_ssm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_piano-ssm"));
-    for a in args {
-        cmd.arg(a);
-    }
-    cmd.output().unwrap()
+/// A `torch.save` archive holding `pkl` as `archive/data.pkl` and `storage` (deflated) as
+/// the storage `archive/data/0`.
+fn archive(pkl: &[u8], storage: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(pkl).unwrap();
+    let deflated = stored.compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("archive/data/0", deflated).unwrap();
+    zip.write_all(storage).unwrap();
+    zip.finish().unwrap().into_inner()
 }
 
-/// Exit code 1 (not a panic's 101) and a message containing `needle`.
-fn assert_fails(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+/// The pickle of `{"w": tensor}`: a float tensor of `numel` values at `offset` (elements)
+/// into storage `0`, as `torch.save` writes it.
+fn one_tensor_pickle(offset: u64, numel: u8) -> Vec<u8> {
+    let mut p = b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+    p.extend_from_slice(
+        b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK",
+    );
+    p.extend_from_slice(&[numel, b't', b'Q', 0x8a, 8]);
+    p.extend_from_slice(&offset.to_le_bytes());
+    p.extend_from_slice(&[b'K', numel, 0x85, b'K', 1, 0x85, b't', b'R', b's', b'.']);
+    p
 }
 
 #[test]
-fn command_reports_bad_input_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let midi = reference_dir().join("midi/scale.mid");
-    let model_path = d.join("s.safetensors");
-    small().save(&model_path).unwrap();
-    let out = d.join("out.wav");
-
-    // without --model the built-in model plays; a size that is not built in is named
-    let builtin_out = d.join("builtin.wav");
-    let r = piano_ssm(&[&"render", &midi, &builtin_out]);
+fn crafted_checkpoints_fail_cleanly() {
+    use ssm_runtime::checkpoint::import_pth_bytes;
+    let message = |bytes: &[u8]| {
+        import_pth_bytes(bytes, 16_000, 1_000)
+            .unwrap_err()
+            .to_string()
+    };
+    // the archive is read: a well-formed tensor is found, and the model then lacks the rest
+    let fine = message(&archive(&one_tensor_pickle(0, 4), &[0; 16]));
+    assert!(fine.contains("missing tensor"), "{fine}");
+    // an offset near 2^62 once panicked on an unchecked addition
+    let far = message(&archive(&one_tensor_pickle(1 << 62, 4), &[0; 16]));
+    assert!(far.contains("reaches past the end of its storage"), "{far}");
+    let beyond = message(&archive(&one_tensor_pickle(3, 4), &[0; 16]));
     assert!(
-        r.status.success() && builtin_out.is_file(),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
+        beyond.contains("reaches past the end of its storage"),
+        "{beyond}"
     );
-    assert_fails(
-        &piano_ssm(&[&"render", &midi, &out, &"--size", &"S"]),
-        "no built-in S model",
-    );
-    std::fs::write(d.join("broken.safetensors"), b"not a model").unwrap();
-    assert_fails(
-        &piano_ssm(&[
-            &"render",
-            &midi,
-            &out,
-            &"--model",
-            &d.join("broken.safetensors"),
-        ]),
-        "broken.safetensors",
-    );
-    assert_fails(
-        &piano_ssm(&[
-            &"render",
-            &midi,
-            &out,
-            &"--model",
-            &d.join("absent.safetensors"),
-        ]),
-        "absent.safetensors",
-    );
-    std::fs::write(d.join("notes.mid"), b"this is text, not MIDI").unwrap();
-    assert_fails(
-        &piano_ssm(&[
-            &"render",
-            &d.join("notes.mid"),
-            &out,
-            &"--model",
-            &model_path,
-        ]),
-        "not a valid MIDI file",
-    );
-    assert_fails(
-        &piano_ssm(&[
-            &"render",
-            &midi,
-            &Path::new("/nonexistent-dir/out.wav"),
-            &"--model",
-            &model_path,
-        ]),
-        "cannot write",
-    );
-    assert_fails(
-        &piano_ssm(&[
-            &"render",
-            &midi,
-            &out,
-            &"--model",
-            &model_path,
-            &"--sample-rate",
-            &"4000",
-        ]),
-        "4000 Hz is not supported",
-    );
-    assert_fails(
-        &piano_ssm(&[
-            &"render",
-            &midi,
-            &out,
-            &"--model",
-            &model_path,
-            &"--year",
-            &"1999",
-        ]),
-        "no head \"1999\"",
-    );
-    assert_fails(
-        &piano_ssm(&[
-            &"render",
-            &midi,
-            &out,
-            &"--model",
-            &model_path,
-            &"--size",
-            &"XL",
-        ]),
-        "--size XL",
-    );
-    assert_fails(&piano_ssm(&[&"info", &d.join("notes.mid")]), "notes.mid");
-    assert_fails(
-        &piano_ssm(&[&"import", &d.join("notes.mid"), &d.join("x.safetensors")]),
-        "training rate",
-    );
-    assert!(!out.exists(), "a failed render leaves no output file");
+    // 80 MB of zeros deflate to 80 kB: refused at the cap, not inflated into memory
+    let bomb = archive(&one_tensor_pickle(0, 4), &vec![0; 80 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let inflated = message(&bomb);
+    assert!(inflated.contains("inflates past 64 MB"), "{inflated}");
 }
 
+/// Finite but absurd values (a pole norm of −1e30, a weight of 3e38, an output scale of
+/// 1e308) once rendered all-NaN or all-infinite audio; validation now names them.
 #[test]
-fn command_writes_every_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let model_path = dir.path().join("s.safetensors");
-    small().save(&model_path).unwrap();
-    let midi = reference_dir().join("midi/extremes.mid");
-    let mut reference: Vec<f32> = Vec::new();
-    for (format, bits, channels) in [("f32", 32, "1"), ("s16", 16, "2"), ("s24", 24, "1")] {
-        let out = dir.path().join(format!("{format}.wav"));
-        let r = piano_ssm(&[
-            &"render",
-            &midi,
-            &out,
-            &"--model",
-            &model_path,
-            &"--format",
-            &format,
-            &"--channels",
-            &channels,
-            &"--sample-rate",
-            &"22050",
-            &"--tail",
-            &"0.5",
-        ]);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        let wav = hound::WavReader::open(&out).unwrap();
-        let spec = wav.spec();
-        assert_eq!(
-            (
-                spec.bits_per_sample,
-                spec.channels.to_string().as_str(),
-                spec.sample_rate
-            ),
-            (bits, channels, 22_050)
-        );
-        // extremes.mid ends at 5.0 s; 0.5 s tail
-        assert_eq!(wav.duration(), 22_050 * 11 / 2);
-        // the samples: the float render, on every channel, rounded to the format's full scale
-        let full = match bits {
-            32 => {
-                reference = wav.into_samples::<f32>().map(Result::unwrap).collect();
-                assert!(
-                    reference.iter().any(|&v| v.abs() > 1e-3),
-                    "the render sounds"
-                );
-                continue;
-            }
-            bits => ((1i64 << (bits - 1)) - 1) as f32,
-        };
-        let samples: Vec<i32> = wav.into_samples::<i32>().map(Result::unwrap).collect();
-        let n: usize = channels.parse().unwrap();
-        assert_eq!(samples.len(), reference.len() * n);
-        for (i, frame) in samples.chunks_exact(n).enumerate() {
-            let want = (reference[i].clamp(-1.0, 1.0) * full).round() as i32;
-            assert!(
-                frame.iter().all(|&v| v == want),
-                "{format}: sample {i} is {frame:?}, the float render's {want}"
-            );
+fn extreme_values_are_refused_by_name() {
+    let mut m = small();
+    m.layers[2].norm[5] = -1e30;
+    let err = m.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("layers.2.norm") && err.contains("outside"),
+        "{err}"
+    );
+    let mut m = small();
+    m.layers[1].c[7] = 3e38;
+    let err = m.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("layers.1.C") && err.contains("beyond"),
+        "{err}"
+    );
+    let mut m = small();
+    m.head_weight[0] = -2e4;
+    assert!(m
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("heads.weight"));
+    let mut m = small();
+    m.info.norm_std = 1e308;
+    assert!(m.validate().unwrap_err().to_string().contains("norm_std"));
+}
+
+/// The bounds are enough: a model with every weight at ±[`MAX_WEIGHT`] and poles at both
+/// ends of [`NORMS`], half of them on the edge of stability, plays finite audio.
+#[test]
+fn a_model_at_every_bound_plays_finite_audio() {
+    use ssm_runtime::model::{MAX_WEIGHT, NORMS};
+    use ssm_runtime::render::render_roll;
+    let mut m = small();
+    let extreme = |v: &mut Vec<f32>| {
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = if i % 3 == 0 { -MAX_WEIGHT } else { MAX_WEIGHT };
+        }
+    };
+    for l in &mut m.layers {
+        for (i, (n, a)) in l.norm.iter_mut().zip(&mut l.angle).enumerate() {
+            *n = if i % 2 == 0 {
+                *NORMS.start()
+            } else {
+                *NORMS.end()
+            };
+            *a = if i % 4 < 2 {
+                std::f32::consts::FRAC_PI_2
+            } else {
+                3.0
+            };
+        }
+        for v in [&mut l.b, &mut l.b_bias, &mut l.c, &mut l.c_bias] {
+            extreme(v);
+        }
+        if let Some(skip) = &mut l.skip {
+            extreme(skip);
         }
     }
+    extreme(&mut m.head_weight);
+    extreme(&mut m.head_bias);
+    m.info.norm_std = MAX_WEIGHT as f64;
+    m.info.norm_mean = -MAX_WEIGHT as f64;
+    m.validate().expect("every value on its bound is valid");
+    let midi =
+        ssm_runtime::MidiFile::load(&test_support::reference_dir().join("midi/extremes.mid"))
+            .unwrap();
+    for rate in [8_000, 192_000] {
+        let mut engine = Engine::new(&m, rate).unwrap();
+        let audio = render_roll(&mut engine, &midi.roll(m.info.midi_rate, 0.5), |_, _| {});
+        let bad = audio.iter().position(|v| !v.is_finite());
+        assert_eq!(
+            bad,
+            None,
+            "at {rate} Hz, layer {:?}",
+            engine.first_non_finite_layer()
+        );
+    }
+}
+
+/// The engine says where a NaN or an infinity began, for a render that meets one (a model
+/// built in code can skip validation): here layer 2's input weights overflow its state.
+#[test]
+fn the_engine_names_the_layer_a_non_finite_value_began_in() {
+    use ssm_runtime::render::render_roll;
+    let mut m = small();
+    m.layers[1].b.fill(3e38);
+    let midi =
+        ssm_runtime::MidiFile::load(&test_support::reference_dir().join("midi/scale.mid")).unwrap();
+    let mut engine = Engine::new(&m, 16_000).unwrap();
+    assert_eq!(engine.first_non_finite_layer(), None);
+    let audio = render_roll(&mut engine, &midi.roll(m.info.midi_rate, 0.1), |_, _| {});
+    assert!(audio.iter().any(|v| !v.is_finite()));
+    assert_eq!(engine.first_non_finite_layer(), Some(1));
 }

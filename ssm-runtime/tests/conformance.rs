@@ -1,13 +1,11 @@
-//! Every public reference case, rendered from its MIDI file through the public API and
-//! through the `piano-ssm` command, against the float64 reference.
+//! Every public reference case, rendered from its MIDI file through the public API, against
+//! the float64 reference (the command's renders: `cli/tests/conformance.rs`).
 
-mod common;
-
-use std::process::Command;
-
-use common::{cases, checkpoint, reference_dir, relative_l2, tolerance, REGRESSION_LIMIT};
 use ssm_runtime::render::render_roll;
 use ssm_runtime::{Engine, MidiFile};
+use test_support::{
+    cases, checkpoint, reference_dir, relative_l2, tolerance, within_both_limits, REGRESSION_LIMIT,
+};
 
 #[test]
 fn encoder_reproduces_every_reference_roll() {
@@ -45,21 +43,6 @@ fn api_render_matches_every_reference_case() {
     }
 }
 
-/// The specification's limit and the regression limit.
-fn within_both_limits(case: &common::Case, err: f64) {
-    assert!(
-        err <= tolerance(case.sample_rate, case.train_rate),
-        "{}: relative L2 {err:.3e}",
-        case.name
-    );
-    assert!(
-        err <= REGRESSION_LIMIT,
-        "{}: relative L2 {err:.3e}, within the specification's limit but above today's \
-         {REGRESSION_LIMIT:.0e}",
-        case.name
-    );
-}
-
 /// The regression limit's negative controls: a model whose output offset is dropped, or
 /// whose gain is off by 0.05 %, passes the specification's limit and fails the regression
 /// limit.
@@ -93,30 +76,5 @@ fn the_regression_limit_catches_normalisation_and_gain_slips() {
             err > REGRESSION_LIMIT,
             "{slip}: {err:.2e} passes the regression limit"
         );
-    }
-}
-
-#[test]
-fn command_render_matches_every_reference_case() {
-    let dir = tempfile::tempdir().unwrap();
-    for case in cases() {
-        let out = dir.path().join(format!("{}.wav", case.name));
-        let status = Command::new(env!("CARGO_BIN_EXE_piano-ssm"))
-            .arg("render")
-            .arg(reference_dir().join("midi").join(&case.midi))
-            .arg(&out)
-            .arg("--model")
-            .arg(reference_dir().join("weights").join(&case.checkpoint))
-            .args(["--year", &case.year, "--tail", "1.5", "--format", "f32"])
-            .args(["--sample-rate", &case.sample_rate.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "{}: piano-ssm render failed", case.name);
-        let mut wav = hound::WavReader::open(&out).unwrap();
-        assert_eq!(wav.spec().sample_rate, case.sample_rate);
-        assert_eq!(wav.spec().channels, 1);
-        let audio: Vec<f32> = wav.samples::<f32>().map(Result::unwrap).collect();
-        let err = relative_l2(&audio, &case.audio);
-        within_both_limits(&case, err);
     }
 }

@@ -3,20 +3,18 @@
 //! loads, a damper that tags no state plays as no damper at all while no key is released, and
 //! broken damper tensors are refused with their name.
 
-mod common;
-
 use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::Roll;
 use ssm_runtime::{Engine, ModelError, KEYS};
 
 fn published() -> Model {
-    common::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth")
+    test_support::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth")
 }
 
 /// The S checkpoint with its first 88 states tagged with key k and a damped pole 10× as fast.
 fn damped() -> Model {
-    common::with_test_damper(published())
+    test_support::with_test_damper(published())
 }
 
 /// Two keys struck at frame 20, held to frame `to`, then silence up to frame 400.
@@ -41,11 +39,11 @@ fn render(model: &Model, to: usize) -> Vec<f32> {
 fn a_damper_round_trips_as_version_2() {
     let model = damped();
     let bytes = model.to_bytes().unwrap();
-    assert_eq!(common::format_version(&bytes), "2");
+    assert_eq!(test_support::format_version(&bytes), "2");
     assert_eq!(Model::from_bytes(&bytes).unwrap(), model);
     // and a model without one stays readable by earlier builds
     assert_eq!(
-        common::format_version(&published().to_bytes().unwrap()),
+        test_support::format_version(&published().to_bytes().unwrap()),
         "1"
     );
 }
@@ -78,12 +76,12 @@ fn a_damper_tagging_nothing_plays_as_none_until_a_key_is_released() {
     model.layers[0].damper = None;
     let plain = render(&model, 400);
     assert_eq!(untagged, plain);
-    let diff = common::relative_l2(&with, &plain);
+    let diff = test_support::relative_l2(&with, &plain);
     assert!(diff > 1e-2, "the damper should change the sound: {diff:e}");
     // a released key never strikes in a layer with a damper: it does in the plain layer
     let plain_released = render(&model, 150);
     let after = 150 * 16;
-    let diff = common::relative_l2(&untagged_released[after..], &plain_released[after..]);
+    let diff = test_support::relative_l2(&untagged_released[after..], &plain_released[after..]);
     assert!(diff > 1e-2, "a release should play differently: {diff:e}");
 }
 

@@ -6,12 +6,10 @@
 //! while a damper falls, overlapping releases, silence), at the training rate and at a rate
 //! whose frames are not whole samples.
 
-mod common;
-
-use common::{checkpoint, relative_l2};
 use ssm_runtime::model::{Damper, SETTLE_FLOOR};
 use ssm_runtime::render::render_roll;
-use ssm_runtime::{Engine, Model, Roll, Size, KEYS};
+use ssm_runtime::{Engine, Isa, Model, Roll, Size, KEYS};
+use test_support::{checkpoint, relative_l2};
 
 /// What the engine must meet against the reference (relative L2).
 const LIMIT: f64 = 1e-5;
@@ -311,8 +309,12 @@ fn extended(mut model: Model, noise: &mut Noise, fall: u32, settle: u32) -> Mode
 }
 
 fn engine_matches(label: &str, model: &Model, roll: &Roll, rate: u32) -> f64 {
+    engine_matches_on(label, model, roll, rate, Isa::detect())
+}
+
+fn engine_matches_on(label: &str, model: &Model, roll: &Roll, rate: u32, isa: Isa) -> f64 {
     let expected = reference(model, roll, rate);
-    let mut engine = Engine::new(model, rate).unwrap();
+    let mut engine = Engine::with_isa(model, rate, isa).unwrap();
     let audio = render_roll(&mut engine, roll, |_, _| {});
     let err = relative_l2(&audio, &expected);
     let level = expected
@@ -350,6 +352,53 @@ fn random_extensions_on_a_published_network_match_the_equations() {
         if i % 2 == 1 {
             // 48 kHz: 40 samples a frame; 44.1 kHz: 36.75, frames of unequal length
             engine_matches(&label, &model, &roll, [48_000, 44_100][i / 2]);
+        }
+    }
+}
+
+/// `model` with layer `i` cut to its first `p` states.
+fn cut_states(mut model: Model, i: usize, p: usize) -> Model {
+    let l = &mut model.layers[i];
+    let old = l.state;
+    l.state = p;
+    l.norm.truncate(p);
+    l.angle.truncate(p);
+    l.b.truncate(p * l.inputs * 2);
+    l.b_bias.truncate(p * 2);
+    l.c =
+        l.c.chunks(2 * old)
+            .flat_map(|row| row[..2 * p].to_vec())
+            .collect();
+    model.validate().expect("a valid cut model");
+    model
+}
+
+/// Any state size the format allows plays, on every instruction set, as the equations say:
+/// the SIMD kernels work whole panels (8 or 16 lanes), so the engine pads a hidden layer's
+/// state where its size does not fill them (5 states once panicked in a kernel).
+#[test]
+fn every_state_size_plays_on_every_instruction_set() {
+    let base = checkpoint("PianoSSM_S_MH_maestro_all_24000_model.pth");
+    let mut noise = Noise(0x0dd5_12e5_0000_0003);
+    let midi_rate = base.info.midi_rate;
+    for sizes in [[64, 5, 1, 13], [7, 3, 9, 17]] {
+        let cut = (0..4).fold(base.clone(), |m, i| cut_states(m, i, sizes[i]));
+        let model = extended(cut, &mut noise, 3, 4);
+        let keys: Vec<usize> = (0..6).map(|_| noise.below(KEYS)).collect();
+        let roll = random_roll(
+            &mut noise,
+            (0.3 * midi_rate as f64) as usize,
+            midi_rate,
+            &keys,
+        );
+        for isa in Isa::available() {
+            engine_matches_on(
+                &format!("S cut to {sizes:?}, {isa:?}"),
+                &model,
+                &roll,
+                48_000,
+                isa,
+            );
         }
     }
 }

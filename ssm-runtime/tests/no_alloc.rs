@@ -3,12 +3,10 @@
 //! new rate) and resets, at block sizes from 1 to 16384. The first engine carries a key damper
 //! (format version 2), so releases run its falls and fades.
 
-mod common;
-
 use alloc_counter::{watched, Counting};
-use common::checkpoint;
 use ssm_runtime::model::{Damper, Model};
 use ssm_runtime::{Engine, KeyEvent, Player, KEYS};
+use test_support::checkpoint;
 
 /// `m` with its first 88 states damped by their keys, falling over 12 frames; released
 /// equilibria fade over 6.

@@ -2,11 +2,9 @@
 //! deliberately naive implementation of the model's equations in float64 (complex
 //! arithmetic, one sample at a time, written from the reference README).
 
-mod common;
-
-use common::{checkpoint, reference_dir, relative_l2};
 use ssm_runtime::render::render_roll;
 use ssm_runtime::{Engine, MidiFile, Model, Roll};
+use test_support::{checkpoint, reference_dir, relative_l2};
 
 type C = (f64, f64);
 

@@ -4,8 +4,6 @@
 //! velocity exponent); a published checkpoint, whose later layers ring on for minutes
 //! (their poles were not limited in training), is not put to sleep while it rings.
 
-mod common;
-
 use ssm_runtime::{builtin, Engine, KeyFrame, Model, Size, KEYS};
 
 /// A chord for 0.5 s, `silence` seconds of nothing, another chord, and 3 s after it.
@@ -67,7 +65,7 @@ fn the_built_in_models_sleep_in_silence_without_a_trace() {
 
 #[test]
 fn a_published_checkpoint_is_not_put_to_sleep_while_it_rings() {
-    let model = common::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth");
+    let model = test_support::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth");
     let slept = compare("published S", &model, 30.0);
     assert!(
         !slept,

@@ -2,13 +2,11 @@
 //! file renderer's samples when events fall on frame boundaries, at any block size, and plays
 //! each MIDI channel as its own instrument, as a file's channels are.
 
-mod common;
-
-use common::{checkpoint, reference_dir};
 use ssm_runtime::midi_file::TimedEvent;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::frame_start;
 use ssm_runtime::{ChannelEvent, Engine, KeyEvent, MidiFile, Player};
+use test_support::{checkpoint, reference_dir};
 
 fn stream<E: Into<ChannelEvent> + Copy>(
     player: &mut Player,

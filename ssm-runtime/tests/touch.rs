@@ -9,15 +9,13 @@
 //! makes the file version 3, adds `t²·B_square` to each key's `t·B` (with and without an
 //! exponent and a damper), and a misplaced or misshapen one is refused by name.
 
-mod common;
-
 use ssm_runtime::model::Model;
 use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::Roll;
 use ssm_runtime::{Engine, KeyFrame, KEYS};
 
 fn published() -> Model {
-    common::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth")
+    test_support::checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth")
 }
 
 /// Each key at one fixed value while it sounds (so a per-key scale of B is the same input):
@@ -86,7 +84,7 @@ fn an_exponent_round_trips_as_version_2() {
     let mut model = published();
     model.layers[0].velocity_exponent = Some(2.0);
     let bytes = model.to_bytes().unwrap();
-    assert_eq!(common::format_version(&bytes), "2");
+    assert_eq!(test_support::format_version(&bytes), "2");
     assert_eq!(Model::from_bytes(&bytes).unwrap(), model);
 }
 
@@ -94,15 +92,15 @@ fn an_exponent_round_trips_as_version_2() {
 fn the_first_layer_reads_velocity_raised_to_the_exponent() {
     for (label, base) in [
         ("plain", published()),
-        ("damped", common::with_test_damper(published())),
+        ("damped", test_support::with_test_damper(published())),
     ] {
         for e in [2.0f32, 0.5] {
             let mut with = base.clone();
             with.layers[0].velocity_exponent = Some(e);
             let expected = render(&folded_columns(with.clone(), e as f64));
-            let err = common::relative_l2(&render(&with), &expected);
+            let err = test_support::relative_l2(&render(&with), &expected);
             // and the exponent is audible: without it the same phrase plays otherwise
-            let linear = common::relative_l2(&render(&base), &expected);
+            let linear = test_support::relative_l2(&render(&base), &expected);
             eprintln!("{label}, exponent {e}: {err:.2e} (linear {linear:.2e})");
             assert!(err < 1e-5, "{label}, exponent {e}: relative L2 {err:.3e}");
             assert!(linear > 1e-2, "{label}, exponent {e}: {linear:.3e}");
@@ -123,12 +121,15 @@ fn bad_exponents_are_refused_by_name() {
 
 #[test]
 fn a_touch_square_round_trips_as_version_3() {
-    let model = with_square(common::with_test_damper(published()));
+    let model = with_square(test_support::with_test_damper(published()));
     let bytes = model.to_bytes().unwrap();
-    assert_eq!(common::format_version(&bytes), "3");
+    assert_eq!(test_support::format_version(&bytes), "3");
     assert_eq!(Model::from_bytes(&bytes).unwrap(), model);
     assert_eq!(model.format_version(), 3);
-    assert_eq!(common::with_test_damper(published()).format_version(), 2);
+    assert_eq!(
+        test_support::with_test_damper(published()).format_version(),
+        2
+    );
     assert_eq!(published().format_version(), 1);
 }
 
@@ -136,17 +137,17 @@ fn a_touch_square_round_trips_as_version_3() {
 fn the_first_layer_adds_the_touch_squared_through_b_square() {
     for (label, base) in [
         ("plain", published()),
-        ("damped", common::with_test_damper(published())),
+        ("damped", test_support::with_test_damper(published())),
     ] {
         for e in [None, Some(2.0f32)] {
             let mut with = with_square(base.clone());
             with.layers[0].velocity_exponent = e;
             let expected = render(&folded_columns(with.clone(), e.map_or(1.0, f64::from)));
-            let err = common::relative_l2(&render(&with), &expected);
+            let err = test_support::relative_l2(&render(&with), &expected);
             // and the square is audible: without it the same phrase plays otherwise
             let mut without = with.clone();
             without.layers[0].b_square = None;
-            let linear = common::relative_l2(&render(&without), &expected);
+            let linear = test_support::relative_l2(&render(&without), &expected);
             eprintln!("{label}, exponent {e:?}: {err:.2e} (without the square {linear:.2e})");
             assert!(err < 1e-5, "{label}, exponent {e:?}: relative L2 {err:.3e}");
             assert!(linear > 1e-2, "{label}, exponent {e:?}: {linear:.3e}");

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ssm_runtime::render::{self, render_roll, WavFormat};
+use ssm_runtime::render::render_roll;
 use ssm_runtime::{Engine, KeyEvent, MidiFile, Model, Size};
 use tch::Tensor;
 
@@ -22,7 +22,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Built-in model size, without --model.
-    #[arg(long, value_enum, default_value_t = ssm_runtime::builtin::DEFAULT_SIZE)]
+    #[arg(long, default_value_t = ssm_runtime::builtin::DEFAULT_SIZE)]
     pub size: Size,
     /// The target piano, as training's --instrument: salamander, salamander:DIR or FILE.sf2
     /// (default: Debian's FluidR3_GM).
@@ -87,7 +87,6 @@ fn performance(midi: &MidiFile, midi_rate: u32, frames: u64) -> Performance {
 }
 
 fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<()> {
-    render::write_wav(path, samples, rate, WavFormat::F32, 1)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::data::audio::write_mono(path, samples, rate)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

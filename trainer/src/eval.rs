@@ -164,10 +164,11 @@ fn score_baseline(
         "silence" => score("silence", clips, losses, device, |b| b.audio.zeros_like()),
         _ if name == "untrained" || name.starts_with("untrained:") => {
             let (poles, gate) = untrained_init(name)?;
-            let size =
-                <Size as clap::ValueEnum>::from_str(&reference.info.size, false).map_err(|_| {
-                    anyhow::anyhow!("untrained baseline: unknown size {:?}", reference.info.size)
-                })?;
+            let size: Size = reference
+                .info
+                .size
+                .parse()
+                .map_err(|e| anyhow::anyhow!("untrained baseline: {e}"))?;
             let init = InitOptions {
                 poles,
                 sample_rate: rates.sample_rate,

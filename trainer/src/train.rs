@@ -78,7 +78,8 @@ pub struct TrainArgs {
     pub train_year: String,
     #[arg(long, default_value = "all")]
     pub test_year: String,
-    #[arg(long, value_enum, default_value_t = Size::S)]
+    /// Model size: S, L or XL.
+    #[arg(long, default_value_t = Size::S)]
     pub model: Size,
     /// One output head per MAESTRO year or MAPS piano.
     #[arg(long)]

@@ -1,8 +1,5 @@
 //! The trainer's network against the float64 reference renders and against the runtime.
 
-#[path = "../../ssm-runtime/tests/common/mod.rs"]
-mod common;
-
 use tch::{Device, Kind, Tensor};
 use trainer::model::PianoSsm;
 
@@ -35,8 +32,8 @@ const MEAN: f64 = -2.1367119188653305e-05;
 /// the published constants.
 #[test]
 fn published_checkpoints_match_reference_renders() {
-    for case in common::cases() {
-        let model = common::checkpoint(&case.checkpoint);
+    for case in test_support::cases() {
+        let model = test_support::checkpoint(&case.checkpoint);
         assert_eq!(
             (model.info.norm_std, model.info.norm_mean),
             (STD, MEAN),
@@ -51,13 +48,13 @@ fn published_checkpoints_match_reference_renders() {
             .iter()
             .map(|&y| (y as f64 * model.info.norm_std + model.info.norm_mean) as f32)
             .collect();
-        let err = common::relative_l2(&out, &case.audio);
+        let err = test_support::relative_l2(&out, &case.audio);
         let target: Vec<f32> = case
             .audio
             .iter()
             .map(|&a| ((a as f64 - MEAN) / STD) as f32)
             .collect();
-        let err_normalised = common::relative_l2(&normalised, &target);
+        let err_normalised = test_support::relative_l2(&normalised, &target);
         eprintln!(
             "{}: relative L2 {err:.2e}, normalised {err_normalised:.2e}",
             case.name

@@ -122,6 +122,36 @@ pub(super) fn discretise(norm: f32, angle: f32, step: f64) -> (Complex64, Comple
     (lambda_bar, (lambda_bar - 1.0) / lambda)
 }
 
+/// `model` with every hidden layer's state padded to a multiple of half the SIMD width: the
+/// kernels read a hidden layer's state `[re P | im P]` whole panels at a time. The added
+/// states have no input, no output and their layer's first pole, so they stay at zero and
+/// the sound is the model's own; models whose sizes fit (all that we ship) are not copied.
+fn padded_states(model: &Model, lanes: usize) -> std::borrow::Cow<'_, Model> {
+    let half = lanes / 2;
+    let fits = |l: &SsmLayer| l.skip.is_none() || l.state.is_multiple_of(half);
+    if model.layers.iter().all(fits) {
+        return std::borrow::Cow::Borrowed(model);
+    }
+    let mut model = model.clone();
+    for l in model.layers.iter_mut().filter(|l| !fits(l)) {
+        let (p, padded) = (l.state, l.state.next_multiple_of(half));
+        l.norm.resize(padded, l.norm[0]);
+        l.angle.resize(padded, l.angle[0]);
+        l.b.resize(padded * l.inputs * 2, 0.0);
+        l.b_bias.resize(padded * 2, 0.0);
+        l.c =
+            l.c.chunks(2 * p)
+                .flat_map(|row| {
+                    row.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(0.0, 2 * (padded - p)))
+                })
+                .collect();
+        l.state = padded;
+    }
+    std::borrow::Cow::Owned(model)
+}
+
 impl Layer {
     /// `l` discretised for `step` (train rate / sample rate), `frame` samples per MIDI frame.
     fn new(l: &SsmLayer, step: f64, frame: f64, lanes: usize) -> Layer {
@@ -255,6 +285,8 @@ impl Engine {
         let step = a4 / STANDARD_A4 * model.info.train_rate as f64 / sample_rate as f64;
         let frame = sample_rate as f64 / model.info.midi_rate as f64;
         let lanes = isa.lanes();
+        let padded = padded_states(model, lanes);
+        let model = padded.as_ref();
         let layers: Vec<Layer> = model
             .layers
             .iter()
@@ -470,6 +502,15 @@ impl Engine {
         {
             input.set_keys(&before, keys, rec);
         }
+    }
+
+    /// The first layer (from 0) whose state holds a NaN or an infinity: where a render that
+    /// met one went wrong. `None` when every state is finite.
+    pub fn first_non_finite_layer(&self) -> Option<usize> {
+        self.layers.iter().position(|l| {
+            let r = &l.rec;
+            !r.x_re.iter().chain(&r.x_im).all(|v| v.is_finite())
+        })
     }
 
     /// Renders `out.len()` samples with the current keys (asleep: the rest output).

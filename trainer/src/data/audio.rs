@@ -1,4 +1,5 @@
-//! WAV input (a region of a file, mixed to mono) and band-limited resampling.
+//! WAV input (a region of a file, mixed to mono) and output (32-bit float, mono), and
+//! band-limited resampling.
 
 use std::path::Path;
 
@@ -11,6 +12,22 @@ pub fn wav_info(path: &Path) -> Result<(u32, u64)> {
         .with_context(|| format!("cannot read WAV {}", path.display()))?;
     let spec = reader.spec();
     Ok((spec.sample_rate, reader.duration() as u64))
+}
+
+/// Writes mono `samples` as a 32-bit float WAV file.
+pub fn write_mono(path: &Path, samples: &[f32], rate: u32) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut writer = hound::WavWriter::create(path, spec)?;
+    for &s in samples {
+        writer.write_sample(s)?;
+    }
+    writer.finalize()?;
+    Ok(())
 }
 
 /// `frames` frames from `start` (source frames), mono; short files are zero-padded.

@@ -4,8 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use ssm_runtime::fsutil::check_target;
 use ssm_runtime::notes::NoteMap;
-use ssm_runtime::render::{render_frames, WavFile, WavFormat};
+use ssm_runtime::render::render_frames;
+
+use crate::wav::{WavFile, WavFormat};
 use ssm_runtime::roll::frame_start;
 use ssm_runtime::{Engine, MidiFile, Model};
 
@@ -64,52 +67,46 @@ impl Settings<'_> {
     ) -> Result<Rendered, String> {
         let total = self.samples(midi);
         self.check_size(total)?;
+        let write_error = |e: std::io::Error| format!("cannot write {}: {e}", output.display());
+        // a device, FIFO or directory is refused before the render time is spent
+        check_target(output).map_err(write_error)?;
         let mut engine =
             Engine::tuned(self.model, self.sample_rate, self.a4).map_err(|e| e.to_string())?;
         engine.set_head(self.head).map_err(|e| e.to_string())?;
         let midi = midi.with_notes(&self.notes);
         let frames = midi.frames(self.model.info.midi_rate, self.tail);
         let limit = Some(total);
-        let write_error = |e: std::io::Error| format!("cannot write {}: {e}", output.display());
+        let midi_rate = self.model.info.midi_rate;
+        let stop = |e: Stop, engine: &Engine| match e {
+            Stop::Write(e) => write_error(e),
+            Stop::NonFinite => non_finite(engine),
+        };
         let Some(level) = self.level else {
             let mut wav = WavFile::create(output, self.sample_rate, self.format, self.channels)
                 .map_err(write_error)?;
-            render_frames(
-                &mut engine,
-                frames,
-                self.model.info.midi_rate,
-                limit,
-                |chunk| {
-                    progress(chunk.len() as u64);
-                    wav.write(chunk)
-                },
-            )
-            .map_err(write_error)?;
+            let rendered = render_frames(&mut engine, frames, midi_rate, limit, |chunk| {
+                progress(chunk.len() as u64);
+                finite(chunk)?;
+                Ok(wav.write(chunk)?)
+            });
+            rendered.map_err(|e| stop(e, &engine))?;
             let clipped = wav.finish().map_err(write_error)?;
             return Ok(self.rendered(total, clipped, None));
         };
         // first pass: a float copy beside the output, measured as it is written
-        let draft = draft_path(output);
         let mut meter = Meter::new(level, self.channels, self.sample_rate)?;
-        let mut wav =
-            WavFile::create(&draft, self.sample_rate, WavFormat::F32, 1).map_err(write_error)?;
-        let pass = render_frames(
-            &mut engine,
-            frames,
-            self.model.info.midi_rate,
-            limit,
-            |chunk| {
-                progress(chunk.len() as u64);
-                meter.add(chunk);
-                wav.write(chunk)
-            },
-        )
-        .and_then(|_| wav.finish());
-        let result = pass
-            .map_err(write_error)
-            .and_then(|_| self.scale(&draft, output, meter.gain_db()));
-        let _ = std::fs::remove_file(&draft);
-        let (clipped, gain_db) = result?;
+        let mut wav = WavFile::create(&draft_target(output), self.sample_rate, WavFormat::F32, 1)
+            .map_err(write_error)?;
+        let rendered = render_frames(&mut engine, frames, midi_rate, limit, |chunk| {
+            progress(chunk.len() as u64);
+            finite(chunk)?;
+            meter.add(chunk);
+            Ok(wav.write(chunk)?)
+        });
+        rendered.map_err(|e| stop(e, &engine))?;
+        // the draft is removed when dropped, whatever the second pass does
+        let draft = wav.finish_draft().map_err(write_error)?;
+        let (clipped, gain_db) = self.scale(draft.path(), output, meter.gain_db())?;
         Ok(self.rendered(total, clipped, gain_db))
     }
 
@@ -171,12 +168,42 @@ impl Settings<'_> {
 }
 
 /// The first pass's float file: hidden, beside the output (the same file system).
-fn draft_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!(".{name}.draft{}.wav", std::process::id()))
+/// Why a render stopped before its end.
+enum Stop {
+    Write(std::io::Error),
+    /// the model played a NaN or an infinity
+    NonFinite,
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Stop {
+        Stop::Write(e)
+    }
+}
+
+/// A model that validates cannot overflow on a valid roll; should one still play a NaN or
+/// an infinity, the render stops rather than write it (as silence or clipping).
+fn finite(chunk: &[f32]) -> Result<(), Stop> {
+    match chunk.iter().all(|v| v.is_finite()) {
+        true => Ok(()),
+        false => Err(Stop::NonFinite),
+    }
+}
+
+fn non_finite(engine: &Engine) -> String {
+    let at = match engine.first_non_finite_layer() {
+        Some(layer) => format!("first in layer {}'s state", layer + 1),
+        None => "in its output head".into(),
+    };
+    format!("the model played a NaN or an infinity ({at}); nothing was written")
+}
+
+/// The name the first pass's draft is made beside: `out.wav.draft`, itself never created
+/// (the draft is a temporary file, `.out.wav.draft.tmp<pid>`, read back, then removed).
+fn draft_target(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".draft");
+    output.with_file_name(name)
 }
 
 /// Measures the first pass for the gain that meets the level asked for.

@@ -6,18 +6,20 @@ use std::process::ExitCode;
 
 mod batch;
 mod render;
+mod wav;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ssm_runtime::builtin;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
+use ssm_runtime::fsutil::{self, check_target};
 use ssm_runtime::model::{MAX_RATE, MIN_RATE};
 use ssm_runtime::notes::{NoteMap, TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
-use ssm_runtime::render::WavFormat;
 use ssm_runtime::{MidiFile, Model, Size};
 
 use render::{Level, Rendered, Settings};
+use wav::WavFormat;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +55,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // an interrupted render or import leaves no temporary file behind (130: as for SIGINT)
+    if let Err(e) = ctrlc::set_handler(|| fsutil::exit_removing_temp_files(130)) {
+        eprintln!("piano-ssm: warning: cannot watch for Ctrl-C: {e}");
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -78,6 +84,7 @@ fn run(cli: Cli) -> Result<(), String> {
             train_rate,
             midi_rate,
         } => {
+            check_output(&output, &[&input])?;
             let model = import_pth(
                 &input,
                 &ImportOptions {
@@ -86,9 +93,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 },
             )
             .map_err(|e| format!("{}: {e}", input.display()))?;
-            model
-                .save(&output)
-                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+            model.save(&output).map_err(|e| e.to_string())?;
             eprintln!(
                 "wrote {} ({} {} at {} Hz, {} heads)",
                 output.display(),
@@ -169,8 +174,8 @@ struct RenderArgs {
     /// (default: the built-in Piano-SSM Grand model)
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Model size: picks the built-in model; with --model, checked against the model
-    #[arg(long, value_enum)]
+    /// Model size, S, L or XL: picks the built-in model; with --model, checked against the model
+    #[arg(long)]
     size: Option<Size>,
     /// Output head by label, e.g. a MAESTRO year
     #[arg(long, conflicts_with = "head")]
@@ -281,13 +286,17 @@ fn render(args: RenderArgs) -> Result<(), String> {
         channels: args.channels,
     };
     match &args.out_dir {
-        None => render_one(&args.inputs, &settings),
+        None => render_one(&args.inputs, args.model.as_deref(), &settings),
         Some(dir) => render_batch(&args, dir, &settings),
     }
 }
 
 /// `render IN.mid OUT.wav`.
-fn render_one(inputs: &[String], settings: &Settings) -> Result<(), String> {
+fn render_one(
+    inputs: &[String],
+    model_file: Option<&Path>,
+    settings: &Settings,
+) -> Result<(), String> {
     let [input, output] = inputs else {
         return Err(format!(
             "give one MIDI file and the WAV file to write, or --out-dir DIR for {} inputs",
@@ -295,15 +304,10 @@ fn render_one(inputs: &[String], settings: &Settings) -> Result<(), String> {
         ));
     };
     let (input, output) = (Path::new(input), Path::new(output));
-    if output.exists() && std::fs::canonicalize(output).ok() == std::fs::canonicalize(input).ok() {
-        return Err(format!(
-            "{} is the input: give another output",
-            output.display()
-        ));
-    }
+    let mut inputs = vec![input];
+    inputs.extend(model_file);
+    check_output(output, &inputs)?;
     let midi = MidiFile::load(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    // check the output path before spending the render time
-    check_writable(output)?;
     let bar = progress_bar(settings.samples(&midi));
     if settings.samples(&midi) < 20 * settings.sample_rate as u64 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -369,7 +373,10 @@ fn summary(output: &Path, r: &Rendered) -> String {
     line
 }
 
-fn check_writable(output: &Path) -> Result<(), String> {
+/// An output the command may write: its folder exists; it is not a folder, device or FIFO
+/// (`/dev/null` included), not read-only, and not one of `inputs` (by path or through a
+/// link). Checked before any render time is spent.
+fn check_output(output: &Path, inputs: &[&Path]) -> Result<(), String> {
     let dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -381,10 +388,32 @@ fn check_writable(output: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
-    if output.is_dir() {
-        return Err(format!("cannot write {}: it is a folder", output.display()));
+    if let Some(input) = inputs.iter().find(|i| same_file(output, i)) {
+        return Err(format!(
+            "{} is the input {}: give another output",
+            output.display(),
+            input.display()
+        ));
     }
+    check_target(output).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     Ok(())
+}
+
+/// Whether two paths name one existing file (the same path, a symbolic or a hard link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (ma.dev(), ma.ino()) == (mb.dev(), mb.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (ma, mb);
+        std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+    }
 }
 
 fn describe(model: &Model) -> String {

@@ -2,8 +2,6 @@
 //! sample, `--duration` cuts it, `--peak` and `--normalize` meet their level, and a batch
 //! renders files, folders and patterns, names each bad input and still renders the rest.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,7 +16,7 @@ fn piano_ssm(args: &[&str]) -> Output {
 }
 
 fn midi(name: &str) -> PathBuf {
-    common::reference_dir().join("midi").join(name)
+    test_support::reference_dir().join("midi").join(name)
 }
 
 fn read(path: &Path) -> Vec<f32> {

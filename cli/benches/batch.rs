@@ -3,7 +3,7 @@
 //! over one job. The files are copies of `assets/demo.mid` (one file per job slot and more,
 //! so every thread stays busy until the end); the built-in model plays at 48 kHz.
 //!
-//! Run with nothing else on the machine: `cargo bench -p ssm-runtime --bench batch`.
+//! Run with nothing else on the machine: `cargo bench -p piano-ssm-cli --bench batch`.
 //! `PIANO_SSM_BENCH_FILES` sets how many files (default 8).
 
 use std::path::Path;

@@ -1,5 +1,5 @@
-//! Shared helpers for the integration tests: the reference data beside the repository.
-#![allow(dead_code)]
+//! Shared helpers for the workspace's integration tests: the reference data beside the
+//! repository and the limits the conformance tests hold renders to.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ use ssm_runtime::{KeyFrame, Model, KEYS};
 /// `../shared/reference`, which CI places beside the clone. Its absence is a failure, not a
 /// skip: the conformance tests are the point of this crate.
 pub fn reference_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference");
     assert!(
         dir.join("README.md").is_file(),
         "reference data not found at {}",
@@ -141,4 +141,19 @@ pub fn with_test_damper(mut m: Model) -> Model {
 pub fn format_version(bytes: &[u8]) -> String {
     let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
     header.metadata().as_ref().unwrap()["format_version"].clone()
+}
+
+/// The specification's limit and the regression limit.
+pub fn within_both_limits(case: &Case, err: f64) {
+    assert!(
+        err <= tolerance(case.sample_rate, case.train_rate),
+        "{}: relative L2 {err:.3e}",
+        case.name
+    );
+    assert!(
+        err <= REGRESSION_LIMIT,
+        "{}: relative L2 {err:.3e}, within the specification's limit but above today's \
+         {REGRESSION_LIMIT:.0e}",
+        case.name
+    );
 }

@@ -1,0 +1,251 @@
+//! What a careless or hostile user can hand `piano-ssm`: outputs that are devices, FIFOs,
+//! read-only files or the inputs themselves; inputs that never end or are far too large;
+//! renders stopped by a signal. Each ends in a one-line error (exit 1) or a correct result,
+//! and nothing that was there before is destroyed or left behind.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use test_support::reference_dir;
+
+fn piano_ssm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_piano-ssm"));
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().unwrap()
+}
+
+/// Exit code 1 (not a panic's 101 or an abort's 134) and one line containing `needle`.
+fn assert_fails(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+}
+
+fn scale_mid() -> PathBuf {
+    reference_dir().join("midi/scale.mid")
+}
+
+/// Files in `dir` whose names start with a dot: the command's temporary files.
+fn hidden_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn devices_fifos_and_folders_are_refused_as_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    for device in ["/dev/null", "/dev/full"] {
+        if !Path::new(device).exists() {
+            continue;
+        }
+        assert_fails(
+            &piano_ssm(&[&"render", &scale_mid(), &device]),
+            "not a regular file",
+        );
+        let kind = std::fs::metadata(device).unwrap().file_type();
+        assert!(kind.is_char_device(), "{device} is still a device");
+    }
+    let fifo = dir.path().join("pipe.wav");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    assert_fails(
+        &piano_ssm(&[&"render", &scale_mid(), &fifo]),
+        "not a regular file",
+    );
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let folder = dir.path().join("folder.wav");
+    std::fs::create_dir(&folder).unwrap();
+    assert_fails(
+        &piano_ssm(&[&"render", &scale_mid(), &folder]),
+        "not a regular file",
+    );
+    let model_out = dir.path().join("pipe.safetensors");
+    Command::new("mkfifo").arg(&model_out).status().unwrap();
+    let pth = reference_dir().join("weights/PianoSSM_S_MH_maestro_all_16000_model.pth");
+    assert_fails(
+        &piano_ssm(&[&"import", &pth, &model_out]),
+        "not a regular file",
+    );
+    assert!(hidden_files(dir.path()).is_empty());
+}
+
+#[test]
+fn inputs_are_never_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // import onto its own input
+    let pth = d.join("copy_16000.pth");
+    std::fs::copy(
+        reference_dir().join("weights/PianoSSM_S_MH_maestro_all_16000_model.pth"),
+        &pth,
+    )
+    .unwrap();
+    let before = std::fs::read(&pth).unwrap();
+    assert_fails(&piano_ssm(&[&"import", &pth, &pth]), "is the input");
+    assert_eq!(std::fs::read(&pth).unwrap(), before);
+    // render onto the model it plays
+    let model = d.join("s.safetensors");
+    let imported = piano_ssm(&[&"import", &pth, &model]);
+    assert!(imported.status.success());
+    let model_bytes = std::fs::read(&model).unwrap();
+    assert_fails(
+        &piano_ssm(&[&"render", &scale_mid(), &model, &"--model", &model]),
+        "is the input",
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), model_bytes);
+    // render onto its MIDI file through a hard link and a symbolic link
+    let midi = d.join("song.mid");
+    std::fs::copy(scale_mid(), &midi).unwrap();
+    let midi_bytes = std::fs::read(&midi).unwrap();
+    let hard = d.join("hard.wav");
+    std::fs::hard_link(&midi, &hard).unwrap();
+    assert_fails(&piano_ssm(&[&"render", &midi, &hard]), "is the input");
+    let soft = d.join("soft.wav");
+    std::os::unix::fs::symlink(&midi, &soft).unwrap();
+    assert_fails(&piano_ssm(&[&"render", &midi, &soft]), "is the input");
+    assert_eq!(std::fs::read(&midi).unwrap(), midi_bytes);
+}
+
+#[test]
+fn existing_outputs_keep_their_mode_or_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked.wav");
+    std::fs::write(&locked, b"keep me").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o444)).unwrap();
+    assert_fails(&piano_ssm(&[&"render", &scale_mid(), &locked]), "read-only");
+    assert_eq!(std::fs::read(&locked).unwrap(), b"keep me");
+
+    let shared = dir.path().join("shared.wav");
+    std::fs::write(&shared, b"old take").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let r = piano_ssm(&[&"render", &scale_mid(), &shared, &"--duration", &"0.5"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let meta = std::fs::metadata(&shared).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640, "the mode is kept");
+    assert!(meta.len() > 1000, "the file was replaced by the render");
+    assert!(hidden_files(dir.path()).is_empty());
+}
+
+#[test]
+fn endless_and_oversized_inputs_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.wav");
+    assert_fails(
+        &piano_ssm(&[&"render", &"/dev/zero", &out]),
+        "not a regular file",
+    );
+    assert_fails(&piano_ssm(&[&"info", &"/dev/zero"]), "not a regular file");
+    assert_fails(
+        &piano_ssm(&[&"render", &scale_mid(), &out, &"--model", &"/dev/zero"]),
+        "not a regular file",
+    );
+    // sparse files: their size is declared, nothing is written to disk
+    let big_midi = dir.path().join("big.mid");
+    std::fs::File::create(&big_midi)
+        .unwrap()
+        .set_len(9 << 20)
+        .unwrap();
+    assert_fails(
+        &piano_ssm(&[&"render", &big_midi, &out]),
+        "more than the 8 MB",
+    );
+    let big_model = dir.path().join("big.safetensors");
+    std::fs::File::create(&big_model)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    assert_fails(&piano_ssm(&[&"info", &big_model]), "more than the 64 MB");
+    assert!(!out.exists());
+}
+
+/// A checkpoint without its training rate in the name: the message says which command
+/// takes the rate (`info` and `render` do not).
+#[test]
+fn a_checkpoint_without_a_rate_names_the_command_that_takes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = dir.path().join("model.pth");
+    std::fs::copy(
+        reference_dir().join("weights/PianoSSM_S_MH_maestro_all_16000_model.pth"),
+        &pth,
+    )
+    .unwrap();
+    assert_fails(
+        &piano_ssm(&[&"info", &pth]),
+        "piano-ssm import --train-rate",
+    );
+    let model = dir.path().join("model.safetensors");
+    let r = piano_ssm(&[&"import", &pth, &model, &"--train-rate", &"16000"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+/// A standard MIDI file (format 0, 480 ticks a beat, 120 bpm) holding middle C for
+/// `seconds`: long enough to still be rendering when a signal comes.
+fn held_note(seconds: u32) -> Vec<u8> {
+    let ticks = seconds * 960;
+    let mut delta = vec![(ticks & 0x7f) as u8];
+    let mut rest = ticks >> 7;
+    while rest > 0 {
+        delta.insert(0, 0x80 | (rest & 0x7f) as u8);
+        rest >>= 7;
+    }
+    let mut track = vec![0x00, 0x90, 60, 100];
+    track.extend(delta);
+    track.extend([0x80, 60, 0, 0x00, 0xff, 0x2f, 0x00]);
+    let mut smf = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk".to_vec();
+    smf.extend((track.len() as u32).to_be_bytes());
+    smf.extend(track);
+    smf
+}
+
+/// SIGINT and SIGTERM in the middle of a render: the command exits (130) and takes its
+/// temporary file with it; the output it was replacing keeps what it held.
+#[test]
+fn an_interrupted_render_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let midi = dir.path().join("held.mid");
+    std::fs::write(&midi, held_note(3600)).unwrap();
+    let out = dir.path().join("take.wav");
+    std::fs::write(&out, b"the previous take").unwrap();
+    for signal in ["-INT", "-TERM"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_piano-ssm"))
+            .arg("render")
+            .args([&midi, &out])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while hidden_files(dir.path()).is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no temporary file"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the render ended early"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let killed = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{signal}: {status:?}");
+        assert!(
+            hidden_files(dir.path()).is_empty(),
+            "{signal}: {:?} left behind",
+            hidden_files(dir.path())
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), b"the previous take");
+    }
+}
