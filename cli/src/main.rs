@@ -15,7 +15,9 @@ use ssm_runtime::checkpoint::{import_pth, ImportOptions};
 use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
 use ssm_runtime::fsutil::{self, check_target};
 use ssm_runtime::model::{MAX_RATE, MIN_RATE};
-use ssm_runtime::notes::{NoteMap, TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
+use ssm_runtime::notes::{
+    NoteMap, DEFAULT_SOFT_PEDAL, SOFT_PEDAL_RANGE, TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE,
+};
 use ssm_runtime::{MidiFile, Model, Size};
 
 use render::{Level, Rendered, Settings};
@@ -219,6 +221,9 @@ struct RenderArgs {
     /// louder) to 2 (softer)
     #[arg(long, value_name = "GAMMA", default_value_t = 1.0)]
     velocity_curve: f64,
+    /// Soft pedal (CC67): the share of its velocity a note struck under it keeps, 0.3 to 1
+    #[arg(long, value_name = "SHARE", default_value_t = DEFAULT_SOFT_PEDAL)]
+    soft_pedal: f64,
     #[arg(long, value_enum, default_value = "f32")]
     format: WavFormat,
     /// 1 (mono) or 2 (the mono signal on both channels)
@@ -263,15 +268,19 @@ fn render(args: RenderArgs) -> Result<(), String> {
             A4_RANGE.end()
         ));
     }
-    let notes = NoteMap::new(args.transpose, args.velocity_curve).ok_or_else(|| {
-        format!(
-            "--transpose must be in {}..={} semitones and --velocity-curve in {}..={}",
-            TRANSPOSE_RANGE.start(),
-            TRANSPOSE_RANGE.end(),
-            VELOCITY_CURVE_RANGE.start(),
-            VELOCITY_CURVE_RANGE.end()
-        )
-    })?;
+    let notes =
+        NoteMap::new(args.transpose, args.velocity_curve, args.soft_pedal).ok_or_else(|| {
+            format!(
+                "--transpose must be in {}..={} semitones, --velocity-curve in {}..={} and \
+                 --soft-pedal in {}..={}",
+                TRANSPOSE_RANGE.start(),
+                TRANSPOSE_RANGE.end(),
+                VELOCITY_CURVE_RANGE.start(),
+                VELOCITY_CURVE_RANGE.end(),
+                SOFT_PEDAL_RANGE.start(),
+                SOFT_PEDAL_RANGE.end()
+            )
+        })?;
     let model = resolve_model(args.model.as_deref(), args.size)?;
     let settings = Settings {
         a4: args.tune,

@@ -88,16 +88,21 @@ impl NiceEguiApp for Panel {
             ui.horizontal(|ui| {
                 ui.label("Velocity curve");
                 ui.add(widgets::ParamSlider::for_param(&p.velocity_curve, &setter));
+                ui.label("Soft pedal");
+                ui.add(widgets::ParamSlider::for_param(&p.soft_pedal, &setter));
             });
             ui.add_space(6.0);
             self.meters(ui);
             ui.add_space(6.0);
             keyboard(ui, &self.shared.held_keys(), &self.shared.sounding_keys());
-            ui.label(if self.shared.pedal.load(Ordering::Relaxed) {
-                "sustain pedal: down"
-            } else {
-                "sustain pedal: up"
-            });
+            let pedals = self.shared.pedals();
+            let state = |down: bool| if down { "down" } else { "up" };
+            ui.label(format!(
+                "pedals: soft {} · sostenuto {} · sustain {}",
+                state(pedals.soft),
+                state(pedals.sostenuto),
+                state(pedals.sustain)
+            ));
             ui.add_space(6.0);
             self.model_info(ui);
             self.status(ui);

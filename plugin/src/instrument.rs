@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use ssm_runtime::engine::STANDARD_A4;
-use ssm_runtime::notes::NoteMap;
+use ssm_runtime::notes::{NoteMap, DEFAULT_SOFT_PEDAL};
 use ssm_runtime::{ChannelEvent, KeyEvent, Player};
 
 use crate::catalog::Catalog;
 use crate::loader::{build_engine, LoaderHandle, ModelKey};
-use crate::shared::Shared;
+use crate::shared::{Pedals, Shared};
 use crate::slot::Slot;
 
 /// Length of the crossfade when the model changes.
@@ -36,6 +36,8 @@ pub struct Settings {
     pub transpose: i32,
     /// The velocity curve's exponent (1: as played).
     pub velocity_curve: f64,
+    /// The share of its velocity a note struck under the soft pedal keeps.
+    pub soft_pedal: f64,
 }
 
 impl Settings {
@@ -48,6 +50,7 @@ impl Settings {
         a4: STANDARD_A4,
         transpose: 0,
         velocity_curve: 1.0,
+        soft_pedal: DEFAULT_SOFT_PEDAL,
     };
 
     fn model_key(&self, sample_rate: u32) -> ModelKey {
@@ -80,7 +83,7 @@ pub struct Instrument {
     gain_coef: f32,
     /// The transposition and velocity curve events go through, and the settings it is for.
     notes: NoteMap,
-    notes_for: (i32, f64),
+    notes_for: (i32, f64, f64),
 }
 
 impl Instrument {
@@ -131,7 +134,7 @@ impl Instrument {
             release_all: false,
             scratch: vec![0.0; max_block.max(1)],
             notes: NoteMap::default(),
-            notes_for: (0, 1.0),
+            notes_for: (0, 1.0, DEFAULT_SOFT_PEDAL),
         };
         instrument.follow_notes(settings);
         instrument.publish_playing();
@@ -195,10 +198,10 @@ impl Instrument {
         for (i, part) in out.chunks_mut(chunk).enumerate() {
             let (from, to) = ((i * chunk) as u32, (i * chunk + part.len()) as u32);
             let last = to as usize == total;
-            let notes = &self.notes;
+            let notes = &mut self.notes;
             let this_part = std::iter::from_fn(|| events.next_if(|(at, _)| *at < to || last))
                 .filter_map(|(at, e)| {
-                    let event = notes.apply(e.event)?;
+                    let event = notes.apply(e.channel.map(usize::from), e.event)?;
                     Some((at.saturating_sub(from), ChannelEvent { event, ..e }))
                 });
             self.player.process(this_part, part);
@@ -216,21 +219,30 @@ impl Instrument {
         };
         let peak = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let enc = self.player.encoder();
+        let pedals = Pedals {
+            sustain: enc.pedal_down(),
+            sostenuto: enc.sostenuto_down(),
+            soft: self.notes.soft_pedal_down(),
+        };
         self.shared
-            .publish_block(peak, load, &enc.held(), &enc.roll(), enc.pedal_down());
+            .publish_block(peak, load, &enc.held(), &enc.roll(), pedals);
     }
 
     /// Takes up a new transposition or velocity curve. A new transposition first releases
     /// every key (the pedal still holds): the keys' note-offs would arrive transposed anew and
     /// miss the notes they started.
     fn follow_notes(&mut self, settings: &Settings) {
-        let wanted = (settings.transpose, settings.velocity_curve);
+        let wanted = (
+            settings.transpose,
+            settings.velocity_curve,
+            settings.soft_pedal,
+        );
         if wanted == self.notes_for {
             return;
         }
-        if let Some(map) = NoteMap::new(wanted.0, wanted.1) {
+        if let Some(map) = NoteMap::new(wanted.0, wanted.1, wanted.2) {
             self.release_all |= wanted.0 != self.notes_for.0;
-            self.notes = map;
+            self.notes.retune(&map);
         }
         self.notes_for = wanted;
     }

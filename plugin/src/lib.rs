@@ -64,6 +64,7 @@ impl PianoSsm {
             a4: self.params.tune.value() as f64,
             transpose: self.params.transpose.value(),
             velocity_curve: self.params.velocity_curve.value() as f64,
+            soft_pedal: self.params.soft_pedal.value() as f64,
         }
     }
 }

@@ -6,7 +6,9 @@ use nice_plug::prelude::*;
 use parking_lot::RwLock;
 
 use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
-use ssm_runtime::notes::{TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE};
+use ssm_runtime::notes::{
+    DEFAULT_SOFT_PEDAL, SOFT_PEDAL_RANGE, TRANSPOSE_RANGE, VELOCITY_CURVE_RANGE,
+};
 use ssm_runtime::Size;
 
 use crate::catalog::Catalog;
@@ -70,6 +72,9 @@ pub struct PianoParams {
     /// Velocity curve: velocity' = 127·(velocity/127)^gamma.
     #[id = "velocity_curve"]
     pub velocity_curve: FloatParam,
+    /// Soft pedal (CC67): the share of its velocity a note struck under it keeps.
+    #[id = "soft_pedal"]
+    pub soft_pedal: FloatParam,
 }
 
 impl PianoParams {
@@ -159,6 +164,23 @@ impl PianoParams {
             )
             .with_step_size(0.01)
             .with_value_to_string(formatters::v2s_f32_rounded(2)),
+            soft_pedal: FloatParam::new(
+                "Soft pedal",
+                DEFAULT_SOFT_PEDAL as f32,
+                FloatRange::Linear {
+                    min: *SOFT_PEDAL_RANGE.start() as f32,
+                    max: *SOFT_PEDAL_RANGE.end() as f32,
+                },
+            )
+            .with_unit(" %")
+            .with_step_size(0.01)
+            .with_value_to_string(Arc::new(|v| format!("{:.0}", v * 100.0)))
+            .with_string_to_value(Arc::new(|s| {
+                s.trim_end_matches(['%', ' '])
+                    .parse::<f32>()
+                    .ok()
+                    .map(|p| p / 100.0)
+            })),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! The audio thread only touches atomics; the status text is written by the loader and
 //! the panel.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use parking_lot::Mutex;
 use ssm_runtime::KEYS;
@@ -16,13 +16,36 @@ pub struct Shared {
     /// Keys physically held and keys sounding (held or sustained), 88 bits each.
     held: [AtomicU64; 2],
     sounding: [AtomicU64; 2],
-    pub pedal: AtomicBool,
+    /// The pedals as [`Pedals::bits`].
+    pedals: AtomicU8,
     /// Blocks silenced because the model produced NaN or infinity.
     pub non_finite_blocks: AtomicU64,
     /// Index of the playing model in the catalog (family, size) + 1; 0 when none plays.
     pub playing_family: AtomicU32,
     pub playing_size: AtomicU32,
     status: Mutex<Status>,
+}
+
+/// Which pedals are down, on any channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pedals {
+    pub sustain: bool,
+    pub sostenuto: bool,
+    pub soft: bool,
+}
+
+impl Pedals {
+    fn bits(self) -> u8 {
+        self.sustain as u8 | (self.sostenuto as u8) << 1 | (self.soft as u8) << 2
+    }
+
+    fn from_bits(bits: u8) -> Pedals {
+        Pedals {
+            sustain: bits & 1 != 0,
+            sostenuto: bits & 2 != 0,
+            soft: bits & 4 != 0,
+        }
+    }
 }
 
 /// What the panel prints under the selectors.
@@ -66,13 +89,17 @@ impl Shared {
         cpu_load: f32,
         held: &[u8; KEYS],
         sounding: &[u8; KEYS],
-        pedal: bool,
+        pedals: Pedals,
     ) {
         store_f32(&self.peak, peak);
         store_f32(&self.cpu_load, cpu_load);
         pack(held, &self.held);
         pack(sounding, &self.sounding);
-        self.pedal.store(pedal, Ordering::Relaxed);
+        self.pedals.store(pedals.bits(), Ordering::Relaxed);
+    }
+
+    pub fn pedals(&self) -> Pedals {
+        Pedals::from_bits(self.pedals.load(Ordering::Relaxed))
     }
 
     pub fn peak(&self) -> f32 {

@@ -508,7 +508,7 @@ fn tuning_transpose_and_velocity_curve_play_as_the_file_renderer() {
         &settings,
     );
     let midi = MidiFile::load(&reference().join("midi/scale.mid")).unwrap();
-    let changed = midi.with_notes(&NoteMap::new(-5, 1.6).unwrap());
+    let changed = midi.with_notes(&NoteMap::new(-5, 1.6, 0.7).unwrap());
     let model = ssm_runtime::Model::load(&dir.path().join("S.safetensors")).unwrap();
     let mut engine = Engine::tuned(&model, rate, 432.0).unwrap();
     engine.set_head(3).unwrap();

@@ -8,7 +8,9 @@
 //!   instruments keyed by (program at the note-off, channel, track); each instrument has its
 //!   own sustain pedal. Notes never ended are dropped, and so is a pedal still down at the
 //!   end (pretty_midi applies a pedal at its release). Channel 10 (General MIDI percussion)
-//!   sounds no keys. Controllers other than the pedal do nothing (CC123 in a file ends no
+//!   sounds no keys. The sostenuto (CC66) and soft (CC67) pedals, which pretty_midi ignores,
+//!   act as live (every value, in file order, after the notes of the same tick; a file
+//!   without them reads exactly as pretty_midi's). Other controllers do nothing (CC123 in a file ends no
 //!   note), and pitch bends are ignored (pretty_midi would shift the roll's rows: a piano
 //!   has no pitch wheel).
 //! * The roll lasts `floor(end · midi_rate)` frames, `end` being the latest note-off,
@@ -30,6 +32,8 @@ use crate::roll::{frame_start, KeyEvent, KeyFrame, Roll, RollEncoder};
 const PERCUSSION_CHANNEL: u8 = 9;
 /// MIDI controller number of the sustain pedal.
 const SUSTAIN_CC: u8 = 64;
+const SOSTENUTO_CC: u8 = 66;
+const SOFT_CC: u8 = 67;
 
 /// The most instruments a file may play (pretty_midi's: a program on a channel of a track,
 /// drums aside). Music has a few; each costs the encoder 2 kB, and a crafted file can
@@ -100,13 +104,16 @@ impl MidiFile {
     }
 
     /// The same performance with every event through `map` (transposed, its velocities
-    /// curved); notes the map drops are gone, and the roll keeps its length.
+    /// curved, softened under the soft pedal); notes the map drops are gone, and the roll
+    /// keeps its length.
     pub fn with_notes(&self, map: &NoteMap) -> MidiFile {
+        let mut map = map.clone();
+        let mut play = |e: &TimedEvent| map.apply(Some(e.instrument as usize), e.event);
         MidiFile {
             events: self
                 .events
                 .iter()
-                .filter_map(|e| map.apply(e.event).map(|event| TimedEvent { event, ..*e }))
+                .filter_map(|e| play(e).map(|event| TimedEvent { event, ..*e }))
                 .collect(),
             end: self.end,
         }
@@ -377,6 +384,15 @@ impl NoteBuilder {
             }
             for (tick, value) in applied_pedal(list) {
                 raw.push((tick, raw.len(), id, KeyEvent::Sustain { value }));
+            }
+            // the sostenuto and soft pedals, which pretty_midi ignores, as the file has them
+            for &(tick, e) in list {
+                let event = match e {
+                    Some((SOSTENUTO_CC, value)) => KeyEvent::Sostenuto { value },
+                    Some((SOFT_CC, value)) => KeyEvent::SoftPedal { value },
+                    _ => continue,
+                };
+                raw.push((tick, raw.len(), id, event));
             }
         }
         raw.sort_by_key(|&(tick, order, _, _)| (tick, order));
@@ -687,6 +703,55 @@ mod tests {
             Err(MidiError::TooManyInstruments(1080)) => {}
             other => panic!("expected the instrument cap, got {other:?}"),
         }
+    }
+
+    fn cc(delta: u32, controller: u8, value: u8) -> TrackEvent<'static> {
+        let message = MidiMessage::Controller {
+            controller: u7::new(controller),
+            value: u7::new(value),
+        };
+        ev(
+            delta,
+            TrackEventKind::Midi {
+                channel: u4::new(0),
+                message,
+            },
+        )
+    }
+
+    /// A file's sostenuto holds C4, held as it goes down, and not E4, struck after; its soft
+    /// pedal plays G4 at 70 % through the NoteMap. (100 ticks a beat at 120 bpm: 5 ms a tick.)
+    #[test]
+    fn a_files_sostenuto_and_soft_pedal_act() {
+        let track = vec![
+            note(0, 0, 60, 80),
+            cc(10, 66, 127),
+            note(10, 0, 64, 100),
+            note(10, 0, 60, 0),
+            note(0, 0, 64, 0),
+            cc(30, 66, 0),
+            cc(10, 67, 127),
+            note(10, 0, 67, 100),
+            note(10, 0, 67, 0),
+            cc(10, 67, 0),
+        ];
+        let f = MidiFile::parse(&write(vec![track], 100)).unwrap();
+        let key = |n: u8| (n - crate::model::LOWEST_NOTE) as usize;
+        let roll = f.roll(1000, 0.1).frames;
+        assert_eq!((roll[120][key(60)], roll[120][key(64)]), (80, 100));
+        assert_eq!((roll[200][key(60)], roll[200][key(64)]), (80, 0));
+        assert_eq!(roll[350][key(60)], 0, "the sostenuto lifted at tick 60");
+        assert_eq!(
+            roll[420][key(67)],
+            100,
+            "the roll keeps the velocity struck"
+        );
+        let soft = f.with_notes(&NoteMap::default()).roll(1000, 0.1).frames;
+        assert_eq!(soft[420][key(67)], 70);
+        assert_eq!(
+            soft[200], roll[200],
+            "the soft pedal alone changes nothing else"
+        );
     }
 
     #[test]

@@ -21,6 +21,14 @@
 //! * Values are sums of velocities, clamped to 255 (the pipeline cast its sums to `uint8`,
 //!   which wrapped above 255; no real performance gets there).
 //!
+//! Beyond pretty_midi (which ignores them; a file without them encodes exactly as it says):
+//! the **sostenuto pedal** (CC66 ≥ 64) catches the keys of its instrument that sound at the
+//! moment it goes down (held, or held by the sustain pedal); each caught key keeps the running
+//! maximum of its value, as under the sustain pedal, until the sostenuto lifts. Keys struck
+//! later are not caught; a caught key struck again sounds as under the sustain pedal. The
+//! **soft pedal** (CC67) passes the encoder by: it changes how hard notes are struck
+//! ([`crate::notes::NoteMap`]), not the roll's rules.
+//!
 //! What live input adds (a file never needs it): CC123 and the mode messages end every open
 //! note of their channel, the pedal still holding them; CC120, a system reset or a host's
 //! panic clear everything, pedals included; CC121 lifts the channel's pedal. A note-off with
@@ -50,11 +58,19 @@ pub enum KeyEvent {
     Sustain {
         value: u8,
     },
+    /// Sostenuto pedal (CC66) value.
+    Sostenuto {
+        value: u8,
+    },
+    /// Soft pedal, una corda (CC67) value.
+    SoftPedal {
+        value: u8,
+    },
     /// CC123 (and the mode messages CC124–127): release every key; the pedal still holds.
     AllNotesOff,
     /// CC120: silence now, pedal included.
     AllSoundOff,
-    /// CC121: controllers to their defaults, i.e. pedal up.
+    /// CC121: controllers to their defaults, i.e. every pedal up.
     ResetControllers,
     /// System reset (0xFF) or a host's panic: everything off and the model's state cleared.
     Reset,
@@ -70,6 +86,8 @@ impl KeyEvent {
             }),
             (0x80, note) => Some(KeyEvent::NoteOff { note }),
             (0xB0, 64) => Some(KeyEvent::Sustain { value: data2 }),
+            (0xB0, 66) => Some(KeyEvent::Sostenuto { value: data2 }),
+            (0xB0, 67) => Some(KeyEvent::SoftPedal { value: data2 }),
             (0xB0, 120) => Some(KeyEvent::AllSoundOff),
             (0xB0, 121) => Some(KeyEvent::ResetControllers),
             (0xB0, 123..=127) => Some(KeyEvent::AllNotesOff),
@@ -139,6 +157,10 @@ struct Instrument {
     restart: bool,
     /// This instrument's roll in the previous frame, which the running maximum continues.
     base: [u16; KEYS],
+    /// The sostenuto pedal is down.
+    sostenuto: bool,
+    /// The keys the sostenuto caught when it went down.
+    caught: [bool; KEYS],
     /// Listed in the encoder's `active`.
     active: bool,
 }
@@ -153,13 +175,18 @@ impl Instrument {
         pedal: false,
         restart: false,
         base: [0; KEYS],
+        sostenuto: false,
+        caught: [false; KEYS],
         active: false,
     };
 
     /// Nothing open, the pedal up, nothing held over from the last frame: it adds 0 to
     /// every key until its next event.
     fn is_silent(&self) -> bool {
-        !self.pedal && self.open.iter().all(|o| o.total == 0) && self.base.iter().all(|&b| b == 0)
+        !self.pedal
+            && !self.caught.contains(&true)
+            && self.open.iter().all(|o| o.total == 0)
+            && self.base.iter().all(|&b| b == 0)
     }
 
     fn note_on(&mut self, k: usize, velocity: u8, stamp: u64) {
@@ -201,9 +228,13 @@ impl Instrument {
                 }
             }
             KeyEvent::Sustain { value } => self.set_pedal(value >= 64),
-            KeyEvent::ResetControllers => self.set_pedal(false),
+            KeyEvent::Sostenuto { value } => self.set_sostenuto(value >= 64),
+            KeyEvent::ResetControllers => {
+                self.set_pedal(false);
+                self.set_sostenuto(false);
+            }
             KeyEvent::AllNotesOff => self.open = [OpenNotes::default(); KEYS],
-            KeyEvent::AllSoundOff | KeyEvent::Reset => {}
+            KeyEvent::SoftPedal { .. } | KeyEvent::AllSoundOff | KeyEvent::Reset => {}
         }
     }
 
@@ -214,9 +245,19 @@ impl Instrument {
         self.pedal = down;
     }
 
+    /// Catches the keys sounding now as the sostenuto goes down; lets them go as it lifts.
+    fn set_sostenuto(&mut self, down: bool) {
+        if down && !self.sostenuto {
+            self.caught = std::array::from_fn(|k| self.value(k) > 0);
+        } else if !down {
+            self.caught = [false; KEYS];
+        }
+        self.sostenuto = down;
+    }
+
     fn value(&self, k: usize) -> u16 {
         let held = self.open[k].total;
-        if self.pedal && !self.restart {
+        if (self.pedal && !self.restart) || self.caught[k] {
             held.max(self.base[k])
         } else {
             held
@@ -279,9 +320,14 @@ impl RollEncoder {
         self.frame
     }
 
-    /// Whether any instrument's pedal is down.
+    /// Whether any instrument's sustain pedal is down.
     pub fn pedal_down(&self) -> bool {
         self.sounding().any(|i| i.pedal)
+    }
+
+    /// Whether any instrument's sostenuto pedal is down.
+    pub fn sostenuto_down(&self) -> bool {
+        self.instruments.iter().any(|i| i.sostenuto)
     }
 
     /// Keys with open notes (without the pedal's sustain): their velocity sums.
@@ -489,6 +535,122 @@ mod tests {
         e.apply(KeyEvent::NoteOff { note: C4 }, 4);
         e.apply(KeyEvent::Sustain { value: 10 }, 4);
         assert_eq!(e.roll()[K], 0, "pedal up returns to held keys");
+    }
+
+    const E4: u8 = 64;
+    const G4: u8 = 67;
+    const KE: usize = (E4 - LOWEST_NOTE) as usize;
+    const KG: usize = (G4 - LOWEST_NOTE) as usize;
+
+    fn sostenuto(value: u8) -> KeyEvent {
+        KeyEvent::Sostenuto { value }
+    }
+
+    fn sustain(value: u8) -> KeyEvent {
+        KeyEvent::Sustain { value }
+    }
+
+    fn off(note: u8) -> KeyEvent {
+        KeyEvent::NoteOff { note }
+    }
+
+    /// C4 and E4 held as the sostenuto goes down are caught; G4, struck after, is not.
+    #[test]
+    fn sostenuto_holds_the_keys_down_when_it_goes_down() {
+        let mut e = RollEncoder::new();
+        e.apply(on(C4, 80), 0);
+        e.apply(on(E4, 50), 0);
+        e.advance_to(1);
+        e.apply(sostenuto(127), 1);
+        e.apply(on(G4, 90), 1);
+        e.advance_to(2);
+        for key in [C4, E4, G4] {
+            e.apply(off(key), 2);
+        }
+        assert_eq!((e.roll()[K], e.roll()[KE], e.roll()[KG]), (80, 50, 0));
+        e.advance_to(3);
+        // struck again later and released: not caught, though the pedal is down
+        e.apply(on(G4, 70), 3);
+        e.advance_to(4);
+        e.apply(off(G4), 4);
+        assert_eq!((e.roll()[K], e.roll()[KE], e.roll()[KG]), (80, 50, 0));
+        e.advance_to(5);
+        e.apply(sostenuto(0), 5);
+        assert_eq!(e.roll(), [0; KEYS], "lifted: nothing holds the keys");
+    }
+
+    /// Over the sustain: keys the sustain holds when the sostenuto goes down are caught and
+    /// outlast the sustain; a caught key struck again keeps the running maximum.
+    #[test]
+    fn sostenuto_over_the_sustain_keeps_what_the_sustain_held() {
+        let mut e = RollEncoder::new();
+        e.apply(sustain(127), 0);
+        e.apply(on(C4, 60), 0);
+        e.advance_to(1);
+        e.apply(off(C4), 1);
+        e.advance_to(2);
+        e.apply(sostenuto(100), 2);
+        e.apply(on(E4, 40), 2);
+        e.advance_to(3);
+        e.apply(off(E4), 3);
+        e.apply(sustain(0), 3);
+        assert_eq!((e.roll()[K], e.roll()[KE]), (60, 0));
+        e.advance_to(4);
+        e.apply(on(C4, 100), 4);
+        assert_eq!(e.roll()[K], 100);
+        e.advance_to(5);
+        e.apply(off(C4), 5);
+        e.apply(on(C4, 30), 5);
+        e.apply(off(C4), 5);
+        assert_eq!(
+            e.roll()[K],
+            100,
+            "the running maximum, as under the sustain"
+        );
+        e.advance_to(6);
+        e.apply(sostenuto(0), 6);
+        assert_eq!(e.roll()[K], 0);
+    }
+
+    /// Under the sustain: a sostenuto down with nothing sounding catches nothing, and the
+    /// sustain goes on holding what is struck after it; lifting both in one frame leaves the
+    /// keys still pressed.
+    #[test]
+    fn sostenuto_under_the_sustain_and_both_lifted_at_once() {
+        let mut e = RollEncoder::new();
+        e.apply(sostenuto(127), 0);
+        e.apply(sustain(127), 0);
+        e.apply(on(C4, 70), 0);
+        e.advance_to(1);
+        e.apply(off(C4), 1);
+        assert_eq!(e.roll()[K], 70, "the sustain holds it");
+        e.advance_to(2);
+        e.apply(sustain(0), 2);
+        assert_eq!(e.roll()[K], 0, "the sostenuto never caught it");
+        // now both down over a held and a released key, both lifted in one frame
+        e.advance_to(3);
+        e.apply(on(E4, 90), 3);
+        e.apply(on(G4, 45), 3);
+        e.apply(sostenuto(0), 3);
+        e.advance_to(4);
+        e.apply(sostenuto(127), 4);
+        e.apply(sustain(127), 4);
+        e.advance_to(5);
+        e.apply(off(G4), 5);
+        assert_eq!((e.roll()[KE], e.roll()[KG]), (90, 45));
+        e.advance_to(6);
+        e.apply(sostenuto(0), 6);
+        e.apply(sustain(0), 6);
+        assert_eq!((e.roll()[KE], e.roll()[KG]), (90, 0), "E4 is still pressed");
+        // and the controllers' reset lifts the sostenuto too
+        e.advance_to(7);
+        e.apply(sostenuto(127), 7);
+        e.advance_to(8);
+        e.apply(off(E4), 8);
+        assert_eq!(e.roll()[KE], 90);
+        e.advance_to(9);
+        e.apply(KeyEvent::ResetControllers, 9);
+        assert_eq!(e.roll()[KE], 0);
     }
 
     #[test]

@@ -289,6 +289,26 @@ fn a_restruck_key_damps_its_previous_note_without_a_release() {
     assert_eq!(voices(&perf(&events), HOLD)[0].damped_at, Some(300 * HOLD));
 }
 
+/// The sostenuto keeps the key held as it goes down (A4) until it lifts; a key struck after
+/// it (C5) damps at its note-off; the sustain lifted meanwhile does not let A4 go.
+#[test]
+fn the_sostenuto_holds_only_the_keys_down_when_it_goes_down() {
+    let events = [
+        (0, on(69, 80)),
+        (100, KeyEvent::Sostenuto { value: 127 }),
+        (150, on(72, 90)),
+        (200, off(69)),
+        (250, off(72)),
+        (300, KeyEvent::Sustain { value: 127 }),
+        (350, KeyEvent::Sustain { value: 0 }),
+        (500, KeyEvent::Sostenuto { value: 0 }),
+    ];
+    // (damped_at counts from the voice's start)
+    let v = voices(&perf(&events), HOLD);
+    assert_eq!((v[0].key, v[0].damped_at), (69, Some(500 * HOLD)));
+    assert_eq!((v[1].key, v[1].damped_at), (72, Some((250 - 150) * HOLD)));
+}
+
 #[test]
 fn renders_are_deterministic_and_independent_of_the_cache() {
     let dir = tempfile::tempdir().unwrap();

@@ -647,6 +647,8 @@ fn midi_bytes(event: KeyEvent) -> Option<[u8; 3]> {
         KeyEvent::NoteOn { note, velocity } => [0x90, note, velocity],
         KeyEvent::NoteOff { note } => [0x80, note, 0],
         KeyEvent::Sustain { value } => [0xB0, 64, value],
+        KeyEvent::Sostenuto { value } => [0xB0, 66, value],
+        KeyEvent::SoftPedal { value } => [0xB0, 67, value],
         KeyEvent::AllNotesOff => [0xB0, 123, 0],
         KeyEvent::AllSoundOff => [0xB0, 120, 0],
         KeyEvent::ResetControllers => [0xB0, 121, 0],

@@ -408,6 +408,8 @@ pub fn voices(perf: &Performance, hold: usize) -> Vec<Voice> {
     let mut sounding: [Option<usize>; KEYS] = [None; KEYS];
     let mut held = [false; KEYS];
     let mut pedal = false;
+    // while the sostenuto pedal is down: the keys it caught as it went down
+    let mut sostenuto: Option<[bool; KEYS]> = None;
     let damp = |voices: &mut Vec<Voice>, v: usize, at: usize, released: bool| {
         let voice = &mut voices[v];
         voice.damped_at = Some(at.saturating_sub(voice.start));
@@ -435,45 +437,40 @@ pub fn voices(perf: &Performance, hold: usize) -> Vec<Voice> {
                     damped_at: None,
                     released: false,
                 });
+                continue;
             }
             KeyEvent::NoteOn { note, .. } | KeyEvent::NoteOff { note } => {
                 let Some(k) = key(note) else { continue };
                 held[k] = false;
-                if !pedal {
-                    if let Some(v) = sounding[k].take() {
-                        damp(&mut voices, v, at, true);
-                    }
+            }
+            KeyEvent::Sustain { value } => pedal = value >= 64,
+            KeyEvent::Sostenuto { value } => {
+                if value < 64 {
+                    sostenuto = None;
+                } else if sostenuto.is_none() {
+                    sostenuto = Some(std::array::from_fn(|k| sounding[k].is_some()));
                 }
             }
-            KeyEvent::Sustain { value } => {
-                pedal = value >= 64;
-                if !pedal {
-                    for k in 0..KEYS {
-                        if !held[k] {
-                            if let Some(v) = sounding[k].take() {
-                                damp(&mut voices, v, at, true);
-                            }
-                        }
-                    }
-                }
-            }
+            // the soft pedal acts before the sampler, on the velocities (NoteMap)
+            KeyEvent::SoftPedal { .. } => continue,
             KeyEvent::AllNotesOff
             | KeyEvent::AllSoundOff
             | KeyEvent::ResetControllers
             | KeyEvent::Reset => {
-                let everything = !matches!(event, KeyEvent::AllNotesOff);
-                if everything {
+                if !matches!(event, KeyEvent::AllNotesOff) {
                     pedal = false;
+                    sostenuto = None;
                 }
-                for k in 0..KEYS {
-                    if !matches!(event, KeyEvent::ResetControllers) {
-                        held[k] = false;
-                    }
-                    if !pedal && !held[k] {
-                        if let Some(v) = sounding[k].take() {
-                            damp(&mut voices, v, at, true);
-                        }
-                    }
+                if !matches!(event, KeyEvent::ResetControllers) {
+                    held = [false; KEYS];
+                }
+            }
+        }
+        // every key no finger, pedal or sostenuto holds any longer falls silent
+        for k in 0..KEYS {
+            if !held[k] && !pedal && !sostenuto.is_some_and(|c| c[k]) {
+                if let Some(v) = sounding[k].take() {
+                    damp(&mut voices, v, at, true);
                 }
             }
         }
