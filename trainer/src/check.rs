@@ -9,9 +9,9 @@ use ssm_runtime::soundcheck::{self, ModelRenderer, Outcome, Renderer, CHECK_MIDI
 use ssm_runtime::{KeyEvent, Model};
 
 use crate::data::performance::Performance;
-use crate::data::synth::{Instrument, SynthSource, DEFAULT_SOUNDFONT};
+use crate::data::synth::{Instrument, SynthSource, DEFAULT_SOUNDFONT, OTHER_SOUNDFONT};
 use crate::data::Rates;
-use crate::listen;
+use crate::{listen, unseen};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
@@ -29,7 +29,10 @@ pub struct CheckArgs {
     #[arg(long, num_args = 1.., value_parser = Instrument::parse)]
     pub instrument: Vec<Instrument>,
     /// Also measure what a listener hears (release drop and burst, harmonic-to-noise per
-    /// velocity, brightness against velocity, spectral distance to --target).
+    /// velocity, brightness against velocity, spectral distance to --target), on the
+    /// training generator's performances and on material unlike training (single notes,
+    /// long notes, chords under the pedal, repeated notes, music: partials ringing and a
+    /// Fréchet distance too), with FluidR3 and TimGM6mb beside (when installed).
     #[arg(long)]
     pub listen: bool,
     /// The piano the listening measures' spectral distance is taken to.
@@ -80,6 +83,13 @@ pub struct Checked {
     pub outcomes: Vec<Outcome>,
     /// With --listen: the listening measures and the spectral distance to the target.
     pub listen: Option<(listen::Summary, f64)>,
+    /// With --listen: the figures on material unlike training.
+    pub unseen: Option<unseen::Figures>,
+}
+
+/// Where `assets/demo.mid` is.
+fn assets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets")
 }
 
 /// Everything checked, in argument order (instruments first, then models).
@@ -102,14 +112,15 @@ pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
         (None, true) => instruments.push(Instrument::fluid()),
         (None, false) => {}
     }
-    let target = if args.listen {
+    let (target, unseen_target) = if args.listen {
         let mut t = InstrumentRenderer::open(&args.target, args.sample_rate)?;
-        Some(listen::render_performances(&mut t))
+        let unseen = unseen::render(&mut t, &assets(), None)?;
+        (Some(listen::render_performances(&mut t)), Some(unseen))
     } else {
-        None
+        (None, None)
     };
     let mut results = Vec::new();
-    let mut measure = |name: String, r: &mut dyn Renderer| {
+    let mut measure = |name: String, r: &mut dyn Renderer| -> Result<()> {
         let outcomes = soundcheck::all(r);
         let listen = target.as_ref().map(|t| {
             let summary = listen::summarise(&listen::notes(r));
@@ -117,22 +128,54 @@ pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
                 listen::spectral_distance(&listen::render_performances(r), t, args.sample_rate);
             (summary, distance)
         });
+        let unseen = match &unseen_target {
+            Some(t) => {
+                let renders = unseen::render(r, &assets(), Some(t))?;
+                Some(unseen::figures(&renders, t, args.sample_rate))
+            }
+            None => None,
+        };
         results.push(Checked {
             name,
             outcomes,
             listen,
+            unseen,
         });
+        Ok(())
     };
+    if args.listen {
+        // the target itself, and the two General MIDI pianos to compare with
+        let others = [
+            Instrument::fluid(),
+            Instrument::SoundFont(OTHER_SOUNDFONT.into()),
+        ];
+        for other in others {
+            let installed = match &other {
+                Instrument::SoundFont(f) => f.is_file(),
+                Instrument::Salamander(_) => true,
+            };
+            let named = |i: &Instrument| i.to_string() == other.to_string();
+            if installed && !instruments.iter().any(named) {
+                instruments.push(other);
+            }
+        }
+        if !instruments
+            .iter()
+            .any(|i| i.to_string() == args.target.to_string())
+        {
+            instruments.insert(0, args.target.clone());
+        }
+    }
     for instrument in &instruments {
         let mut r = InstrumentRenderer::open(instrument, args.sample_rate)?;
-        measure(instrument.to_string(), &mut r);
+        measure(instrument.to_string(), &mut r)?;
     }
     for (name, model) in &models {
         let mut r = ModelRenderer {
             model,
             sample_rate: args.sample_rate,
         };
-        measure(name.clone(), &mut r);
+        measure(name.clone(), &mut r)?;
     }
     Ok(results)
 }
@@ -151,6 +194,14 @@ pub fn report(results: &[Checked], rate: u32) -> String {
     if !table.is_empty() {
         s += "\n";
         s += &table;
+    }
+    let rows: Vec<(String, unseen::Figures)> = results
+        .iter()
+        .filter_map(|c| c.unseen.clone().map(|f| (c.name.clone(), f)))
+        .collect();
+    if !rows.is_empty() {
+        s += "\n";
+        s += &unseen::table(&rows, rate);
     }
     s
 }

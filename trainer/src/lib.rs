@@ -6,6 +6,9 @@
 //! * [`loss`] — SpectralLoss (MSSL), CombinedSpectralLoss and the level-equalised loss.
 //! * [`listen`] — what a listener hears: release drop and burst, harmonic-to-noise,
 //!   brightness against velocity, spectral distance.
+//! * [`material`] / [`unseen`] — material unlike training (single notes, long notes, chords
+//!   under the pedal, repeated notes, music written as scores) and the figures a piano earns
+//!   on it against the Salamander: partials ringing, harmonic-to-noise, the two distances.
 //! * [`data`] — MAESTRO, MAPS and the synthetic SoundFont dataset, as batches of rolls + audio.
 //! * [`optim`] — Adam and the paper's learning-rate schedule, with state that checkpoints.
 //! * [`train`] / [`eval`] / [`compare`] / [`check`] / [`average`] — the `train`, `eval`,
@@ -21,11 +24,13 @@ pub mod grow;
 pub mod init;
 pub mod listen;
 pub mod loss;
+pub mod material;
 pub mod model;
 pub mod optim;
 pub mod plots;
 pub mod recurrence;
 pub mod train;
+pub mod unseen;
 
 use tch::{Device, Kind, Tensor};
 

@@ -208,7 +208,7 @@ fn stft_magnitudes(x: &[f32], n: usize) -> Vec<f64> {
     out
 }
 
-fn hann(n: usize) -> Vec<f64> {
+pub fn hann(n: usize) -> Vec<f64> {
     (0..n)
         .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
         .collect()
@@ -216,7 +216,7 @@ fn hann(n: usize) -> Vec<f64> {
 
 /// Power spectrum of a Hann-windowed segment, zero-padded to at least `min_size`, and the
 /// bin width in Hz.
-fn power_spectrum(x: &[f32], rate: f64, min_size: usize) -> (Vec<f64>, f64) {
+pub fn power_spectrum(x: &[f32], rate: f64, min_size: usize) -> (Vec<f64>, f64) {
     let n = x.len().max(min_size).next_power_of_two();
     let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n);
     let window = hann(x.len());
@@ -234,23 +234,27 @@ fn power_spectrum(x: &[f32], rate: f64, min_size: usize) -> (Vec<f64>, f64) {
 }
 
 /// Energy above `hz`.
-fn high_energy(x: &[f32], rate: f64, hz: f64) -> f64 {
+pub fn high_energy(x: &[f32], rate: f64, hz: f64) -> f64 {
     let (p, df) = power_spectrum(x, rate, 0);
     p.iter().skip((hz / df).ceil() as usize).sum()
 }
 
-/// Harmonic-to-noise ratio (dB): the partials are found one after another, each within ±40
-/// cents of where the previous two put it (the stretched series of a real string), and each
-/// takes the energy within ±25 cents of its peak (or the Hann window's main lobe, where that
-/// is wider); the noise is every other bit of energy above
-/// f0/2 (up to 20 kHz).
-pub fn harmonic_to_noise(x: &[f32], rate: f64, f0: f64) -> f64 {
-    let (p, df) = power_spectrum(x, rate, 1 << 16);
+/// A partial found in a power spectrum: its frequency, the bins it takes and its energy.
+struct Partial {
+    bins: std::ops::RangeInclusive<usize>,
+    energy: f64,
+}
+
+/// The partials of a note of fundamental `f0` in the power spectrum `p` (bin width `df`) of
+/// a segment of `len` samples: found one after another, each within ±40 cents of where the
+/// previous two put it (the stretched series of a real string), each taking the energy within
+/// ±25 cents of its peak (or the Hann window's main lobe, where that is wider), up to 20 kHz.
+fn partials(p: &[f64], df: f64, rate: f64, len: usize, f0: f64) -> Vec<Partial> {
     let top = (20_000f64.min(0.475 * rate) / df) as usize;
     let bin = |hz: f64| ((hz / df).round() as usize).min(top);
     let cents = |hz: f64, c: f64| hz * 2f64.powf(c / 1200.0);
-    let lobe = 2.0 * rate / x.len() as f64;
-    let mut harmonic = vec![false; top + 1];
+    let lobe = 2.0 * rate / len as f64;
+    let mut found = Vec::new();
     let (mut prev, mut prev2) = (0f64, 0f64);
     loop {
         let predicted = if prev == 0.0 {
@@ -270,13 +274,28 @@ pub fn harmonic_to_noise(x: &[f32], rate: f64, f0: f64) -> f64 {
         // ±25 cents, but never narrower than the window's main lobe (±2 bins of the segment's
         // own resolution), which a low partial's 25 cents are
         let half = (f * (2f64.powf(25.0 / 1200.0) - 1.0)).max(lobe);
-        for flag in &mut harmonic[bin(f - half)..=bin(f + half)] {
-            *flag = true;
-        }
+        let bins = bin(f - half)..=bin(f + half);
+        let energy = p[bins.clone()].iter().sum();
+        found.push(Partial { bins, energy });
         (prev2, prev) = (prev, f);
     }
+    found
+}
+
+/// Harmonic-to-noise ratio (dB): the energy of the partials ([`partials`]) over every other
+/// bit of energy above f0/2 (up to 20 kHz).
+pub fn harmonic_to_noise(x: &[f32], rate: f64, f0: f64) -> f64 {
+    let (p, df) = power_spectrum(x, rate, 1 << 16);
+    let top = (20_000f64.min(0.475 * rate) / df) as usize;
+    let mut harmonic = vec![false; top + 1];
+    for partial in partials(&p, df, rate, x.len(), f0) {
+        for flag in &mut harmonic[partial.bins] {
+            *flag = true;
+        }
+    }
     let (mut h, mut noise) = (0.0, 0.0);
-    for (k, &e) in p.iter().enumerate().take(top + 1).skip(bin(f0 / 2.0)) {
+    let from = ((f0 / 2.0 / df).round() as usize).min(top);
+    for (k, &e) in p.iter().enumerate().take(top + 1).skip(from) {
         if harmonic[k] {
             h += e;
         } else {
@@ -284,6 +303,19 @@ pub fn harmonic_to_noise(x: &[f32], rate: f64, f0: f64) -> f64 {
         }
     }
     db_power(h.max(1e-30) / noise.max(1e-30))
+}
+
+/// How many partials ([`partials`]) of a note of fundamental `f0` lie within `range_db` of
+/// the strongest in `x`: how many still ring.
+pub fn partials_ringing(x: &[f32], rate: f64, f0: f64, range_db: f64) -> usize {
+    let (p, df) = power_spectrum(x, rate, 1 << 16);
+    let found = partials(&p, df, rate, x.len(), f0);
+    let strongest = found.iter().map(|q| q.energy).fold(0.0, f64::max);
+    let floor = strongest * 10f64.powf(-range_db / 10.0);
+    found
+        .iter()
+        .filter(|q| q.energy > 0.0 && q.energy >= floor)
+        .count()
 }
 
 /// Spectral centroid (Hz) above 20 Hz.
@@ -297,15 +329,15 @@ pub fn centroid(x: &[f32], rate: f64) -> f64 {
     num / den.max(1e-30)
 }
 
-fn rms(x: &[f32]) -> f64 {
+pub fn rms(x: &[f32]) -> f64 {
     (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 
-fn db_power(ratio: f64) -> f64 {
+pub fn db_power(ratio: f64) -> f64 {
     10.0 * ratio.log10()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
