@@ -151,7 +151,7 @@ XDG_DATA_HOME="$host_tmp/data" target/release/clap-render flood target/bundled/P
     48000 512 2>&1 | tee "$host_tmp/clap-flood.log"
 no_event_buffer_growth "$host_tmp/clap-flood.log"
 
-# the CPU-load table of the README (informative: CI machines are shared), for the published
+# the CPU-load table of docs/hosts.md (informative: CI machines are shared), for the published
 # S, L and XL imported as one family
 for size in S L; do
     target/release/piano-ssm import "../shared/reference/weights/PianoSSM_${size}_MH_maestro_all_44100_model.pth" "$models/$size.safetensors"

@@ -2,29 +2,15 @@
 //! errors that name the problem, never a panic.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+mod common;
+
+use common::{assert_fails, piano_ssm};
 use ssm_runtime::Model;
 use test_support::{checkpoint, reference_dir};
 
 fn small() -> Model {
     checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth")
-}
-
-fn piano_ssm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_piano-ssm"));
-    for a in args {
-        cmd.arg(a);
-    }
-    cmd.output().unwrap()
-}
-
-/// Exit code 1 (not a panic's 101) and a message containing `needle`.
-fn assert_fails(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

@@ -3,26 +3,20 @@
 //! renders stopped by a signal. Each ends in a one-line error (exit 1) or a correct result,
 //! and nothing that was there before is destroyed or left behind.
 
+mod common;
+
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::piano_ssm;
 use test_support::reference_dir;
 
-fn piano_ssm(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_piano-ssm"));
-    for a in args {
-        cmd.arg(a);
-    }
-    cmd.output().unwrap()
-}
-
-/// Exit code 1 (not a panic's 101 or an abort's 134) and one line containing `needle`.
+/// [`common::assert_fails`], the message on one line.
 fn assert_fails(out: &Output, needle: &str) {
+    common::assert_fails(out, needle);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
 }
 

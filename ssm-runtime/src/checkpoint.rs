@@ -49,13 +49,7 @@ pub struct ImportOptions {
 
 /// Loads a published `.pth` checkpoint as a runtime model.
 pub fn import_pth(path: &Path, options: &ImportOptions) -> Result<Model, ModelError> {
-    let bytes =
-        crate::fsutil::read_capped(path, crate::fsutil::MAX_MODEL_BYTES).map_err(|source| {
-            ModelError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+    let bytes = crate::model::read_model_file(path)?;
     let train_rate = options
         .train_rate
         .or_else(|| train_rate_from_name(path))

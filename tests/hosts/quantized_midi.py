@@ -11,7 +11,7 @@ for both. The tempo and resolution (256 ticks a beat) make every event time a bi
 fraction, so pretty_midi's float tick-to-time mapping — which the file renderer follows — puts
 each event exactly on its boundary. (With 120 bpm at 220 or 480 ticks a beat, some beats land
 a rounding error below their boundary, and pretty_midi then puts them a frame early, where a
-host that places the event on its sample cannot: see the README's host notes.)
+host that places the event on its sample cannot: see docs/hosts.md.)
 Re-strikes of a sounding key, chords, a one-step note and pedalled and dry passages are in;
 the pedal changes on half-seconds, where the host tests start a block.
 """
