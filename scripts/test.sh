@@ -91,8 +91,9 @@ XDG_DATA_HOME="$host_tmp/data" "$venv/bin/python" tests/hosts/pedalboard_render.
     ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 45 1e-3 1
 
 # the built-in Grand (family 0, 1200 Hz frames) on quantized MIDI, every event on a frame
-# boundary: a host's rounding to the sample must not move a note by a frame
-"$venv/bin/python" tests/hosts/quantized_midi.py "$host_tmp/quantized.mid"
+# boundary: a host's rounding to the sample must not move a note by a frame; with the three
+# pedals (sustain, sostenuto CC66, soft CC67), each equal to the file render
+"$venv/bin/python" tests/hosts/quantized_midi.py "$host_tmp/quantized.mid" 60 --three-pedals
 for rate_block in 44100:441 48000:64 96000:128; do
     rate=${rate_block%%:*}; block=${rate_block##*:}
     target/release/piano-ssm render "$host_tmp/quantized.mid" "$host_tmp/quantized-$rate.wav" \
@@ -138,6 +139,11 @@ for rate_block in 44100:512 48000:64 48000:1000; do
 done
 XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
     ../shared/reference/midi/scale.mid ../shared/reference/cases/XL_44100_at_44100_scale_y2009.safetensors 44100 512 1e-3 1
+# the three pedals through the CLAP, sample-accurate (the quantized file rendered above)
+for rate in 44100 48000; do
+    XDG_DATA_HOME="$host_tmp/data" target/release/clap-render target/bundled/Piano-SSM.clap \
+        "$host_tmp/quantized.mid" "$host_tmp/quantized-$rate.wav" "$rate" 64 1e-4 0
+done
 
 for rate_block in 44100:512 48000:64 96000:1000; do
     rate=${rate_block%%:*}; block=${rate_block##*:}

@@ -3,7 +3,7 @@ note at 60 bpm, a sixteenth at 120), so every note-on, note-off and pedal change
 on a MIDI frame boundary of the built-in models (1000 and 1200 Hz frames) and on a sample at
 44.1, 48 and 96 kHz.
 
-usage: quantized_midi.py OUT.mid [BPM]
+usage: quantized_midi.py OUT.mid [BPM] [--three-pedals]
 
 BPM is the file's tempo, 60 (the default) or 120 (a DAW session's default tempo, so that a
 region of the file plays there as the file says); the events' times in seconds are the same
@@ -13,7 +13,10 @@ each event exactly on its boundary. (With 120 bpm at 220 or 480 ticks a beat, so
 a rounding error below their boundary, and pretty_midi then puts them a frame early, where a
 host that places the event on its sample cannot: see docs/hosts.md.)
 Re-strikes of a sounding key, chords, a one-step note and pedalled and dry passages are in;
-the pedal changes on half-seconds, where the host tests start a block.
+the pedal changes on half-seconds, where the host tests start a block. With --three-pedals a
+fourth bar adds the sostenuto (CC66: it catches a held chord, not the melody struck after it)
+and the soft pedal (CC67: notes struck under it play softer), each change a step away from
+any note, so that no host's ordering of a controller and a note at one instant matters.
 """
 import sys
 
@@ -22,7 +25,7 @@ import mido
 TICKS = 256  # a beat
 
 
-def events(unit):
+def events(unit, three_pedals=False):
     """(tick, message) pairs on a grid of `unit` ticks (1/8 s): chords and a melody, the pedal
     on half-seconds (125 frames at 1000 Hz, 150 at 1200 Hz a step)."""
     out = []
@@ -31,8 +34,9 @@ def events(unit):
         out.append((start * unit, mido.Message("note_on", note=key, velocity=velocity)))
         out.append(((start + length) * unit, mido.Message("note_off", note=key, velocity=0)))
 
-    def pedal(start, down):
-        out.append((start * unit, mido.Message("control_change", control=64, value=127 if down else 0)))
+    def pedal(start, down, control=64):
+        value = 127 if down else 0
+        out.append((start * unit, mido.Message("control_change", control=control, value=value)))
 
     # bar 1, dry: a C major chord, a melody over it, a key struck again while it sounds
     for key in (48, 55, 64):
@@ -53,12 +57,28 @@ def events(unit):
     for key in (24, 31, 36):
         note(key, 16, 2, 95)
     pedal(20, False)
+    if three_pedals:
+        # bar 4: a chord held as the sostenuto goes down keeps sounding after its release;
+        # the melody struck after it does not; under the soft pedal a note plays softer
+        for key in (48, 55, 64):
+            note(key, 23, 7, 80)
+        pedal(28, True, control=66)
+        note(72, 29, 1, 90)
+        note(74, 31, 1, 70)
+        pedal(32, True, control=67)
+        note(79, 33, 2, 100)
+        note(77, 35, 1, 100)
+        pedal(36, False, control=66)
+        pedal(36, False, control=67)
+        note(72, 37, 2, 100)
     return sorted(out, key=lambda e: e[0])
 
 
 def main():
-    path = sys.argv[1]
-    bpm = int(sys.argv[2]) if len(sys.argv) > 2 else 60
+    args = [a for a in sys.argv[1:] if a != "--three-pedals"]
+    three_pedals = len(args) < len(sys.argv) - 1
+    path = args[0]
+    bpm = int(args[1]) if len(args) > 1 else 60
     if bpm not in (60, 120):
         sys.exit("quantized_midi.py: BPM is 60 or 120")
     midi = mido.MidiFile(ticks_per_beat=TICKS)
@@ -66,7 +86,7 @@ def main():
     track.append(mido.MetaMessage("set_tempo", tempo=60_000_000 // bpm, time=0))
     unit = TICKS * bpm // 480  # 1/8 s
     tick = 0
-    for at, msg in events(unit):
+    for at, msg in events(unit, three_pedals):
         track.append(msg.copy(time=at - tick))
         tick = at
     track.append(mido.MetaMessage("end_of_track", time=4 * unit))
