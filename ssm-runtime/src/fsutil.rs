@@ -71,13 +71,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.commit()
 }
 
-/// The temporary files of this process now on disk, for [`remove_temp_files`].
+/// The temporary files of this process now on disk, for [`exit_removing_temp_files`].
 static TEMP_FILES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// A file written beside its target (`dir/.name.tmp<pid>`, on the same file system) and
 /// renamed over it by [`TempFile::commit`] once complete, so the target holds either what it
 /// held or the whole new file. Dropped uncommitted, it is removed; while it exists,
-/// [`remove_temp_files`] removes it too (the command calls that on SIGINT and SIGTERM).
+/// [`exit_removing_temp_files`] removes it too (the command calls that on SIGINT and SIGTERM).
 pub struct TempFile {
     path: PathBuf,
     target: PathBuf,

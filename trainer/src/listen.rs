@@ -65,7 +65,6 @@ pub struct Summary {
 /// Every note figure for `r`.
 pub fn notes(r: &mut dyn Renderer) -> Vec<NoteFigures> {
     let rate = r.sample_rate() as f64;
-    let at = |t: f64| (t * rate).round() as usize;
     let mut out = Vec::new();
     for key in KEYS.step_by(KEY_STEP) {
         for &velocity in &VELOCITIES {
@@ -80,23 +79,37 @@ pub fn notes(r: &mut dyn Renderer) -> Vec<NoteFigures> {
                 (RELEASE, KeyEvent::NoteOff { note: key }),
             ];
             let x = r.render(&events, LENGTH);
-            let (off, on) = (at(RELEASE), at(ONSET));
-            let pre = rms(&x[off - at(0.05)..off]);
-            let post = rms(&x[off + at(0.45)..off + at(0.5)]);
-            let burst = high_energy(&x[off..off + at(0.06)], rate, 2000.0)
-                / high_energy(&x[off - at(0.06)..off], rate, 2000.0).max(1e-30);
-            let steady = &x[on + at(0.1)..on + at(0.6)];
-            out.push(NoteFigures {
-                key,
-                velocity,
-                release_drop: db_power((pre / post.max(1e-12)).powi(2)),
-                release_burst: db_power(burst.max(1e-30)),
-                hnr: harmonic_to_noise(steady, rate, key_hz(key)),
-                centroid: centroid(&x[on..on + at(0.5)], rate),
-            });
+            out.push(note_figures(&x, rate, key, velocity, ONSET, RELEASE));
         }
     }
     out
+}
+
+/// The figures of one note of `key` at `velocity` in `x` (at `rate`), struck at `onset` and
+/// released at `release` (seconds).
+pub fn note_figures(
+    x: &[f32],
+    rate: f64,
+    key: u8,
+    velocity: u8,
+    onset: f64,
+    release: f64,
+) -> NoteFigures {
+    let at = |t: f64| (t * rate).round() as usize;
+    let (off, on) = (at(release), at(onset));
+    let pre = rms(&x[off - at(0.05)..off]);
+    let post = rms(&x[off + at(0.45)..off + at(0.5)]);
+    let burst = high_energy(&x[off..off + at(0.06)], rate, 2000.0)
+        / high_energy(&x[off - at(0.06)..off], rate, 2000.0).max(1e-30);
+    let steady = &x[on + at(0.1)..on + at(0.6)];
+    NoteFigures {
+        key,
+        velocity,
+        release_drop: db_power((pre / post.max(1e-12)).powi(2)),
+        release_burst: db_power(burst.max(1e-30)),
+        hnr: harmonic_to_noise(steady, rate, key_hz(key)),
+        centroid: centroid(&x[on..on + at(0.5)], rate),
+    }
 }
 
 /// Medians of the note figures.

@@ -9,6 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use ssm_runtime::{KeyEvent, MidiFile};
 
+use crate::listen;
+
 /// Events at their times (seconds).
 pub type Events = Vec<(f64, KeyEvent)>;
 
@@ -20,11 +22,9 @@ pub struct Piece {
     pub seconds: f64,
 }
 
-/// Single notes: A0 to C8 in steps of three, at each of [`SINGLE_VELOCITIES`], struck at
-/// [`SINGLE_ONSET`], held [`SINGLE_HELD`] seconds, rendered [`SINGLE_SECONDS`].
-pub const SINGLE_KEYS: std::ops::RangeInclusive<u8> = 21..=108;
-pub const SINGLE_KEY_STEP: usize = 3;
-pub const SINGLE_VELOCITIES: [u8; 3] = [30, 70, 110];
+/// Single notes: the keys and velocities of [`listen`]'s note measures (A0 to C8 in steps of
+/// three; 30, 70, 110), struck at [`SINGLE_ONSET`], held [`SINGLE_HELD`] seconds (longer than
+/// there), rendered [`SINGLE_SECONDS`].
 pub const SINGLE_ONSET: f64 = 0.1;
 pub const SINGLE_HELD: f64 = 1.6;
 pub const SINGLE_SECONDS: f64 = 2.3;
@@ -38,9 +38,9 @@ pub struct Single {
 
 impl Single {
     pub fn all() -> Vec<Single> {
-        SINGLE_KEYS
-            .step_by(SINGLE_KEY_STEP)
-            .flat_map(|key| SINGLE_VELOCITIES.map(|velocity| Single { key, velocity }))
+        listen::KEYS
+            .step_by(listen::KEY_STEP)
+            .flat_map(|key| listen::VELOCITIES.map(|velocity| Single { key, velocity }))
             .collect()
     }
 

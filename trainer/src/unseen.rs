@@ -11,15 +11,13 @@ use anyhow::Result;
 use ssm_runtime::soundcheck::{key_hz, Renderer};
 use tch::{Kind, Tensor};
 
-use crate::listen::{self, centroid, db_power, harmonic_to_noise, high_energy, median, rms};
+use crate::listen::{self, median, rms};
 use crate::material::{self, Piece, Single};
 
 /// Partials within this many dB of the strongest count as ringing.
 pub const RINGING_RANGE_DB: f64 = 40.0;
 /// The window the ringing partials are counted in, after the onset (seconds).
 const RINGING_WINDOW: (f64, f64) = (0.3, 0.8);
-/// The window harmonic-to-noise is measured in, after the onset (seconds).
-const HNR_WINDOW: (f64, f64) = (0.1, 0.6);
 /// Log-mel frames of the Fréchet distance: bands, FFT size and hop at 48 kHz.
 const MEL_BANDS: usize = 64;
 const MEL_FFT: usize = 2048;
@@ -29,32 +27,31 @@ const MEL_HOP: usize = 512;
 pub struct Renders {
     /// One per [`Single::all`], in its order.
     pub singles: Vec<Vec<f32>>,
-    /// Every piece but the single notes: long notes, chords, repeated notes, then the music.
-    pub pieces: Vec<(Piece, Vec<f32>)>,
-}
-
-/// The material, in the order [`Renders`] holds it (single notes apart).
-fn pieces(assets: &Path) -> Result<Vec<Piece>> {
-    let mut pieces = material::long_notes();
-    pieces.push(material::chords_under_pedal());
-    pieces.push(material::repeated_notes());
-    pieces.extend(material::music(assets)?);
-    Ok(pieces)
+    /// One per [`material::long_notes`].
+    pub long: Vec<Vec<f32>>,
+    /// The chords under the pedal and the repeated notes.
+    pub other: Vec<Vec<f32>>,
+    /// One per [`material::music`]: the Fréchet distance's material.
+    pub music: Vec<Vec<f32>>,
 }
 
 /// Renders all the material with `r`, each render scaled to `target`'s of the same material
 /// (`None`: `r` is the target).
 pub fn render(r: &mut dyn Renderer, assets: &Path, target: Option<&Renders>) -> Result<Renders> {
-    let play = |r: &mut dyn Renderer, p: &Piece| r.render(&p.events, p.seconds);
-    let singles: Vec<Vec<f32>> = Single::all().iter().map(|s| play(r, &s.piece())).collect();
-    let pieces: Vec<(Piece, Vec<f32>)> = pieces(assets)?
-        .into_iter()
-        .map(|p| {
-            let audio = play(r, &p);
-            (p, audio)
-        })
-        .collect();
-    let mut renders = Renders { singles, pieces };
+    let mut play = |pieces: &[Piece]| -> Vec<Vec<f32>> {
+        pieces
+            .iter()
+            .map(|p| r.render(&p.events, p.seconds))
+            .collect()
+    };
+    let singles: Vec<Piece> = Single::all().iter().map(|s| s.piece()).collect();
+    let other = [material::chords_under_pedal(), material::repeated_notes()];
+    let mut renders = Renders {
+        singles: play(&singles),
+        long: play(&material::long_notes()),
+        other: play(&other),
+        music: play(&material::music(assets)?),
+    };
     if let Some(t) = target {
         renders.match_levels(t);
     }
@@ -62,43 +59,35 @@ pub fn render(r: &mut dyn Renderer, assets: &Path, target: Option<&Renders>) -> 
 }
 
 impl Renders {
+    fn groups(&self) -> [&[Vec<f32>]; 4] {
+        [&self.singles, &self.long, &self.other, &self.music]
+    }
+
     fn match_levels(&mut self, target: &Renders) {
-        let scale = |x: &mut Vec<f32>, to: &[f32]| {
-            let gain = (rms(to) / rms(x).max(1e-12)) as f32;
-            x.iter_mut().for_each(|v| *v *= gain);
-        };
-        for (x, t) in self.singles.iter_mut().zip(&target.singles) {
-            scale(x, t);
-        }
-        for ((_, x), (_, t)) in self.pieces.iter_mut().zip(&target.pieces) {
-            scale(x, t);
+        let groups = [
+            &mut self.singles,
+            &mut self.long,
+            &mut self.other,
+            &mut self.music,
+        ];
+        for (group, to) in groups.into_iter().zip(target.groups()) {
+            for (x, t) in group.iter_mut().zip(to) {
+                let gain = (rms(t) / rms(x).max(1e-12)) as f32;
+                x.iter_mut().for_each(|v| *v *= gain);
+            }
         }
     }
 
     /// The material as the spectral distance hears it: the single notes end to end, the
     /// long notes end to end, then each other piece.
     fn files(&self) -> Vec<Vec<f32>> {
-        let mut files = vec![self.singles.concat()];
-        let (long, other): (Vec<_>, Vec<_>) = self
-            .pieces
-            .iter()
-            .partition(|(p, _)| p.name == "long notes");
-        files.push(long.iter().flat_map(|(_, x)| x.iter().copied()).collect());
-        files.extend(other.iter().map(|(_, x)| x.clone()));
+        let mut files = vec![self.singles.concat(), self.long.concat()];
+        files.extend(self.other.iter().chain(&self.music).cloned());
         files
     }
 
     fn music(&self) -> Vec<&[f32]> {
-        let names = [
-            "assets/demo.mid",
-            "Bach, Prelude in C",
-            "Satie, Gymnopédie No. 1",
-        ];
-        self.pieces
-            .iter()
-            .filter(|(p, _)| names.contains(&p.name))
-            .map(|(_, x)| x.as_slice())
-            .collect()
+        self.music.iter().map(Vec::as_slice).collect()
     }
 }
 
@@ -107,14 +96,9 @@ impl Renders {
 pub struct Figures {
     /// Median over the single notes of the partials ringing 0.3–0.8 s after the onset.
     pub ringing: f64,
-    /// Harmonic-to-noise medians: all single notes, velocity 30.
-    pub hnr: f64,
-    pub hnr_v30: f64,
-    /// Median over keys of centroid(velocity 110) / centroid(velocity 30).
-    pub centroid_ratio: f64,
-    /// Release drop and burst medians (dB).
-    pub release_drop: f64,
-    pub release_burst: f64,
+    /// The single notes' release drop and burst, harmonic-to-noise (0.1–0.6 s after the
+    /// onset) and centroid ratio, as [`listen::notes`] measures its own notes.
+    pub notes: listen::Summary,
     /// Multi-scale spectral distance to the target, mean over the material's files.
     pub distance: f64,
     /// Fréchet distance of log-mel frame statistics to the target's, over the music.
@@ -125,51 +109,28 @@ pub struct Figures {
 pub fn figures(renders: &Renders, target: &Renders, rate: u32) -> Figures {
     let rate_f = rate as f64;
     let at = |t: f64| (t * rate_f).round() as usize;
-    let window = |x: &[f32], (a, b): (f64, f64)| {
-        let on = at(material::SINGLE_ONSET);
-        x[on + at(a)..on + at(b)].to_vec()
-    };
+    let (onset, release) = (material::SINGLE_ONSET, Single::release());
+    let (from, to) = (
+        at(onset) + at(RINGING_WINDOW.0),
+        at(onset) + at(RINGING_WINDOW.1),
+    );
     let singles = Single::all();
-    let mut ringing = Vec::new();
-    let (mut hnr, mut hnr_v30, mut drop, mut burst) = (vec![], vec![], vec![], vec![]);
-    let mut centroids = std::collections::HashMap::new();
-    for (s, x) in singles.iter().zip(&renders.singles) {
-        let f0 = key_hz(s.key);
-        ringing.push(listen::partials_ringing(
-            &window(x, RINGING_WINDOW),
-            rate_f,
-            f0,
-            RINGING_RANGE_DB,
-        ) as f64);
-        let h = harmonic_to_noise(&window(x, HNR_WINDOW), rate_f, f0);
-        hnr.push(h);
-        if s.velocity == 30 {
-            hnr_v30.push(h);
-        }
-        centroids.insert(
-            (s.key, s.velocity),
-            centroid(&window(x, (0.0, 0.5)), rate_f),
-        );
-        let off = at(Single::release());
-        let pre = rms(&x[off - at(0.05)..off]);
-        let post = rms(&x[off + at(0.45)..off + at(0.5)]);
-        drop.push(db_power((pre / post.max(1e-12)).powi(2)));
-        let after = high_energy(&x[off..off + at(0.06)], rate_f, 2000.0);
-        let before = high_energy(&x[off - at(0.06)..off], rate_f, 2000.0);
-        burst.push(db_power((after / before.max(1e-30)).max(1e-30)));
-    }
-    let ratios = singles
+    let ringing = singles
         .iter()
-        .filter(|s| s.velocity == 110)
-        .filter_map(|s| Some(centroids[&(s.key, 110)] / centroids.get(&(s.key, 30))?.max(1e-9)))
+        .zip(&renders.singles)
+        .map(|(s, x)| {
+            let f0 = key_hz(s.key);
+            listen::partials_ringing(&x[from..to], rate_f, f0, RINGING_RANGE_DB) as f64
+        })
+        .collect();
+    let notes: Vec<listen::NoteFigures> = singles
+        .iter()
+        .zip(&renders.singles)
+        .map(|(s, x)| listen::note_figures(x, rate_f, s.key, s.velocity, onset, release))
         .collect();
     Figures {
         ringing: median(ringing),
-        hnr: median(hnr),
-        hnr_v30: median(hnr_v30),
-        centroid_ratio: median(ratios),
-        release_drop: median(drop),
-        release_burst: median(burst),
+        notes: listen::summarise(&notes),
         distance: listen::spectral_distance(&renders.files(), &target.files(), rate),
         frechet: frechet_distance(
             &mel_statistics(&renders.music(), rate),
@@ -255,11 +216,11 @@ pub fn table(rows: &[(String, Figures)], rate: u32) -> String {
         s += &format!(
             "| {name} | {:.0} | {:.1} ({:.1}) dB | {:.2} | {:.1} / {:+.1} dB | {:.2} | {:.0} |\n",
             f.ringing,
-            f.hnr,
-            f.hnr_v30,
-            f.centroid_ratio,
-            f.release_drop,
-            f.release_burst,
+            f.notes.hnr,
+            f.notes.hnr_by_velocity[0],
+            f.notes.centroid_ratio,
+            f.notes.release_drop,
+            f.notes.release_burst,
             f.distance,
             f.frechet
         );
