@@ -93,6 +93,10 @@ pub fn roll(events: &[(f64, KeyEvent)], seconds: f64) -> Roll {
 pub struct Outcome {
     pub name: &'static str,
     pub passed: bool,
+    /// The check's headline figure, for regression limits: pitch the share of keys in tune,
+    /// dynamics the span (dB), onsets the worst error (s), silence the tail's peak (dBFS),
+    /// pedal the gain (dB).
+    pub figure: f64,
     pub detail: String,
 }
 
@@ -164,6 +168,7 @@ pub fn pitch(r: &mut dyn Renderer) -> Outcome {
     Outcome {
         name: "pitch",
         passed: share >= PITCH_SHARE,
+        figure: share,
         detail: format!(
             "{good}/{} keys in tune and on their series (need {:.0}){}{}",
             keys.len(),
@@ -187,6 +192,7 @@ pub fn dynamics(r: &mut dyn Renderer) -> Outcome {
     Outcome {
         name: "dynamics",
         passed: steps && span >= DYNAMICS_SPAN_DB,
+        figure: span,
         detail: format!(
             "RMS at velocity 20..120 relative to the loudest: {} dB (need a span of {:.0} dB \
              and {:.0} dB a step)",
@@ -237,6 +243,7 @@ pub fn onsets(r: &mut dyn Renderer) -> Outcome {
     Outcome {
         name: "onsets",
         passed: worst <= ONSET_TOLERANCE,
+        figure: worst,
         detail: format!(
             "worst onset {:.1} ms from its note-on (limit {:.0} ms): {} ms",
             worst * 1e3,
@@ -275,6 +282,7 @@ pub fn silence(r: &mut dyn Renderer) -> Outcome {
     Outcome {
         name: "silence",
         passed: peak < limit,
+        figure: db(peak),
         detail: format!(
             "peak {:.1} dBFS 2 s after release (limit {:.0}: −60 dBFS and 60 dB below the \
              chord, which peaks at {:.1} dBFS)",
@@ -301,6 +309,7 @@ pub fn pedal(r: &mut dyn Renderer) -> Outcome {
     Outcome {
         name: "pedal",
         passed: gain >= PEDAL_GAIN_DB,
+        figure: gain,
         detail: format!("the pedal adds {gain:.1} dB to a released key (need {PEDAL_GAIN_DB:.0})"),
     }
 }

@@ -5,21 +5,21 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Counts allocations, frees and reallocations made by threads inside [`watched`].
 pub struct Counting;
 
-static EVENTS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static WATCHING: Cell<bool> = const { Cell::new(false) };
+    /// this thread's count: a global one would also count another test thread's watched
+    /// allocations made at the same time (a flaky count of 1 under load)
+    static EVENTS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note() {
-    // `try_with`: the thread-local may already be gone while a thread shuts down
+    // `try_with`: the thread-locals may already be gone while a thread shuts down
     if WATCHING.try_with(Cell::get).unwrap_or(false) {
-        EVENTS.fetch_add(1, Ordering::SeqCst);
+        let _ = EVENTS.try_with(|e| e.set(e.get() + 1));
     }
 }
 
@@ -40,9 +40,9 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Runs `f` on this thread and returns its result with the number of allocator calls it made.
 pub fn watched<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = EVENTS.load(Ordering::SeqCst);
+    let before = EVENTS.with(Cell::get);
     WATCHING.with(|w| w.set(true));
     let r = f();
     WATCHING.with(|w| w.set(false));
-    (r, EVENTS.load(Ordering::SeqCst) - before)
+    (r, EVENTS.with(Cell::get) - before)
 }

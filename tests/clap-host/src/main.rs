@@ -12,10 +12,12 @@
 //! or:    clap-render catalog PLUGIN.clap MODEL_FOLDER
 //!        a project saved with family 1 reopens on the same family after a family that sorts
 //!        first is added to the folder (the family is saved by name)
-//! or:    clap-render flood PLUGIN.clap SAMPLE_RATE BLOCK_SIZE
-//!        sends one block with a host's flood of events (thousands of parameter changes and
-//!        MIDI controllers, hundreds of notes); the plugin must play on, finite, and the
-//!        framework must not log that its event buffer filled up (test.sh reads stderr)
+//! or:    clap-render flood PLUGIN.clap SAMPLE_RATE BLOCK_SIZE [CONTROLLERS]
+//!        sends one block with a host's flood of events (thousands of parameter changes,
+//!        CONTROLLERS MIDI controllers (default 4000), hundreds of notes); the plugin must
+//!        play on, finite, and the framework must not log that its event buffer filled up
+//!        (test.sh reads stderr; its positive control sends more controllers than the
+//!        plugin's event capacity and requires the warning)
 //!
 //! Events go in at `floor(time · rate)` within their block, as a sample-accurate host places
 //! them; the plugin's reported latency is compensated by dropping that many leading samples, as
@@ -299,7 +301,7 @@ fn cpu_table(args: &[String]) -> Result<()> {
 /// once (a VST3 host sees 2080 MIDI-controller parameters; an export starts with every
 /// automated value and the held notes).
 const FLOOD_PARAMS: usize = 4000;
-const FLOOD_CCS: usize = 4000;
+const FLOOD_CCS: &str = "4000";
 const FLOOD_NOTES: usize = 400;
 
 enum FloodEvent {
@@ -309,10 +311,13 @@ enum FloodEvent {
 
 /// One block with the flood, then a second of quiet blocks; the plugin must play on.
 fn flood(args: &[String]) -> Result<()> {
-    let [plugin_path, rate, block] = args else {
-        bail!("usage: clap-render flood PLUGIN.clap SAMPLE_RATE BLOCK_SIZE");
+    let (plugin_path, rate, block, controllers) = match args {
+        [p, r, b] => (p, r, b, FLOOD_CCS),
+        [p, r, b, c] => (p, r, b, c.as_str()),
+        _ => bail!("usage: clap-render flood PLUGIN.clap SAMPLE_RATE BLOCK_SIZE [CONTROLLERS]"),
     };
     let (rate, block): (u32, u32) = (rate.parse()?, block.parse()?);
+    let controllers: usize = controllers.parse()?;
     let entry = load_entry(plugin_path)?;
     let mut report = Report::new(false);
     let mut instance = new_instance(&entry)?;
@@ -338,12 +343,12 @@ fn flood(args: &[String]) -> Result<()> {
         };
         events.push((at(j, FLOOD_PARAMS), FloodEvent::Param(change.0, change.1)));
     }
-    for j in 0..FLOOD_CCS {
+    for j in 0..controllers {
         // modulation, volume, expression, sustain, soft and sostenuto pedals, ...
         let cc = [1u8, 7, 11, 64, 66, 67, 71, 74][j % 8];
         let status = 0xB0 | (j % 16) as u8;
         events.push((
-            at(j, FLOOD_CCS),
+            at(j, controllers),
             FloodEvent::Midi([status, cc, (j % 128) as u8]),
         ));
     }
