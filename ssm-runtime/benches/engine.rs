@@ -11,6 +11,8 @@
 //!
 //! Run it on one core for numbers comparable with the paper's: `taskset -c 1 cargo bench -p ssm-runtime`.
 //! Set `PIANO_SSM_BENCH_SECONDS` to shorten the music and `PIANO_SSM_BENCH_SIZES=XL` to pick sizes.
+//! `PIANO_SSM_BENCH_MODELS=A.safetensors,B.safetensors` plays those models too, at 48 kHz, after
+//! the built-in ones: a candidate against the shipped models in one run.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -196,18 +198,27 @@ fn main() {
                 }
             }
             for (label, model, isa, sleep) in rows {
-                let s = run(model, rate, isa, seconds, sleep);
-                let to_sleep = s.to_sleep.map_or("never".into(), |t| format!("{t:.2} s"));
-                println!(
-                    "| {label} | {:.1} kHz | {} | {:.3} | {:.1} % | {:.1} % | {:.4} | {to_sleep} |",
-                    rate as f64 / 1000.0,
-                    isa.name(),
-                    s.rtf,
-                    s.p999_pct,
-                    s.worst_pct,
-                    s.silence_rtf
-                );
+                print_row(&label, model, rate, isa, seconds, sleep);
             }
         }
     }
+    let models = std::env::var("PIANO_SSM_BENCH_MODELS").unwrap_or_default();
+    for path in models.split(',').filter(|p| !p.is_empty()) {
+        let model = Model::load(std::path::Path::new(path)).expect("a model to benchmark");
+        print_row(path, &model, 48_000, isas[0], seconds, true);
+    }
+}
+
+fn print_row(label: &str, model: &Model, rate: u32, isa: Isa, seconds: f64, sleep: bool) {
+    let s = run(model, rate, isa, seconds, sleep);
+    let to_sleep = s.to_sleep.map_or("never".into(), |t| format!("{t:.2} s"));
+    println!(
+        "| {label} | {:.1} kHz | {} | {:.3} | {:.1} % | {:.1} % | {:.4} | {to_sleep} |",
+        rate as f64 / 1000.0,
+        isa.name(),
+        s.rtf,
+        s.p999_pct,
+        s.worst_pct,
+        s.silence_rtf
+    );
 }

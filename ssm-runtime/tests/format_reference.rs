@@ -6,7 +6,7 @@
 //! while a damper falls, overlapping releases, silence), at the training rate and at a rate
 //! whose frames are not whole samples.
 
-use ssm_runtime::model::{Damper, SETTLE_FLOOR};
+use ssm_runtime::model::{Damper, KeyBank, SETTLE_FLOOR};
 use ssm_runtime::render::render_roll;
 use ssm_runtime::{Engine, Isa, Model, Roll, Size, KEYS};
 use test_support::{checkpoint, relative_l2};
@@ -244,7 +244,7 @@ fn reference(model: &Model, roll: &Roll, rate: u32) -> Vec<f32> {
 }
 
 /// A small deterministic generator (xorshift).
-struct Noise(u64);
+pub struct Noise(u64);
 
 impl Noise {
     fn unit(&mut self) -> f64 {
@@ -313,10 +313,20 @@ fn engine_matches(label: &str, model: &Model, roll: &Roll, rate: u32) -> f64 {
 }
 
 fn engine_matches_on(label: &str, model: &Model, roll: &Roll, rate: u32, isa: Isa) -> f64 {
-    let expected = reference(model, roll, rate);
+    engine_matches_reference(label, model, roll, rate, isa, &reference(model, roll, rate))
+}
+
+fn engine_matches_reference(
+    label: &str,
+    model: &Model,
+    roll: &Roll,
+    rate: u32,
+    isa: Isa,
+    expected: &[f32],
+) -> f64 {
     let mut engine = Engine::with_isa(model, rate, isa).unwrap();
     let audio = render_roll(&mut engine, roll, |_, _| {});
-    let err = relative_l2(&audio, &expected);
+    let err = relative_l2(&audio, expected);
     let level = expected
         .iter()
         .map(|v| (*v as f64).powi(2))
@@ -410,14 +420,126 @@ fn the_built_in_models_match_the_equations() {
         let model = ssm_runtime::builtin::require(size).unwrap();
         let midi_rate = model.info.midi_rate;
         let keys: Vec<usize> = (0..8).map(|_| 20 + noise.below(50)).collect();
+        // 0.15 s: the float64 reference reads all 832 states of the L's first layer (its key
+        // bank) every sample
         let roll = random_roll(
             &mut noise,
-            (0.25 * midi_rate as f64) as usize,
+            (0.15 * midi_rate as f64) as usize,
             midi_rate,
             &keys,
         );
         engine_matches(&format!("built-in {}", size.label()), &model, &roll, 48_000);
     }
+}
+
+/// `model` with a key bank of `per_key` random states a key appended to its first layer
+/// (`docs/model-format.md`, "Key bank"): each tagged with its key, reading only that key,
+/// poles 0.2–3 s long on random frequencies, nonzero output weights.
+pub fn with_key_bank(mut model: Model, per_key: usize, noise: &mut Noise) -> Model {
+    let l = &mut model.layers[0];
+    let (p, q) = (l.state, l.state + KEYS * per_key);
+    let rate = model.info.train_rate as f64;
+    let d = l.damper.as_mut().expect("a model with a damper");
+    let peak = l.c.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for i in p..q {
+        let key = (i - p) / per_key;
+        let hz = 30.0 + 8000.0 * noise.unit();
+        let (t60, damped) = (0.2 + 2.8 * noise.unit(), 0.05);
+        for (norm, angle, t) in [
+            (&mut l.norm, &mut l.angle, t60),
+            (&mut d.norm, &mut d.angle, damped),
+        ] {
+            let (re, im) = (-6.9 / (t * rate), 2.0 * std::f64::consts::PI * hz / rate);
+            norm.push((re * re + im * im).sqrt().ln() as f32);
+            angle.push(im.atan2(re) as f32);
+        }
+        d.key.push(Some(key as u8));
+        let mut row = vec![0.0; KEYS * 2];
+        row[2 * key] = (noise.unit() - 0.5) as f32 * 0.2;
+        row[2 * key + 1] = (noise.unit() - 0.5) as f32 * 0.2;
+        if let Some(square) = &mut l.b_square {
+            square.extend(row.iter().map(|v| v * 0.5));
+        }
+        l.b.extend_from_slice(&row);
+        l.b_bias.extend_from_slice(&[0.0, 0.0]);
+    }
+    l.c =
+        l.c.chunks(2 * p)
+            .flat_map(|row| {
+                let bank: Vec<f32> = (0..2 * (q - p))
+                    .map(|_| ((noise.unit() - 0.5) * peak as f64) as f32)
+                    .collect();
+                row.iter().copied().chain(bank).collect::<Vec<f32>>()
+            })
+            .collect();
+    l.state = q;
+    model.validate().expect("a valid model with a key bank");
+    assert_eq!(
+        KeyBank::detect(&model.layers[0]).map(|b| b.per_key),
+        Some(per_key)
+    );
+    model
+}
+
+/// A key bank is plain first-layer states to the equations; the engine runs a silent key's
+/// bank asleep, and still plays them (at the built-in L's rate and at 44.1 kHz, every
+/// instruction set).
+#[test]
+fn a_key_bank_plays_the_equations() {
+    let mut noise = Noise(0x0b11_7100_0000_0003);
+    let model = with_key_bank(
+        ssm_runtime::builtin::require(Size::L).unwrap(),
+        2,
+        &mut noise,
+    );
+    let midi_rate = model.info.midi_rate;
+    let keys: Vec<usize> = (0..8).map(|_| 10 + noise.below(70)).collect();
+    let roll = random_roll(
+        &mut noise,
+        (0.25 * midi_rate as f64) as usize,
+        midi_rate,
+        &keys,
+    );
+    for rate in [48_000, 44_100] {
+        let expected = reference(&model, &roll, rate);
+        for isa in Isa::available() {
+            let label = format!("built-in L with a key bank, {}", isa.name());
+            engine_matches_reference(&label, &model, &roll, rate, isa, &expected);
+        }
+    }
+}
+
+/// A struck key wakes its bank, a released one's bank sleeps once it has decayed, and
+/// sleeping changes nothing a listener could hear: the same notes with every bank running
+/// (the engine's sleep off) differ by under 1e-6.
+#[test]
+fn a_silent_keys_bank_sleeps() {
+    let mut noise = Noise(0x0b11_7100_0000_0004);
+    let model = with_key_bank(
+        ssm_runtime::builtin::require(Size::L).unwrap(),
+        2,
+        &mut noise,
+    );
+    let rate = 48_000;
+    let play = |sleep: bool| -> (Vec<f32>, Vec<usize>) {
+        let mut engine = Engine::new(&model, rate).unwrap();
+        engine.set_sleep(sleep);
+        let (mut out, mut awake) = (Vec::new(), Vec::new());
+        let mut keys = [0u8; KEYS];
+        for (k, v, seconds) in [(40, 90, 0.3), (52, 70, 0.3), (40, 0, 0.2), (52, 0, 2.0)] {
+            keys[k] = v;
+            engine.set_keys(&keys);
+            let mut block = vec![0f32; (seconds * rate as f64) as usize];
+            engine.process(&mut block);
+            out.extend(block);
+            awake.push(engine.awake_banks());
+        }
+        (out, awake)
+    };
+    let ((asleep, awake), (dense, _)) = (play(true), play(false));
+    assert_eq!(awake, [1, 2, 1, 0], "banks awake after each step");
+    let err = relative_l2(&asleep, &dense);
+    assert!(err < 1e-6, "sleeping banks change the sound by {err:.2e}");
 }
 
 /// The reference is not the engine by construction: it hears what the extensions do. A

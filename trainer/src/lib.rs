@@ -3,6 +3,7 @@
 //! * [`model`] — the network, its FFT and scan kernels, import/export of runtime models.
 //! * [`recurrence`] — the scan kernel's recurrences and their adjoints, in Rust.
 //! * [`init`] — where a fresh network starts (keyboard poles, gated key resonators).
+//! * [`bank`] — a key bank in the first layer: more ringing string partials per key.
 //! * [`loss`] — SpectralLoss (MSSL), CombinedSpectralLoss and the level-equalised loss.
 //! * [`listen`] — what a listener hears: release drop and burst, harmonic-to-noise,
 //!   brightness against velocity, spectral distance.
@@ -15,6 +16,7 @@
 //!   `compare`, `check` and `average` commands.
 
 pub mod average;
+pub mod bank;
 pub mod check;
 pub mod checkpoint;
 pub mod compare;

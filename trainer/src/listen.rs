@@ -48,7 +48,16 @@ pub struct NoteFigures {
     pub hnr: f64,
     /// Spectral centroid of the first 0.5 s (Hz).
     pub centroid: f64,
+    /// Partials of the stretched series within [`RINGING_RANGE_DB`] of the strongest,
+    /// [`RINGING_WINDOW`] after the onset: what of the tone still rings.
+    pub ringing: usize,
 }
+
+/// Partials within this many dB of the strongest count as ringing.
+pub const RINGING_RANGE_DB: f64 = 40.0;
+/// The window the ringing partials are counted in, after the onset (seconds); a note must be
+/// held at least to its end.
+pub const RINGING_WINDOW: (f64, f64) = (0.3, 0.8);
 
 /// The summary a model is judged by.
 #[derive(Debug, Clone)]
@@ -60,6 +69,8 @@ pub struct Summary {
     pub hnr_by_velocity: Vec<f64>,
     /// Median over keys of centroid(velocity 110) / centroid(velocity 30).
     pub centroid_ratio: f64,
+    /// Median of the partials ringing.
+    pub ringing: f64,
 }
 
 /// Every note figure for `r`.
@@ -102,6 +113,7 @@ pub fn note_figures(
     let burst = high_energy(&x[off..off + at(0.06)], rate, 2000.0)
         / high_energy(&x[off - at(0.06)..off], rate, 2000.0).max(1e-30);
     let steady = &x[on + at(0.1)..on + at(0.6)];
+    let ringing = &x[on + at(RINGING_WINDOW.0)..on + at(RINGING_WINDOW.1)];
     NoteFigures {
         key,
         velocity,
@@ -109,6 +121,7 @@ pub fn note_figures(
         release_burst: db_power(burst.max(1e-30)),
         hnr: harmonic_to_noise(steady, rate, key_hz(key)),
         centroid: centroid(&x[on..on + at(0.5)], rate),
+        ringing: partials_ringing(ringing, rate, key_hz(key), RINGING_RANGE_DB),
     }
 }
 
@@ -143,6 +156,7 @@ pub fn summarise(figures: &[NoteFigures]) -> Summary {
         hnr: all(|n| n.hnr),
         hnr_by_velocity,
         centroid_ratio: median(ratios),
+        ringing: all(|n| n.ringing as f64),
     }
 }
 
@@ -516,6 +530,8 @@ mod tests {
         // harder notes have more partials here: brighter
         assert!(damped.centroid_ratio > 1.2, "{}", damped.centroid_ratio);
         assert!(damped.hnr > 30.0, "{}", damped.hnr);
+        // velocity 30, 70, 110 play 2, 5 and 7 partials of amplitude 1/n (all within 40 dB)
+        assert_eq!(damped.ringing, 5.0);
     }
 
     #[test]

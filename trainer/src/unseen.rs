@@ -8,16 +8,12 @@
 use std::path::Path;
 
 use anyhow::Result;
-use ssm_runtime::soundcheck::{key_hz, Renderer};
+use ssm_runtime::soundcheck::Renderer;
 use tch::{Kind, Tensor};
 
-use crate::listen::{self, median, rms};
+use crate::listen::{self, rms};
 use crate::material::{self, Piece, Single};
 
-/// Partials within this many dB of the strongest count as ringing.
-pub const RINGING_RANGE_DB: f64 = 40.0;
-/// The window the ringing partials are counted in, after the onset (seconds).
-const RINGING_WINDOW: (f64, f64) = (0.3, 0.8);
 /// Log-mel frames of the Fréchet distance: bands, FFT size and hop at 48 kHz.
 const MEL_BANDS: usize = 64;
 const MEL_FFT: usize = 2048;
@@ -94,10 +90,8 @@ impl Renders {
 /// What a listener hears of one piano on the material.
 #[derive(Debug, Clone)]
 pub struct Figures {
-    /// Median over the single notes of the partials ringing 0.3–0.8 s after the onset.
-    pub ringing: f64,
-    /// The single notes' release drop and burst, harmonic-to-noise (0.1–0.6 s after the
-    /// onset) and centroid ratio, as [`listen::notes`] measures its own notes.
+    /// The single notes' partials ringing, release drop and burst, harmonic-to-noise
+    /// (0.1–0.6 s after the onset) and centroid ratio, as [`listen::notes`] measures its own.
     pub notes: listen::Summary,
     /// Multi-scale spectral distance to the target, mean over the material's files.
     pub distance: f64,
@@ -107,30 +101,15 @@ pub struct Figures {
 
 /// The figures of `renders` against the target's.
 pub fn figures(renders: &Renders, target: &Renders, rate: u32) -> Figures {
-    let rate_f = rate as f64;
-    let at = |t: f64| (t * rate_f).round() as usize;
     let (onset, release) = (material::SINGLE_ONSET, Single::release());
-    let (from, to) = (
-        at(onset) + at(RINGING_WINDOW.0),
-        at(onset) + at(RINGING_WINDOW.1),
-    );
-    let singles = Single::all();
-    let ringing = singles
+    let notes: Vec<listen::NoteFigures> = Single::all()
         .iter()
         .zip(&renders.singles)
-        .map(|(s, x)| {
-            let f0 = key_hz(s.key);
-            listen::partials_ringing(&x[from..to], rate_f, f0, RINGING_RANGE_DB) as f64
-        })
+        .map(|(s, x)| listen::note_figures(x, rate as f64, s.key, s.velocity, onset, release))
         .collect();
-    let notes: Vec<listen::NoteFigures> = singles
-        .iter()
-        .zip(&renders.singles)
-        .map(|(s, x)| listen::note_figures(x, rate_f, s.key, s.velocity, onset, release))
-        .collect();
+    let notes = listen::summarise(&notes);
     Figures {
-        ringing: median(ringing),
-        notes: listen::summarise(&notes),
+        notes,
         distance: listen::spectral_distance(&renders.files(), &target.files(), rate),
         frechet: frechet_distance(
             &mel_statistics(&renders.music(), rate),
@@ -215,7 +194,7 @@ pub fn table(rows: &[(String, Figures)], rate: u32) -> String {
     for (name, f) in rows {
         s += &format!(
             "| {name} | {:.0} | {:.1} ({:.1}) dB | {:.2} | {:.1} / {:+.1} dB | {:.2} | {:.0} |\n",
-            f.ringing,
+            f.notes.ringing,
             f.notes.hnr,
             f.notes.hnr_by_velocity[0],
             f.notes.centroid_ratio,

@@ -1,7 +1,7 @@
 //! What a listener hears of the built-in Grand L and XL, asserted at 48 kHz with the figures
 //! the built-in models were shipped against (`assets/README.md`): released keys fall silent
-//! without a click, notes are tone rather than noise (soft ones too), and a hard strike sounds
-//! brighter than a soft one. The measures themselves are tested on instruments made to fail
+//! without a click, notes are tone rather than noise (soft ones too), a hard strike sounds
+//! brighter than a soft one, and held notes keep their partials ringing. The measures themselves are tested on instruments made to fail
 //! them in `trainer::listen`'s unit tests (a ringing release, a click, noise, no brightening).
 
 use ssm_runtime::soundcheck::ModelRenderer;
@@ -13,11 +13,16 @@ const RATE: u32 = 48_000;
 const RELEASE_DROP: f64 = 40.0;
 /// High-frequency energy just after a release over just before it (dB): no click.
 const RELEASE_BURST: f64 = 0.0;
-/// Harmonic-to-noise ratio, median over the notes, and at velocity 30 (dB).
+/// Harmonic-to-noise ratio, median over the notes, and at velocity 30 (dB). (No ceiling:
+/// the measure's window leakage caps a pure additive tone near 37 dB, so issue 30's 40 dB
+/// upper bound cannot tell a synthesizer from a piano with it.)
 const HNR: f64 = 20.0;
 const HNR_SOFT: f64 = 15.0;
 /// Spectral centroid at velocity 110 over velocity 30, median over the keys.
 const CENTROID_RATIO: f64 = 1.1;
+/// Partials still ringing 0.3–0.8 s after the onset, median over the notes: a regression
+/// limit at what the shipped models reach (3; the Salamander rings 8, issue 30's target).
+const RINGING: f64 = 3.0;
 
 #[test]
 fn the_built_in_models_release_cleanly_and_sound_like_tone() {
@@ -34,14 +39,15 @@ fn the_built_in_models_release_cleanly_and_sound_like_tone() {
             .expect("velocity 30");
         let hnr_soft = summary.hnr_by_velocity[soft];
         println!(
-            "{} {}: drop {:.1} dB, burst {:+.1} dB, HNR {:.1} dB (v30 {:.1}), centroid v110/v30 {:.3}",
+            "{} {}: drop {:.1} dB, burst {:+.1} dB, HNR {:.1} dB (v30 {:.1}), centroid v110/v30 {:.3}, partials ringing {}",
             builtin::FAMILY,
             b.size,
             summary.release_drop,
             summary.release_burst,
             summary.hnr,
             hnr_soft,
-            summary.centroid_ratio
+            summary.centroid_ratio,
+            summary.ringing
         );
         for (what, ok, figure) in [
             (
@@ -55,6 +61,11 @@ fn the_built_in_models_release_cleanly_and_sound_like_tone() {
                 summary.release_burst,
             ),
             ("harmonic-to-noise", summary.hnr >= HNR, summary.hnr),
+            (
+                "partials ringing",
+                summary.ringing >= RINGING,
+                summary.ringing,
+            ),
             (
                 "harmonic-to-noise at velocity 30",
                 hnr_soft >= HNR_SOFT,

@@ -7,11 +7,13 @@
 //! now rests at; the output lets go of the equilibrium it leaves along the settling fade.
 //! Only a damper's fall (a few ms) and the fade (tens of ms) cost anything per sample.
 
+use std::ops::Range;
+
 use num_complex::Complex64;
 
 use super::recurrence::{Input, Recurrence};
 use super::{discretise, split};
-use crate::model::{stable_pole, Damper, SsmLayer, KEYS};
+use crate::model::{stable_pole, Damper, KeyBank, SsmLayer, KEYS};
 use crate::roll::KeyFrame;
 
 /// The first layer's input and its key damper, discretised for one rate.
@@ -39,6 +41,26 @@ pub(super) struct KeyInput {
     /// whether the layer has a damper: without one (format version 1, the published
     /// checkpoints) a released key drives the states like any input change
     damped: bool,
+    /// the states the recurrence and the output run over: all, or with a key bank the
+    /// layer's own and the awake keys' banks
+    awake: AwakeStates,
+}
+
+/// Which of the first layer's states run. Without a key bank, all; with one
+/// ([`KeyBank`]), the states before it and the banks of the keys that sound or still ring:
+/// a bank state moves only with its own key, so a silent key's bank, once decayed, stays at
+/// exactly zero and costs nothing.
+struct AwakeStates {
+    p: usize,
+    bank: Option<KeyBank>,
+    /// per key: whether its bank runs
+    awake: [bool; KEYS],
+    /// per key: whether it sounds (its bank may not sleep)
+    held: [bool; KEYS],
+    /// the state ranges that run (capacity for every key: no allocation when it changes)
+    states: Vec<Range<usize>>,
+    /// the same as rows of the `[re; im]` state the output product reads
+    rows: Vec<Range<usize>>,
 }
 
 /// One state that its key damps: both discretised poles and equilibrium factors, the ratio
@@ -123,7 +145,32 @@ impl KeyInput {
             settling,
             kept: vec![0.0; 2 * p],
             damped: layer.damper.is_some(),
+            awake: AwakeStates::new(p, KeyBank::detect(layer)),
         }
+    }
+
+    /// How many keys' banks run now.
+    pub(super) fn awake_banks(&self) -> usize {
+        match self.awake.bank {
+            Some(_) => self.awake.awake.iter().filter(|&&a| a).count(),
+            None => 0,
+        }
+    }
+
+    /// The rows of the `[re; im]` state the output product reads now.
+    pub(super) fn state_rows(&self) -> &[Range<usize>] {
+        &self.awake.rows
+    }
+
+    /// Puts to sleep, at exactly zero, the bank of every silent key whose states are within
+    /// `limit` of zero (each weighted by `weight`, what it moves the outputs): the engine's
+    /// rest rule, per key. Not while a damper falls or an offset fades (they write states
+    /// outside the recurrence).
+    pub(super) fn sleep_banks(&mut self, rec: &mut Recurrence, weight: &[f64], limit: f64) {
+        if !self.is_steady() {
+            return;
+        }
+        self.awake.sleep(rec, weight, limit);
     }
 
     /// Moves from key frame `before` to `keys`: the released keys' equilibria leave the
@@ -165,6 +212,7 @@ impl KeyInput {
         // the states whose key came back stop falling (no allocation: removal only)
         let dampers = &self.dampers;
         self.falling.retain(|&i| keys[dampers[i].key] == 0);
+        self.awake.wake(keys);
     }
 
     /// The jump of a key change: each state goes from the equilibrium of the old keys at its
@@ -211,8 +259,9 @@ impl KeyInput {
     /// vectorised loop already holds).
     pub(super) fn run(&mut self, rec: &mut Recurrence, rows: usize, x: &mut [f32]) {
         let p = self.p;
+        let states = &self.awake.states;
         if self.falling.is_empty() && self.settling.left == 0 {
-            rec.run(p, rows, Input::Constant(&self.u), x);
+            rec.run(states, p, rows, Input::Constant(&self.u), x);
             return;
         }
         for n in 0..rows {
@@ -221,7 +270,7 @@ impl KeyInput {
                 self.dampers[i].before = Complex64::new(rec.x_re[q], rec.x_im[q]);
             }
             let row = &mut x[n * 2 * p..(n + 1) * 2 * p];
-            rec.run(p, 1, Input::Constant(&self.u), row);
+            rec.run(states, p, 1, Input::Constant(&self.u), row);
             for &i in &self.falling {
                 let d = &mut self.dampers[i];
                 let v = d.fall_step(self.fall);
@@ -244,10 +293,12 @@ impl KeyInput {
         &self.u
     }
 
-    /// Ends every fall and fade (a reset).
+    /// Ends every fall and fade and puts every key bank to sleep (a reset, which then
+    /// clears the states).
     pub(super) fn stop(&mut self) {
         self.falling.clear();
         self.settling.stop();
+        self.awake.stop();
     }
 }
 
@@ -404,5 +455,90 @@ impl Settling {
         self.offset.fill(0.0);
         self.drive.fill(0.0);
         self.left = 0;
+    }
+}
+
+impl AwakeStates {
+    fn new(p: usize, bank: Option<KeyBank>) -> AwakeStates {
+        let mut a = AwakeStates {
+            p,
+            bank,
+            awake: [false; KEYS],
+            held: [false; KEYS],
+            states: Vec::with_capacity(KEYS + 1),
+            rows: Vec::with_capacity(2 * (KEYS + 1)),
+        };
+        a.update();
+        a
+    }
+
+    /// Wakes the bank of every key that sounds in `keys`.
+    fn wake(&mut self, keys: &KeyFrame) {
+        let mut changed = false;
+        for (k, &v) in keys.iter().enumerate() {
+            self.held[k] = v > 0;
+            changed |= self.held[k] && !std::mem::replace(&mut self.awake[k], true);
+        }
+        if changed {
+            self.update();
+        }
+    }
+
+    fn sleep(&mut self, rec: &mut Recurrence, weight: &[f64], limit: f64) {
+        let Some(bank) = self.bank else {
+            return;
+        };
+        let mut changed = false;
+        for k in 0..KEYS {
+            if !self.awake[k] || self.held[k] {
+                continue;
+            }
+            let states = bank.states_of(k);
+            let distance: f64 = states
+                .clone()
+                .map(|q| weight[q] * rec.x_re[q].hypot(rec.x_im[q]))
+                .sum();
+            if distance < limit {
+                rec.clear_range(states);
+                self.awake[k] = false;
+                changed = true;
+            }
+        }
+        if changed {
+            self.update();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.awake = [false; KEYS];
+        self.held = [false; KEYS];
+        self.update();
+    }
+
+    /// Rebuilds the ranges from `awake`, neighbours merged (within the capacity).
+    fn update(&mut self) {
+        let p = self.p;
+        self.states.clear();
+        match self.bank {
+            None => self.states.push(0..p),
+            Some(bank) => {
+                self.states.push(0..bank.first);
+                for k in (0..KEYS).filter(|&k| self.awake[k]) {
+                    let next = bank.states_of(k);
+                    match self.states.last_mut() {
+                        Some(last) if last.end == next.start => last.end = next.end,
+                        _ => self.states.push(next),
+                    }
+                }
+            }
+        }
+        self.rows.clear();
+        let imaginary = self.states.iter().map(|r| p + r.start..p + r.end);
+        for r in self.states.iter().cloned().chain(imaginary) {
+            match self.rows.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => self.rows.push(r),
+            }
+        }
     }
 }

@@ -356,9 +356,34 @@ impl Engine {
         self.rest.asleep &= enabled;
     }
 
+    /// How many keys' banks run now (0 for a model without a key bank): a key's bank wakes
+    /// when it is struck and sleeps once it is silent and has decayed.
+    pub fn awake_banks(&self) -> usize {
+        match self.layers.first().map(|l| &l.input) {
+            Some(LayerInput::Keys(keys)) => keys.awake_banks(),
+            _ => 0,
+        }
+    }
+
     /// Whether the engine is asleep at rest (it computes nothing until a key wakes it).
     pub fn is_asleep(&self) -> bool {
         self.rest.asleep
+    }
+
+    /// Puts the key banks of silent keys that have decayed to sleep (see `keys.rs`), by the
+    /// rule and tolerance the whole engine sleeps by.
+    fn sleep_banks(&mut self) {
+        if !self.rest.enabled {
+            return;
+        }
+        if let Some(Layer {
+            input: LayerInput::Keys(keys),
+            rec,
+            ..
+        }) = self.layers.first_mut()
+        {
+            keys.sleep_banks(rec, &self.rest.weight[0], self.rest.limit);
+        }
     }
 
     /// Falls asleep if no key sounds, the first layer's input is steady and every state is
@@ -522,6 +547,7 @@ impl Engine {
                 continue;
             }
             self.compute(block);
+            self.sleep_banks();
             self.try_sleep();
         }
     }
@@ -579,13 +605,24 @@ impl Engine {
                 LayerInput::Hidden { w, bias } => {
                     let (w, bias) = (&*w, &*bias);
                     let m = w.m;
-                    simd::gemm::<S>(rows, h_prev, prev_stride, w, bias, &mut self.u, m);
+                    let all = 0..w.k;
+                    let all = std::slice::from_ref(&all);
+                    simd::gemm::<S>(rows, h_prev, prev_stride, w, bias, &mut self.u, m, all);
                     if let Some(rest) = rest {
                         settle(&mut layer.rec, p, Input::Rows(&self.u, m), rest);
                     }
-                    layer.rec.run(p, rows, Input::Rows(&self.u, m), &mut self.x);
+                    let states = 0..p;
+                    let states = std::slice::from_ref(&states);
+                    layer
+                        .rec
+                        .run(states, p, rows, Input::Rows(&self.u, m), &mut self.x);
                     Some(m)
                 }
+            };
+            let all_rows = 0..2 * p;
+            let state_rows = match &layer.input {
+                LayerInput::Keys(keys) => keys.state_rows(),
+                LayerInput::Hidden { .. } => std::slice::from_ref(&all_rows),
             };
             simd::gemm::<S>(
                 rows,
@@ -595,6 +632,7 @@ impl Engine {
                 &layer.c_bias,
                 &mut self.y,
                 out_pad,
+                state_rows,
             );
             // whole padded rows: the padding columns hold zeros and keep the loops branch-free
             let y = &self.y[..rows * out_pad];

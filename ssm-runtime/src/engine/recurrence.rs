@@ -1,6 +1,8 @@
 //! The diagonal recurrence `x_t = λ̄ x_{t-1} + u_t` of one layer, the engine's only
 //! per-sample step, in f64 so long-ringing poles keep their exact frequency and decay.
 
+use std::ops::Range;
+
 use num_complex::Complex64;
 
 /// A layer's discretised poles and its f64 state, stored as separate real and imaginary parts
@@ -30,35 +32,51 @@ impl Recurrence {
         }
     }
 
-    /// Runs the recurrence over `rows` samples, input row `n` at `u[n·ldu..]` (`[re; im]`),
-    /// writing the state as f32 `[re; im]` rows of `x`.
+    /// Runs the recurrence of the states in `ranges` (all of them: `&[0..p]`) over `rows`
+    /// samples, input row `n` at `u[n·ldu..]` (`[re; im]`), writing those states as f32
+    /// `[re; im]` rows of `x` (the other states' entries are left as they are).
     #[inline(always)]
-    pub(super) fn run(&mut self, p: usize, rows: usize, u: Input<'_>, x: &mut [f32]) {
-        let (lr, li) = (&self.lam_re[..p], &self.lam_im[..p]);
-        let (xr, xi) = (&mut self.x_re[..p], &mut self.x_im[..p]);
+    pub(super) fn run(
+        &mut self,
+        ranges: &[Range<usize>],
+        p: usize,
+        rows: usize,
+        u: Input<'_>,
+        x: &mut [f32],
+    ) {
         for n in 0..rows {
             let xo = &mut x[n * 2 * p..(n + 1) * 2 * p];
             let (xo_re, xo_im) = xo.split_at_mut(p);
-            match u {
-                Input::Constant(u) => {
-                    // re-slicing to exactly p lets the compiler drop bounds checks and vectorise
-                    let (ur, ui) = (&u[..p], &u[p..2 * p]);
-                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
-                    for q in 0..p {
-                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q];
-                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q];
-                        (xr[q], xi[q]) = (re, im);
-                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
+            let (ur, ui): (&[f64], &[f64]) = match u {
+                Input::Constant(u) => (&u[..p], &u[p..2 * p]),
+                Input::Rows(..) => (&[], &[]),
+            };
+            for r in ranges {
+                // re-slicing every operand to exactly the range lets the compiler drop bounds
+                // checks and vectorise
+                let len = r.len();
+                let (lr, li) = (&self.lam_re[r.clone()], &self.lam_im[r.clone()]);
+                let (xr, xi) = (&mut self.x_re[r.clone()], &mut self.x_im[r.clone()]);
+                let (or, oi) = (&mut xo_re[r.clone()], &mut xo_im[r.clone()]);
+                match u {
+                    Input::Constant(_) => {
+                        let (ur, ui) = (&ur[r.clone()], &ui[r.clone()]);
+                        for q in 0..len {
+                            let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q];
+                            let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q];
+                            (xr[q], xi[q]) = (re, im);
+                            (or[q], oi[q]) = (re as f32, im as f32);
+                        }
                     }
-                }
-                Input::Rows(u, ldu) => {
-                    let (ur, ui) = (&u[n * ldu..n * ldu + p], &u[n * ldu + p..n * ldu + 2 * p]);
-                    let (xo_re, xo_im) = (&mut xo_re[..p], &mut xo_im[..p]);
-                    for q in 0..p {
-                        let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q] as f64;
-                        let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q] as f64;
-                        (xr[q], xi[q]) = (re, im);
-                        (xo_re[q], xo_im[q]) = (re as f32, im as f32);
+                    Input::Rows(u, ldu) => {
+                        let row = &u[n * ldu..n * ldu + 2 * p];
+                        let (ur, ui) = (&row[r.clone()], &row[p + r.start..p + r.end]);
+                        for q in 0..len {
+                            let re = lr[q] * xr[q] - li[q] * xi[q] + ur[q] as f64;
+                            let im = lr[q] * xi[q] + li[q] * xr[q] + ui[q] as f64;
+                            (xr[q], xi[q]) = (re, im);
+                            (or[q], oi[q]) = (re as f32, im as f32);
+                        }
                     }
                 }
             }
@@ -95,6 +113,12 @@ impl Recurrence {
                 weight[q] * d.norm()
             })
             .sum()
+    }
+
+    /// Zeroes the states in `range`.
+    pub(super) fn clear_range(&mut self, range: Range<usize>) {
+        self.x_re[range.clone()].fill(0.0);
+        self.x_im[range].fill(0.0);
     }
 
     /// Zeroes the state.

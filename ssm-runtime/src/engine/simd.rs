@@ -6,6 +6,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// A SIMD vector of f32 lanes. Every method is `unsafe` because the caller must run on a CPU
 /// with the instruction set (guaranteed by the dispatch in `engine`).
@@ -158,11 +159,11 @@ impl Packed {
 const K_SLICE: usize = 128;
 
 /// One register tile: `c[n][0..V·PW] = init + Σ_{k in k0..k1} a[n][k] · W[k][panel j..j+V]`
-/// for `n < R`, where `init` is the bias (first slice of K) or `c` itself (later slices).
+/// for `n < R`, where `init` is the bias (`first` slice of K) or `c` itself (later slices).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<S: Simd, const R: usize, const V: usize>(
-    (k, k0, k1): (usize, usize, usize),
+    (k, k0, k1, first): (usize, usize, usize, bool),
     a: *const f32,
     lda: usize,
     w: *const f32,
@@ -175,7 +176,7 @@ unsafe fn tile<S: Simd, const R: usize, const V: usize>(
     let mut acc = [[S::zero(); V]; R];
     for (r, row) in acc.iter_mut().enumerate() {
         for (v, val) in row.iter_mut().enumerate() {
-            *val = if k0 == 0 {
+            *val = if first {
                 S::load(bias.add(v * pw))
             } else {
                 S::load(c.add(r * ldc + v * pw))
@@ -217,13 +218,15 @@ macro_rules! dispatch_tile {
     };
 }
 
-/// `c[n][m] = bias[m] + Σ_k a[n·lda + k] · W[k][m]` for `n < rows`, all `m < w.m`.
+/// `c[n][m] = bias[m] + Σ_{k in ks} a[n·lda + k] · W[k][m]` for `n < rows`, all `m < w.m`:
+/// the product over the rows of K in the ranges `ks` (all of K: `&[0..w.k]`).
 ///
 /// # Safety
 /// `a` holds `rows` rows of at least `w.k` values at stride `lda`, `c` holds `rows` rows of
 /// at least `w.m` values at stride `ldc`, `bias` holds `w.m` values, `w.pw == S::LANES`,
-/// and the CPU supports `S`.
+/// every range of `ks` lies within `0..w.k`, and the CPU supports `S`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm<S: Simd>(
     rows: usize,
     a: &[f32],
@@ -232,41 +235,53 @@ pub(crate) unsafe fn gemm<S: Simd>(
     bias: &[f32],
     c: &mut [f32],
     ldc: usize,
+    ks: &[Range<usize>],
 ) {
     debug_assert_eq!(w.pw, S::LANES);
     debug_assert!(
         rows == 0 || (a.len() >= (rows - 1) * lda + w.k && c.len() >= (rows - 1) * ldc + w.m)
     );
     debug_assert!(bias.len() >= w.m);
+    debug_assert!(ks.iter().all(|r| r.start <= r.end && r.end <= w.k));
     let panels = w.m / S::LANES;
     let (a, c, wp, bias) = (a.as_ptr(), c.as_mut_ptr(), w.data.as_ptr(), bias.as_ptr());
     let mut j = 0;
     while j < panels {
         let v = (panels - j).min(3);
         let col = j * S::LANES;
+        let mut first = true;
         // slices of K small enough that the panels' weights stay in L1 across the row tiles
-        let mut k0 = 0;
-        while k0 < w.k {
-            let k1 = (k0 + K_SLICE).min(w.k);
-            let mut n = 0;
-            while n < rows {
-                let r = (rows - n).min(S::ROWS);
-                let panel = wp.add(j * w.k * S::LANES);
-                dispatch_tile!(
-                    S,
-                    r,
-                    v,
-                    (w.k, k0, k1),
-                    a.add(n * lda),
-                    lda,
-                    panel,
-                    bias.add(col),
-                    c.add(n * ldc + col),
-                    ldc
-                );
-                n += r;
+        for range in ks {
+            let mut k0 = range.start;
+            while k0 < range.end {
+                let k1 = (k0 + K_SLICE).min(range.end);
+                let mut n = 0;
+                while n < rows {
+                    let r = (rows - n).min(S::ROWS);
+                    let panel = wp.add(j * w.k * S::LANES);
+                    dispatch_tile!(
+                        S,
+                        r,
+                        v,
+                        (w.k, k0, k1, first),
+                        a.add(n * lda),
+                        lda,
+                        panel,
+                        bias.add(col),
+                        c.add(n * ldc + col),
+                        ldc
+                    );
+                    n += r;
+                }
+                first = false;
+                k0 = k1;
             }
-            k0 = k1;
+        }
+        if first {
+            // no rows of K: the bias alone
+            for n in 0..rows {
+                std::ptr::copy_nonoverlapping(bias.add(col), c.add(n * ldc + col), v * S::LANES);
+            }
         }
         j += v;
     }
@@ -287,17 +302,42 @@ mod tests {
             .collect();
         let bias: Vec<f32> = (0..m_pad).map(|i| i as f32 * 0.5).collect();
         let mut c = vec![0.0; rows * m_pad];
-        unsafe { gemm::<S>(rows, &a, lda, &w, &bias, &mut c, m_pad) };
-        for n in 0..rows {
-            for mm in 0..m {
-                let expect: f32 =
-                    bias[mm] + (0..k).map(|kk| a[n * lda + kk] * wf(kk, mm)).sum::<f32>();
-                assert!(
-                    (c[n * m_pad + mm] - expect).abs() < 1e-3,
-                    "row {n} col {mm}: {} vs {expect}",
-                    c[n * m_pad + mm]
-                );
+        let all = 0..k;
+        unsafe {
+            gemm::<S>(
+                rows,
+                &a,
+                lda,
+                &w,
+                &bias,
+                &mut c,
+                m_pad,
+                std::slice::from_ref(&all),
+            )
+        };
+        let naive = |c: &[f32], ks: &[Range<usize>]| {
+            for n in 0..rows {
+                for mm in 0..m {
+                    let expect: f32 = bias[mm]
+                        + ks.iter()
+                            .flat_map(|r| r.clone())
+                            .map(|kk| a[n * lda + kk] * wf(kk, mm))
+                            .sum::<f32>();
+                    assert!(
+                        (c[n * m_pad + mm] - expect).abs() < 1e-3,
+                        "row {n} col {mm} over {ks:?}: {} vs {expect}",
+                        c[n * m_pad + mm]
+                    );
+                }
             }
+        };
+        naive(&c, std::slice::from_ref(&all));
+        // parts of K only (a key bank's awake states), and none at all (the bias)
+        let parts = [0..k / 3, k / 2..k / 2 + k / 4, k - 1..k];
+        for ks in [&parts[..], &[]] {
+            let mut c = vec![7.0; rows * m_pad];
+            unsafe { gemm::<S>(rows, &a, lda, &w, &bias, &mut c, m_pad, ks) };
+            naive(&c, ks);
         }
     }
 

@@ -297,8 +297,11 @@ pub struct Model {
     pub head_bias: Vec<f32>,
 }
 
+mod bank;
 mod file;
 mod validate;
+
+pub use bank::KeyBank;
 
 pub(crate) use file::read_model_file;
 

@@ -2,6 +2,7 @@
 //! tanh, an opened skip, and the decay limits training is held to.
 
 use super::*;
+use ssm_runtime::model::KeyBank;
 
 impl PianoSsm {
     /// Sets every layer's input bias so that the zero state is the network's equilibrium for a
@@ -48,6 +49,18 @@ impl PianoSsm {
         let _ = second.b.g_div_scalar_(k);
         if let Some(skip) = &mut second.skip {
             let _ = skip.g_div_scalar_(k);
+        }
+    }
+
+    /// Keeps the first layer's key bank structured after a step (see [`crate::bank::project`]).
+    pub fn project_key_bank(&mut self, bank: &KeyBank) {
+        if let Some(first) = self.layers.first_mut() {
+            crate::bank::project(
+                bank,
+                &mut first.b,
+                first.b_square.as_mut(),
+                &mut first.b_bias,
+            );
         }
     }
 

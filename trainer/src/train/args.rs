@@ -153,6 +153,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "E")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub velocity_exponent: Option<f32>,
+    /// With --weights: give the first layer a bank of K more states for every key, each
+    /// driven and damped by its key alone, poles on the key's string partials, output weights
+    /// at zero (the model plays as before until training opens them); a model that ends in
+    /// such a bank keeps it. Why: a held note keeps only as many ringing partials as layer 1
+    /// has states for its key (1–3 in the built-ins; a grand rings 8). See `trainer::bank`.
+    #[arg(long, value_name = "K")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_bank: Option<usize>,
     /// Give the first layer a second input matrix for each key's touch squared
     /// (`layers.0.B_square`, model format version 3), starting at zero: each state can then
     /// answer velocity with its own curve, so a harder strike can sound brighter and not only
@@ -247,6 +255,15 @@ pub(super) fn validate(args: &TrainArgs) -> Result<()> {
             VELOCITY_EXPONENTS.start(),
             VELOCITY_EXPONENTS.end()
         );
+    }
+    match args.key_bank {
+        Some(_) if args.weights.is_none() => {
+            bail!("--key-bank extends a trained model's first layer: give it --weights")
+        }
+        Some(k) if !(1..=16).contains(&k) => {
+            bail!("--key-bank must be 1 to 16 states a key, not {k}")
+        }
+        _ => {}
     }
     if let Some(k) = args.drive.filter(|k| !(k.is_finite() && *k > 0.0)) {
         bail!("--drive must be a positive number, not {k}");

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssm_runtime::model::{Model, ModelInfo};
+use ssm_runtime::model::{KeyBank, Model, ModelInfo};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, LogRow, LoopState};
@@ -52,6 +52,8 @@ struct Run<'a> {
     state: LoopState,
     valid: Vec<Clip>,
     test: Vec<Clip>,
+    /// layer 1's key bank (`--key-bank`), kept structured after every step
+    bank: Option<KeyBank>,
 }
 
 pub fn train(args: &TrainArgs) -> Result<Outputs> {
@@ -78,15 +80,18 @@ impl<'a> Run<'a> {
         source: Box<dyn Source>,
     ) -> Result<Run<'a>> {
         let heads = source.heads();
-        let mut net = match &args.weights {
+        let (mut net, bank) = match &args.weights {
             Some(path) => start_from_weights(path, args, rates, device, &heads)?,
-            None => PianoSsm::new(
-                device,
-                args.model,
-                heads.len(),
-                args.activation.0,
-                init_options(args, rates),
-            )?,
+            None => (
+                PianoSsm::new(
+                    device,
+                    args.model,
+                    heads.len(),
+                    args.activation.0,
+                    init_options(args, rates),
+                )?,
+                None,
+            ),
         };
         if let Some(e) = args.velocity_exponent {
             net.velocity_exponent = Some(e);
@@ -167,11 +172,15 @@ impl<'a> Run<'a> {
             state,
             valid,
             test,
+            bank,
         })
     }
 
     /// The projections chosen on the command line, after every step and on a fresh start.
     fn constrain(&mut self) {
+        if let Some(bank) = &self.bank {
+            self.net.project_key_bank(bank);
+        }
         self.net
             .limit_decays(self.args.decay_limits(), self.rates.sample_rate as f64);
         if self.args.rest_at_zero {

@@ -10,9 +10,11 @@ use ssm_runtime::checkpoint::{import_pth, ImportOptions, MAESTRO_NORM_MEAN, MAES
 use ssm_runtime::model::Model;
 use tch::Device;
 
+use crate::bank;
 use crate::data::synth::Instrument;
 use crate::data::{self, synth, Batch, Norm, Rates, Source};
 use crate::model::{InitOptions, PianoSsm};
+use ssm_runtime::model::KeyBank;
 
 use super::{DatasetKind, TrainArgs};
 
@@ -112,15 +114,16 @@ pub(super) fn init_options(args: &TrainArgs, rates: Rates) -> InitOptions {
     }
 }
 
-/// `--weights` as the network training starts from: `--damper-settle` applied, and grown into
-/// `--model` when that is larger (its states first, the added ones silent).
+/// `--weights` as the network training starts from: `--damper-settle` applied, grown into
+/// `--model` when that is larger (its states first, the added ones silent), and with
+/// `--key-bank` the first layer's key bank (appended, or found).
 pub(super) fn start_from_weights(
     path: &Path,
     args: &TrainArgs,
     rates: Rates,
     device: Device,
     heads: &[String],
-) -> Result<PianoSsm> {
+) -> Result<(PianoSsm, Option<KeyBank>)> {
     let mut model = load_weights(path)?;
     if let Some(frames) = args.damper_settle {
         match model.layers.first_mut().and_then(|l| l.damper.as_mut()) {
@@ -140,12 +143,38 @@ pub(super) fn start_from_weights(
             heads.join(", ")
         );
     }
-    if !model.state_sizes().iter().all(|&s| s < args.model.state()) {
-        return PianoSsm::from_runtime(device, &model);
-    }
+    let model = if model.state_sizes().iter().all(|&s| s < args.model.state()) {
+        grow(model, args, rates, device, heads)?
+    } else {
+        model
+    };
+    let (model, bank) = match args.key_bank {
+        None => (model, None),
+        Some(k) => match bank::find(&model, k) {
+            Some(bank) => (model, Some(bank)),
+            None => {
+                let (model, bank) = bank::append(&model, k, rates.sample_rate as f64)?;
+                eprintln!(
+                    "a key bank of {k} states a key: layer 1 grows to {} states",
+                    model.layers[0].state
+                );
+                (model, Some(bank))
+            }
+        },
+    };
+    Ok((PianoSsm::from_runtime(device, &model)?, bank))
+}
+
+/// `model` grown into `--model` (its states first, the added ones silent).
+fn grow(
+    model: Model,
+    args: &TrainArgs,
+    rates: Rates,
+    device: Device,
+    heads: &[String],
+) -> Result<Model> {
     eprintln!(
-        "growing {} into {}: its states come first, the added ones start silent",
-        path.display(),
+        "growing into {}: the model's states come first, the added ones start silent",
         args.model.label()
     );
     let fresh = PianoSsm::new(
@@ -157,8 +186,7 @@ pub(super) fn start_from_weights(
     )?;
     let mut info = model.info.clone();
     info.size = args.model.label().into();
-    let grown = crate::grow::grow(&model, fresh.to_runtime(info)?)?;
-    PianoSsm::from_runtime(device, &grown)
+    crate::grow::grow(&model, fresh.to_runtime(info)?)
 }
 
 /// Loads `--weights`: a runtime model or a published `.pth` checkpoint.
