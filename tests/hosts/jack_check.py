@@ -45,13 +45,14 @@ def envelope(x, rate):
 
 def onset_level(env, t):
     """A tenth of the way from the envelope's level just before note-on time `t` to the note's
-    peak, or None where the note does not rise (its peak under twice the level before it, or
-    under -80 dBFS): then there is no onset to time, and the check fails rather than compare
-    two flat envelopes."""
+    peak, or None where the note does not rise (its peak under 1.25 times the level before
+    it, 2 dB, or under -80 dBFS): then there is no onset to time, and the check fails rather
+    than compare two flat envelopes. (A key struck again while its last strike still rings
+    rises by less than 2x: 1.7x for the built-in L's third repeated E5.)"""
     i = int(round(t * 1000))
     before = env[max(i - 60, 0):max(i - 10, 1)].mean()
     peak = env[i:i + 100].max()
-    if peak < max(2 * before, 1e-4):
+    if peak < max(1.25 * before, 1e-4):
         return None
     return before + 0.1 * (peak - before)
 
