@@ -14,7 +14,8 @@
 
 use anyhow::{bail, Result};
 use num_complex::Complex64;
-use ssm_runtime::model::{KeyBank, Model, KEYS};
+use ssm_runtime::model::{KeyBank, Model, KEYS, LOWEST_NOTE};
+use ssm_runtime::soundcheck::key_hz;
 use std::f64::consts::TAU;
 
 use crate::init::damped_keys::DAMPED_T60;
@@ -100,7 +101,7 @@ pub fn append(model: &Model, per_key: usize, train_rate: f64) -> Result<(Model, 
 fn partial_of(bank: &KeyBank, i: usize, train_rate: f64) -> Partial {
     let key = bank.key_of(i);
     let slot = (i - bank.first) % bank.per_key;
-    let f0 = 440.0 * 2f64.powf((key as f64 - 48.0) / 12.0);
+    let f0 = key_hz(LOWEST_NOTE + key as u8);
     // inharmonicity: about 1e-4 in the bass, rising to 2e-2 at the top
     let beta = 1e-4 * 10f64.powf(2.3 * (key as f64 / 87.0).powi(2));
     // the fundamental on the key's pitch, the partials above it stretched
@@ -212,7 +213,11 @@ mod tests {
         assert_eq!(banked.layers[0].state, model.layers[0].state + KEYS * 4);
         assert_eq!(find(&banked, 4), Some(bank));
         assert_eq!(find(&banked, 3), None, "a bank of another size");
-        assert_eq!(find(&model, 4), None, "no bank in the shipped model");
+        assert_eq!(
+            find(&model, 4),
+            None,
+            "the shipped model's own bank is not one of 4"
+        );
         // the bank's output weights are zero: the same sound
         let (before, after) = (chord(&model), chord(&banked));
         let diff = before

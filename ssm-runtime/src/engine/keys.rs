@@ -472,8 +472,11 @@ impl AwakeStates {
         a
     }
 
-    /// Wakes the bank of every key that sounds in `keys`.
+    /// Wakes the bank of every key that sounds in `keys` (without a bank, all states run).
     fn wake(&mut self, keys: &KeyFrame) {
+        if self.bank.is_none() {
+            return;
+        }
         let mut changed = false;
         for (k, &v) in keys.iter().enumerate() {
             self.held[k] = v > 0;
