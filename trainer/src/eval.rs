@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use ssm_runtime::Model;
 use tch::{Device, Kind, Tensor};
 
+use crate::data::performance::LONE_HOLD;
 use crate::data::synth::{Instrument, SynthSource};
 use crate::data::{Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
@@ -147,6 +148,7 @@ fn open(args: &EvalArgs, rates: Rates, multi_head: bool) -> Result<Box<dyn Sourc
         multi_head,
         seed: args.seed,
         lone_notes: 0.0,
+        lone_hold: LONE_HOLD,
     };
     selection.open(rates)
 }

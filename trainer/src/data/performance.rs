@@ -28,23 +28,40 @@ impl Performance {
     }
 
     /// Lone notes of `frames` frames at `midi_rate`: one key at a time, anywhere on the
-    /// keyboard, at any velocity, each held for 0.15–1.2 s and followed by 0.55–0.9 s of
-    /// silence, without pedal. Why: in a dense performance a key's attack and release are
+    /// keyboard, at any velocity, each held for 0.15 s to `longest` seconds (at least 0.3;
+    /// `LONE_HOLD` unless a run asks for long notes) and followed by 0.55–0.9 s of silence,
+    /// without pedal. Why: in a dense performance a key's attack and release are
     /// masked by its neighbours, so the loss hears little of how a piano's tone changes with
     /// touch (brighter when struck harder) and of the second after a release; here every
     /// note is heard alone from its strike to its damped end.
-    pub fn lone_notes(rng: &mut ChaCha8Rng, frames: u64, midi_rate: u32) -> Performance {
+    /// A long `longest` lets the loss hear a struck string's partials decay for seconds,
+    /// which performances (whose notes the next ones mask) and short notes never show.
+    pub fn lone_notes(
+        rng: &mut ChaCha8Rng,
+        frames: u64,
+        midi_rate: u32,
+        longest: f64,
+    ) -> Performance {
         let mut g = Generator::new(rng, frames, midi_rate);
         let mut t = g.seconds(0.0, 0.3);
         while t < g.end {
             let key = g.key(LOWEST, HIGHEST);
-            let (len, velocity) = (g.seconds(0.15, 1.2), g.rng.random_range(1..=127));
+            let longest = longest.max(2.0 * LONE_SHORTEST);
+            let (len, velocity) = (
+                g.seconds(LONE_SHORTEST, longest),
+                g.rng.random_range(1..=127),
+            );
             g.note(key, t, len, velocity);
             t += len + g.seconds(0.55, 0.9);
         }
         g.finish()
     }
 }
+
+/// The shortest hold of a lone note, seconds.
+const LONE_SHORTEST: f64 = 0.15;
+/// The longest hold of a lone note unless a run asks for longer (`--lone-hold`), seconds.
+pub const LONE_HOLD: f64 = 1.2;
 
 /// A note as the generator plays it: key, frames [start, end), velocity.
 #[derive(Debug, Clone, Copy)]
@@ -359,11 +376,12 @@ mod tests {
         let mut all = Vec::new();
         for seed in 0..40 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let p = Performance::lone_notes(&mut rng, 2 * rate as u64, rate);
+            let p = Performance::lone_notes(&mut rng, 2 * rate as u64, rate, LONE_HOLD);
             let again = Performance::lone_notes(
                 &mut ChaCha8Rng::seed_from_u64(seed),
                 2 * rate as u64,
                 rate,
+                LONE_HOLD,
             );
             assert_eq!(p.events, again.events, "deterministic per seed");
             let n = notes(&p);
@@ -385,5 +403,27 @@ mod tests {
         let velocities: Vec<u8> = all.iter().map(|n| n.3).collect();
         assert!(*keys.iter().min().unwrap() < 40 && *keys.iter().max().unwrap() > 90);
         assert!(*velocities.iter().min().unwrap() < 20 && *velocities.iter().max().unwrap() > 110);
+    }
+
+    #[test]
+    fn long_lone_notes_hold_up_to_their_longest() {
+        let rate = 1200;
+        let held: Vec<f64> = (0..30)
+            .flat_map(|seed| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let p = Performance::lone_notes(&mut rng, 8 * rate as u64, rate, 5.0);
+                notes(&p)
+                    .into_iter()
+                    .map(|(_, on, off, _)| (off - on) as f64 / rate as f64)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(held.iter().all(|h| (0.14..=5.01).contains(h)), "{held:?}");
+        let long = held.iter().filter(|&&h| h > 3.0).count();
+        assert!(
+            long * 4 > held.len(),
+            "{long} of {} notes over 3 s",
+            held.len()
+        );
     }
 }

@@ -16,7 +16,7 @@ use rustysynth::{SoundFont, Synthesizer, SynthesizerSettings};
 use ssm_runtime::midi_file::{MidiFile, TimedEvent};
 use ssm_runtime::roll::KeyEvent;
 
-use super::performance::Performance;
+use super::performance::{Performance, LONE_HOLD};
 use super::salamander::{self, Library};
 use super::{Clip, Rates, Source, Split};
 
@@ -79,6 +79,8 @@ pub struct SynthSource {
     seed: u64,
     /// the share of training clips that are lone notes (`Performance::lone_notes`)
     lone_notes: f64,
+    /// the longest hold of a lone note, seconds
+    lone_hold: f64,
 }
 
 impl SynthSource {
@@ -112,6 +114,7 @@ impl SynthSource {
             rates,
             seed,
             lone_notes: 0.0,
+            lone_hold: LONE_HOLD,
         })
     }
 
@@ -119,6 +122,12 @@ impl SynthSource {
     /// performances, so validation losses compare with runs without them.
     pub fn with_lone_notes(mut self, share: f64) -> SynthSource {
         self.lone_notes = share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Holds lone notes up to `seconds` (`LONE_HOLD` unless set).
+    pub fn with_lone_hold(mut self, seconds: f64) -> SynthSource {
+        self.lone_hold = seconds;
         self
     }
 
@@ -260,7 +269,12 @@ impl Source for SynthSource {
         // the same clips as before they existed
         if self.lone_notes > 0.0 && rng.random_bool(self.lone_notes) {
             let mut notes = ChaCha8Rng::seed_from_u64(rng.random());
-            let perf = Performance::lone_notes(&mut notes, frames as u64, self.rates.midi_rate);
+            let perf = Performance::lone_notes(
+                &mut notes,
+                frames as u64,
+                self.rates.midi_rate,
+                self.lone_hold,
+            );
             return self.clip_of(&perf, frames);
         }
         self.clip(rng.random(), frames)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use ssm_runtime::model::{Activation, VELOCITY_EXPONENTS};
 
+use crate::data::performance::LONE_HOLD;
 use crate::data::synth::Instrument;
 use crate::init::gated_keys;
 use crate::loss::{BrightnessLoss, Criterion};
@@ -55,6 +56,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
     #[serde(skip_serializing_if = "is_zero")]
     pub lone_notes: f64,
+    /// With `--lone-notes`: the longest a lone note is held, seconds (0.3–60; the crop
+    /// bounds it too). Long holds let the loss hear partials ring for seconds.
+    #[arg(long, default_value_t = LONE_HOLD, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "is_lone_hold")]
+    pub lone_hold: f64,
     /// MAESTRO: all, single or a year; MAPS: ambient, close or all.
     #[arg(long, default_value = "all")]
     pub train_year: String,
@@ -300,10 +306,20 @@ pub(super) fn validate(args: &TrainArgs) -> Result<()> {
             args.lone_notes
         );
     }
+    if !(0.3..=60.0).contains(&args.lone_hold) {
+        bail!(
+            "--lone-hold is the longest hold of a lone note, 0.3 to 60 seconds, not {}",
+            args.lone_hold
+        );
+    }
     if args.lone_notes > 0.0 && args.dataset != DatasetKind::Synth {
         bail!("--lone-notes plays the synth dataset's piano: use it with --dataset synth");
     }
     Ok(())
+}
+
+fn is_lone_hold(seconds: &f64) -> bool {
+    *seconds == LONE_HOLD
 }
 
 fn is_one(factor: &f64) -> bool {

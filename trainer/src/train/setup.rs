@@ -32,6 +32,8 @@ pub struct DataSelection {
     pub seed: u64,
     /// `--lone-notes`
     pub lone_notes: f64,
+    /// `--lone-hold`
+    pub lone_hold: f64,
 }
 
 impl DataSelection {
@@ -45,6 +47,7 @@ impl DataSelection {
             multi_head: args.multi_head,
             seed: args.seed,
             lone_notes: args.lone_notes,
+            lone_hold: args.lone_hold,
         }
     }
 
@@ -61,7 +64,8 @@ impl DataSelection {
                 };
                 Box::new(
                     synth::SynthSource::open(&instrument, rates, self.seed)?
-                        .with_lone_notes(self.lone_notes),
+                        .with_lone_notes(self.lone_notes)
+                        .with_lone_hold(self.lone_hold),
                 )
             }
             DatasetKind::Maestro => {
