@@ -226,9 +226,10 @@ struct RenderArgs {
     soft_pedal: f64,
     #[arg(long, value_enum, default_value = "f32")]
     format: WavFormat,
-    /// 1 (mono) or 2 (the mono signal on both channels)
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
-    channels: u16,
+    /// 1 (mono) or 2 (stereo: a stereo model's two channels, a mono model's one on both);
+    /// the model's own channel count if not given
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2))]
+    channels: Option<u16>,
 }
 
 fn render(args: RenderArgs) -> Result<(), String> {
@@ -292,7 +293,7 @@ fn render(args: RenderArgs) -> Result<(), String> {
         duration: args.duration,
         level,
         format: args.format,
-        channels: args.channels,
+        channels: args.channels.unwrap_or(model.channels as u16),
     };
     match &args.out_dir {
         None => render_one(&args.inputs, args.model.as_deref(), &settings),
@@ -452,6 +453,13 @@ fn describe(model: &Model) -> String {
         "heads:        {} by {kind}: {}\n",
         model.head_count(),
         i.heads.join(", ")
+    );
+    s += &format!(
+        "channels:     {}\n",
+        match model.channels {
+            1 => "1 (mono)",
+            _ => "2 (stereo)",
+        }
     );
     if !i.description.is_empty() {
         s += &format!("description:  {}\n", i.description);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ssm_runtime::fsutil::check_target;
 use ssm_runtime::notes::NoteMap;
-use ssm_runtime::render::render_frames;
+use ssm_runtime::render::render_channels;
 
 use crate::wav::{WavFile, WavFormat};
 use ssm_runtime::roll::frame_start;
@@ -77,6 +77,7 @@ impl Settings<'_> {
         let frames = midi.frames(self.model.info.midi_rate, self.tail);
         let limit = Some(total);
         let midi_rate = self.model.info.midi_rate;
+        let channels = self.channels as usize;
         let stop = |e: Stop, engine: &Engine| match e {
             Stop::Write(e) => write_error(e),
             Stop::NonFinite => non_finite(engine),
@@ -84,21 +85,23 @@ impl Settings<'_> {
         let Some(level) = self.level else {
             let mut wav = WavFile::create(output, self.sample_rate, self.format, self.channels)
                 .map_err(write_error)?;
-            let rendered = render_frames(&mut engine, frames, midi_rate, limit, |chunk| {
-                progress(chunk.len() as u64);
-                finite(chunk)?;
-                Ok(wav.write(chunk)?)
-            });
+            let rendered =
+                render_channels(&mut engine, frames, midi_rate, limit, channels, |chunk| {
+                    progress((chunk.len() / channels) as u64);
+                    finite(chunk)?;
+                    Ok(wav.write(chunk)?)
+                });
             rendered.map_err(|e| stop(e, &engine))?;
             let clipped = wav.finish().map_err(write_error)?;
             return Ok(self.rendered(total, clipped, None));
         };
         // first pass: a float copy beside the output, measured as it is written
         let mut meter = Meter::new(level, self.channels, self.sample_rate)?;
-        let mut wav = WavFile::create(&draft_target(output), self.sample_rate, WavFormat::F32, 1)
+        let draft = draft_target(output);
+        let mut wav = WavFile::create(&draft, self.sample_rate, WavFormat::F32, self.channels)
             .map_err(write_error)?;
-        let rendered = render_frames(&mut engine, frames, midi_rate, limit, |chunk| {
-            progress(chunk.len() as u64);
+        let rendered = render_channels(&mut engine, frames, midi_rate, limit, channels, |chunk| {
+            progress((chunk.len() / channels) as u64);
             finite(chunk)?;
             meter.add(chunk);
             Ok(wav.write(chunk)?)
@@ -209,11 +212,8 @@ fn draft_target(output: &Path) -> PathBuf {
 /// Measures the first pass for the gain that meets the level asked for.
 struct Meter {
     level: Level,
-    channels: u16,
     loudness: ebur128::EbuR128,
     peak: f32,
-    /// the mono chunk repeated on every channel, as the file will hold it
-    frames: Vec<f32>,
 }
 
 impl Meter {
@@ -222,23 +222,17 @@ impl Meter {
             .map_err(|e| format!("loudness meter: {e}"))?;
         Ok(Meter {
             level,
-            channels,
             loudness,
             peak: 0.0,
-            frames: Vec::new(),
         })
     }
 
+    /// Adds frames interleaved as the file holds them.
     fn add(&mut self, chunk: &[f32]) {
         self.peak = chunk.iter().fold(self.peak, |m, v| m.max(v.abs()));
         if let Level::Loudness(_) = self.level {
-            self.frames.clear();
-            for &s in chunk {
-                self.frames
-                    .extend(std::iter::repeat_n(s, self.channels as usize));
-            }
-            // a meter made for this channel count and rate accepts any frames
-            let _ = self.loudness.add_frames_f32(&self.frames);
+            // a meter made for this channel count and rate accepts whole frames
+            let _ = self.loudness.add_frames_f32(chunk);
         }
     }
 

@@ -50,7 +50,6 @@ pub struct WavFile {
     file: std::fs::File,
     tmp: TempFile,
     format: WavFormat,
-    channels: u16,
     clipped: u64,
 }
 
@@ -71,25 +70,22 @@ impl WavFile {
             file: sync,
             tmp,
             format,
-            channels,
             clipped: 0,
         })
     }
 
-    /// Appends mono samples.
+    /// Appends samples, interleaved as the file's channels are (left, right, left, …).
     pub fn write(&mut self, samples: &[f32]) -> std::io::Result<()> {
         let w = self.writer.as_mut().expect("written after finish");
         for &s in samples {
-            for _ in 0..self.channels {
-                match self.format.full_scale() {
-                    None => w.write_sample(s),
-                    Some(full) => {
-                        self.clipped += u64::from(!(-1.0..=1.0).contains(&s));
-                        w.write_sample((s.clamp(-1.0, 1.0) * full).round() as i32)
-                    }
+            match self.format.full_scale() {
+                None => w.write_sample(s),
+                Some(full) => {
+                    self.clipped += u64::from(!(-1.0..=1.0).contains(&s));
+                    w.write_sample((s.clamp(-1.0, 1.0) * full).round() as i32)
                 }
-                .map_err(io_error)?;
             }
+            .map_err(io_error)?;
         }
         Ok(())
     }

@@ -229,3 +229,76 @@ fn transpose_velocity_curve_and_tuning_play_the_changed_roll() {
         );
     }
 }
+
+/// The built-in model with a stereo head: left the mono head plus a tilt across the last
+/// layer's outputs, right the head minus it.
+fn stereo_builtin() -> ssm_runtime::Model {
+    let mut m = builtin::require(builtin::DEFAULT_SIZE).unwrap();
+    let width = *m.widths().last().unwrap();
+    let (w, b) = m.head_channel(0, 0);
+    let tilt = |sign: f32| -> Vec<f32> {
+        (0..width)
+            .map(|i| w[i] * (1.0 + sign * 0.5 * (i as f32 / width as f32 - 0.5)))
+            .collect()
+    };
+    let (left, right, bias) = (tilt(1.0), tilt(-1.0), b);
+    m.channels = 2;
+    m.head_weight = [left, right].concat();
+    m.head_bias = vec![bias, bias];
+    m.validate().unwrap();
+    m
+}
+
+#[test]
+fn a_stereo_model_renders_in_stereo_by_default_and_folds_to_mono_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = stereo_builtin();
+    let path = dir.path().join("stereo.safetensors");
+    model.save(&path).unwrap();
+    let input = midi("pedal.mid");
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a = vec![input.to_str().unwrap().to_string(), "--model".into()];
+        a.push(path.to_str().unwrap().into());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |extra: &[&'static str], name: &str| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = dir.path().join(name);
+        let samples = render(&a, &out);
+        (
+            hound::WavReader::open(&out).unwrap().spec().channels,
+            samples,
+        )
+    };
+    let (channels, both) = run(&[], "default.wav");
+    assert_eq!(channels, 2, "a stereo model writes two channels unasked");
+    let roll = MidiFile::load(&input)
+        .unwrap()
+        .roll(model.info.midi_rate, 1.5);
+    let mut engine = Engine::new(&model, 48_000).unwrap();
+    let mut expected = Vec::new();
+    let frames = roll.frames.iter().copied();
+    let _ =
+        ssm_runtime::render::render_channels(&mut engine, frames, roll.midi_rate, None, 2, |c| {
+            expected.extend_from_slice(c);
+            Ok::<(), ()>(())
+        });
+    assert!(both == expected, "the file is the engine's two channels");
+    let (l, r): (Vec<f32>, Vec<f32>) = both.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
+    assert!(
+        test_support::relative_l2(&l, &r) > 0.01,
+        "left and right differ"
+    );
+    // --channels 1: their mean
+    let (channels, mono) = run(&["--channels", "1"], "mono.wav");
+    assert_eq!(channels, 1);
+    for ((m, l), r) in mono.iter().zip(&l).zip(&r).step_by(31) {
+        assert!((m - 0.5 * (l + r)).abs() < 1e-6, "{m} vs {l}, {r}");
+    }
+    // `info` says so
+    let info = piano_ssm(&["info", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("channels:     2 (stereo)"), "{text}");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use ssm_runtime::engine::STANDARD_A4;
+use ssm_runtime::engine::{Outputs, STANDARD_A4};
 use ssm_runtime::notes::{NoteMap, DEFAULT_SOFT_PEDAL};
 use ssm_runtime::{ChannelEvent, KeyEvent, Player};
 
@@ -132,7 +132,8 @@ impl Instrument {
             shared,
             sample_rate,
             release_all: false,
-            scratch: vec![0.0; max_block.max(1)],
+            // the outgoing engine's two channels during a crossfade
+            scratch: vec![0.0; 2 * max_block.max(1)],
             notes: NoteMap::default(),
             notes_for: (0, 1.0, DEFAULT_SOFT_PEDAL),
         };
@@ -171,12 +172,37 @@ impl Instrument {
     /// Renders one block into `out`, playing `events` — `(sample offset in this block,
     /// event)` in time order, straight from the host — through the transposition and velocity
     /// curve into the player (which keeps what waits for a later frame, up to its capacity).
-    /// Never allocates, locks or does I/O.
+    /// Mono: a stereo model's channels folded to their mean. Never allocates, locks or does
+    /// I/O.
     pub fn process<E: Into<ChannelEvent>>(
         &mut self,
         settings: &Settings,
         events: impl IntoIterator<Item = (u32, E)>,
         out: &mut [f32],
+    ) {
+        self.process_outputs(settings, events, Outputs::Mono(out));
+    }
+
+    /// As [`Instrument::process`] into a stereo pair: a stereo model's two channels, a mono
+    /// model's one in both.
+    pub fn process_stereo<E: Into<ChannelEvent>>(
+        &mut self,
+        settings: &Settings,
+        events: impl IntoIterator<Item = (u32, E)>,
+        left: &mut [f32],
+        right: &mut [f32],
+    ) {
+        let n = left.len().min(right.len());
+        let out = Outputs::Stereo(&mut left[..n], &mut right[..n]);
+        self.process_outputs(settings, events, out);
+    }
+
+    /// As [`Instrument::process`] into one channel or a stereo pair.
+    pub fn process_outputs<E: Into<ChannelEvent>>(
+        &mut self,
+        settings: &Settings,
+        events: impl IntoIterator<Item = (u32, E)>,
+        mut out: Outputs<'_>,
     ) {
         let started = Instant::now();
         self.follow_settings(settings);
@@ -193,31 +219,37 @@ impl Instrument {
             .chain(events.into_iter().map(|(at, e)| (at, e.into())))
             .peekable();
         // blocks longer than the prepared size are split, each part with its own events
-        let chunk = self.scratch.len();
+        let chunk = self.scratch.len() / 2;
         let total = out.len();
-        for (i, part) in out.chunks_mut(chunk).enumerate() {
-            let (from, to) = ((i * chunk) as u32, (i * chunk + part.len()) as u32);
-            let last = to as usize == total;
+        for from in (0..total).step_by(chunk) {
+            let to = (from + chunk).min(total);
+            let last = to == total;
             let notes = &mut self.notes;
-            let this_part = std::iter::from_fn(|| events.next_if(|(at, _)| *at < to || last))
-                .filter_map(|(at, e)| {
-                    let event = notes.apply(e.channel.map(usize::from), e.event)?;
-                    Some((at.saturating_sub(from), ChannelEvent { event, ..e }))
-                });
-            self.player.process(this_part, part);
+            let this_part =
+                std::iter::from_fn(|| events.next_if(|(at, _)| (*at as usize) < to || last))
+                    .filter_map(|(at, e)| {
+                        let event = notes.apply(e.channel.map(usize::from), e.event)?;
+                        Some((at.saturating_sub(from as u32), ChannelEvent { event, ..e }))
+                    });
+            let mut part = out.part(from..to);
+            self.player
+                .process_outputs(this_part, part.part(0..to - from));
             let loader = &self.loader;
             let keys = self.player.encoder().roll();
             self.slot
                 .fade(&keys, part, &mut self.scratch, |old| loader.dispose(old));
         }
-        self.guard_and_gain(settings.gain, out);
-        let seconds = out.len() as f32 / self.sample_rate as f32;
+        self.guard_and_gain(settings.gain, &mut out);
+        let seconds = total as f32 / self.sample_rate as f32;
         let load = if seconds > 0.0 {
             started.elapsed().as_secs_f32() / seconds
         } else {
             0.0
         };
-        let peak = out.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let peak = out
+            .channels()
+            .flat_map(|c| c.iter())
+            .fold(0.0f32, |m, v| m.max(v.abs()));
         let enc = self.player.encoder();
         let pedals = Pedals {
             sustain: enc.pedal_down(),
@@ -277,15 +309,22 @@ impl Instrument {
     }
 
     /// Output is always finite: a NaN or infinity resets the model and silences the block.
-    fn guard_and_gain(&mut self, target: f32, out: &mut [f32]) {
-        if out.iter().all(|v| v.is_finite()) {
+    /// Applies the gain setting, gliding to a new one sample by sample alike on every
+    /// channel; a block holding a NaN or an infinity is silenced and the engine reset.
+    fn guard_and_gain(&mut self, target: f32, out: &mut Outputs<'_>) {
+        if out.channels().all(|c| c.iter().all(|v| v.is_finite())) {
             if self.gain == target {
-                out.iter_mut().for_each(|v| *v *= target);
+                out.channels()
+                    .for_each(|c| c.iter_mut().for_each(|v| *v *= target));
                 return;
             }
-            for v in out.iter_mut() {
-                self.gain += (target - self.gain) * self.gain_coef;
-                *v *= self.gain;
+            let start = self.gain;
+            for c in out.channels() {
+                self.gain = start;
+                for v in c.iter_mut() {
+                    self.gain += (target - self.gain) * self.gain_coef;
+                    *v *= self.gain;
+                }
             }
             // within 0.001 dB: stop gliding and be exact again (in f32 the glide itself would
             // stall a few ulps short)
@@ -294,7 +333,7 @@ impl Instrument {
             }
             return;
         }
-        out.fill(0.0);
+        out.channels().for_each(|c| c.fill(0.0));
         if let Some(e) = self.player.engine_mut() {
             e.reset();
         }

@@ -232,12 +232,11 @@ impl Plugin for PianoSsm {
                 return Some(e);
             }
         });
-        let channels = buffer.as_slice();
-        if let Some((first, rest)) = channels.split_first_mut() {
-            instrument.process(&settings, events, first);
-            for ch in rest {
-                ch.copy_from_slice(first);
-            }
+        // a stereo layout plays the model's two channels (a mono model's one on both)
+        match buffer.as_slice() {
+            [left, right, ..] => instrument.process_stereo(&settings, events, left, right),
+            [mono] => instrument.process(&settings, events, mono),
+            [] => {}
         }
         ProcessStatus::KeepAlive
     }

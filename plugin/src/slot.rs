@@ -3,6 +3,7 @@
 //! for disposal off the audio thread. One small type holds that state (after fundsp's `Slot`),
 //! so the instrument only says "install this" and "mix the fade into this block".
 
+use ssm_runtime::engine::Outputs;
 use ssm_runtime::{Engine, KeyFrame, Player};
 
 /// The outgoing engine and where its fade is.
@@ -53,26 +54,35 @@ impl Slot {
         Ok(())
     }
 
-    /// Mixes the outgoing engine into `out` (the player's output for the same samples): the
-    /// new engine's gain rises linearly from 0 to 1 over the fade, the old one's falls. The
-    /// old engine plays `keys` (the player's roll) into `scratch` (at least `out.len()`
-    /// samples long). When the fade ends the old engine goes to `dispose`, which returns it
-    /// if it cannot take it now; it is offered again by [`Slot::collect`].
+    /// Mixes the outgoing engine into `out` (the player's output for the same samples, one
+    /// channel or a stereo pair): the new engine's gain rises linearly from 0 to 1 over the
+    /// fade, the old one's falls. The old engine plays `keys` (the player's roll) into
+    /// `scratch` (at least `2 · out.len()` samples long for a pair, `out.len()` for one
+    /// channel). When the fade ends the old engine goes to `dispose`, which returns it if it
+    /// cannot take it now; it is offered again by [`Slot::collect`].
     pub fn fade(
         &mut self,
         keys: &KeyFrame,
-        out: &mut [f32],
+        mut out: Outputs<'_>,
         scratch: &mut [f32],
         dispose: impl FnOnce(Box<Engine>) -> Result<(), Box<Engine>>,
     ) {
         let Some(old) = &mut self.fading else { return };
-        let n = out.len().min(scratch.len());
-        let scratch = &mut scratch[..n];
+        let stereo = matches!(out, Outputs::Stereo(..));
+        let n = out.len().min(scratch.len() / if stereo { 2 } else { 1 });
+        let (left, right) = scratch.split_at_mut(n);
+        let mut theirs = if stereo {
+            Outputs::Stereo(left, &mut right[..n])
+        } else {
+            Outputs::Mono(left)
+        };
         old.set_keys(keys);
-        old.process(scratch);
-        for (i, (o, s)) in out.iter_mut().zip(scratch.iter()).enumerate() {
-            let t = ((self.done + i) as f32 / self.len as f32).min(1.0);
-            *o = *o * t + *s * (1.0 - t);
+        old.process_outputs(theirs.part(0..n));
+        for (ours, theirs) in out.part(0..n).channels().zip(theirs.channels()) {
+            for (i, (o, s)) in ours.iter_mut().zip(theirs.iter()).enumerate() {
+                let t = ((self.done + i) as f32 / self.len as f32).min(1.0);
+                *o = *o * t + *s * (1.0 - t);
+            }
         }
         self.done += n;
         if self.done >= self.len {

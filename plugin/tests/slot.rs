@@ -4,6 +4,7 @@
 //! engine is given back, not installed) until it can.
 
 use plugin::slot::Slot;
+use ssm_runtime::engine::Outputs;
 use ssm_runtime::{Engine, KeyEvent, Model, Player, Size};
 
 const RATE: u32 = 16_000;
@@ -69,7 +70,7 @@ fn a_switch_crossfades_linearly_then_hands_the_old_engine_back() {
     for b in 0..4 {
         let mut out = vec![0.0f32; BLOCK];
         player.process(NONE, &mut out);
-        slot.fade(&keys, &mut out, &mut scratch, |_old| {
+        slot.fade(&keys, Outputs::Mono(&mut out), &mut scratch, |_old| {
             handed_back += 1;
             Ok(())
         });
@@ -103,7 +104,7 @@ fn a_full_disposer_keeps_the_slot_busy_until_it_takes_the_engine() {
     let (mut out, mut scratch) = (vec![0.0f32; BLOCK], vec![0.0f32; BLOCK]);
     player.process(NONE, &mut out);
     // the fade ends, but the disposer's queue is full
-    slot.fade(&keys, &mut out, &mut scratch, Err);
+    slot.fade(&keys, Outputs::Mono(&mut out), &mut scratch, Err);
     assert!(!slot.is_fading() && !slot.is_free());
     // a new engine is given back rather than installed over the waiting one
     let refused = slot.install(&mut player, engine(&model));

@@ -323,6 +323,7 @@ fn assemble(
             description: String::new(),
         },
         layers,
+        channels: 1,
         head_weight,
         head_bias,
     })

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Outputs};
 use crate::roll::{frame_of_event, frame_of_sample, frame_start, ChannelEvent, RollEncoder};
 
 /// Events that can wait for their frame at once; more in one block are dropped, not
@@ -145,11 +145,33 @@ impl Player {
 
     /// Renders one block. `events` are `(sample offset in this block, event)` in time order,
     /// each a [`ChannelEvent`] or a `KeyEvent` (channel 1); offsets past the block's end count
-    /// as its last sample. Never allocates.
+    /// as its last sample. Mono: a stereo model's channels folded to their mean. Never
+    /// allocates.
     pub fn process<E: Into<ChannelEvent>>(
         &mut self,
         events: impl IntoIterator<Item = (u32, E)>,
         out: &mut [f32],
+    ) {
+        self.process_outputs(events, Outputs::Mono(out));
+    }
+
+    /// As [`Player::process`] into a stereo pair: a stereo model's two channels, a mono
+    /// model's one in both. Never allocates.
+    pub fn process_stereo<E: Into<ChannelEvent>>(
+        &mut self,
+        events: impl IntoIterator<Item = (u32, E)>,
+        left: &mut [f32],
+        right: &mut [f32],
+    ) {
+        let n = left.len().min(right.len());
+        self.process_outputs(events, Outputs::Stereo(&mut left[..n], &mut right[..n]));
+    }
+
+    /// As [`Player::process`] into one channel or a stereo pair. Never allocates.
+    pub fn process_outputs<E: Into<ChannelEvent>>(
+        &mut self,
+        events: impl IntoIterator<Item = (u32, E)>,
+        mut out: Outputs<'_>,
     ) {
         let len = out.len() as u64;
         for (offset, event) in events {
@@ -163,16 +185,19 @@ impl Player {
         // output sample i is model sample `first + i`; model time starts `latency` late
         let first = self.position as i64 - self.latency as i64;
         let silent_lead = (-first).clamp(0, len as i64) as usize;
-        out[..silent_lead].fill(0.0);
+        out.part(0..silent_lead)
+            .channels()
+            .for_each(|c| c.fill(0.0));
         let (start, end) = ((first.max(0)) as u64, (first + len as i64).max(0) as u64);
+        let at = |sample: u64| silent_lead + (sample - start) as usize;
         let mut cursor = start;
         let rates = self
             .engine
             .as_ref()
             .map(|e| (e.sample_rate(), e.midi_rate()));
-        while let Some(&(at, event)) = self.pending.front() {
+        while let Some(&(at_sample, event)) = self.pending.front() {
             if let Some((sr, mr)) = rates {
-                let frame = frame_of_event(at, sr, mr);
+                let frame = frame_of_event(at_sample, sr, mr);
                 let frame_begins = frame_start(frame, sr, mr);
                 if frame_begins >= end {
                     break; // its frame starts in a later block
@@ -180,16 +205,13 @@ impl Player {
                 if frame > self.encoder.frame() {
                     // everything before this frame is final: render up to its first sample
                     let stop = frame_begins.clamp(cursor, end);
-                    self.render(
-                        &mut out[silent_lead + (cursor - start) as usize
-                            ..silent_lead + (stop - start) as usize],
-                    );
+                    self.render(out.part(at(cursor)..at(stop)));
                     cursor = stop;
                     self.encoder.advance_to(frame);
                 }
             }
             self.pending.pop_front();
-            self.encoder.apply_live(event, at);
+            self.encoder.apply_live(event, at_sample);
             if event.event.clears_state() {
                 if let Some(e) = &mut self.engine {
                     e.reset();
@@ -197,13 +219,13 @@ impl Player {
             }
             self.keys_dirty = true;
         }
-        self.render(&mut out[silent_lead + (cursor - start) as usize..]);
+        self.render(out.part(at(cursor)..len as usize));
         self.position += len;
     }
 
-    fn render(&mut self, out: &mut [f32]) {
+    fn render(&mut self, mut out: Outputs<'_>) {
         let Some(engine) = &mut self.engine else {
-            out.fill(0.0);
+            out.channels().for_each(|c| c.fill(0.0));
             return;
         };
         if self.keys_dirty {
@@ -211,7 +233,7 @@ impl Player {
             self.keys_dirty = false;
         }
         if !out.is_empty() {
-            engine.process(out);
+            engine.process_outputs(out);
         }
     }
 }

@@ -4,10 +4,11 @@
 //! arithmetic, every product in float64, each fade kept as a list of jumps. Random extensions
 //! on a published network and the built-in models, random rolls (re-strikes while held and
 //! while a damper falls, overlapping releases, silence), at the training rate and at a rate
-//! whose frames are not whole samples.
+//! whose frames are not whole samples. Stereo heads (format version 4): each channel against
+//! the reference's.
 
 use ssm_runtime::model::{Damper, KeyBank, SETTLE_FLOOR};
-use ssm_runtime::render::render_roll;
+use ssm_runtime::render::{render_channels, render_roll};
 use ssm_runtime::{Engine, Isa, Model, Roll, Size, KEYS};
 use test_support::{checkpoint, relative_l2};
 
@@ -88,6 +89,12 @@ fn first_input(model: &Model, keys: &[f64; KEYS], q: usize) -> C {
 
 /// The model rendered from the equations, at `rate`, head 0.
 fn reference(model: &Model, roll: &Roll, rate: u32) -> Vec<f32> {
+    assert_eq!(model.channels, 1, "a mono model");
+    reference_channels(model, roll, rate).remove(0)
+}
+
+/// The reference's output in each of head 0's channels (left, then right for a stereo head).
+fn reference_channels(model: &Model, roll: &Roll, rate: u32) -> Vec<Vec<f32>> {
     let s = model.info.train_rate as f64 / rate as f64;
     let frame = rate as f64 / roll.midi_rate as f64;
     let first = &model.layers[0];
@@ -136,7 +143,7 @@ fn reference(model: &Model, roll: &Roll, rate: u32) -> Vec<f32> {
     let mut previous = [0.0f64; KEYS];
     let mut w_now = vec![(0.0, 0.0); p];
     let total = roll.samples(rate);
-    let mut out = Vec::with_capacity(total as usize);
+    let mut out = vec![Vec::with_capacity(total as usize); model.channels];
     let mut f = 0usize;
     let mut keys = [0.0f64; KEYS];
     for t in 0..total {
@@ -235,10 +242,13 @@ fn reference(model: &Model, roll: &Roll, rate: u32) -> Vec<f32> {
                 })
                 .collect();
         }
-        let w = &model.head_weight[..h.len()];
-        let y =
-            model.head_bias[0] as f64 + h.iter().zip(w).map(|(a, b)| a * *b as f64).sum::<f64>();
-        out.push((y * model.info.norm_std + model.info.norm_mean) as f32);
+        // head 0: (channels, width) weights, then (channels) biases
+        for (c, out) in out.iter_mut().enumerate() {
+            let w = &model.head_weight[c * h.len()..(c + 1) * h.len()];
+            let y = model.head_bias[c] as f64
+                + h.iter().zip(w).map(|(a, b)| a * *b as f64).sum::<f64>();
+            out.push((y * model.info.norm_std + model.info.norm_mean) as f32);
+        }
     }
     out
 }
@@ -553,6 +563,66 @@ fn a_silent_keys_bank_sleeps() {
 /// The reference is not the engine by construction: it hears what the extensions do. A
 /// damper, an exponent and a touch square each change its output, and a reference that
 /// forgot one (here: the same model without it) is far from the engine.
+/// `model` with head 0 made stereo: left and right each the mono head with its own random
+/// change of a fifth of the largest weight.
+fn with_stereo_head(mut model: Model, noise: &mut Noise) -> Model {
+    let width = *model.widths().last().unwrap();
+    let (w, b) = (model.head_weight[..width].to_vec(), model.head_bias[0]);
+    let peak = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut shaken = |v: f32| v + ((noise.unit() - 0.5) * 0.4 * peak as f64) as f32;
+    let left: Vec<f32> = w.iter().map(|&v| shaken(v)).collect();
+    let right: Vec<f32> = w.iter().map(|&v| shaken(v)).collect();
+    model.info.heads.truncate(1);
+    model.channels = 2;
+    model.head_weight = [left, right].concat();
+    model.head_bias = vec![shaken(b), shaken(b)];
+    model.validate().expect("a valid stereo model");
+    model
+}
+
+#[test]
+fn a_stereo_head_plays_each_channel_by_the_equations() {
+    let base = checkpoint("PianoSSM_S_MH_maestro_all_24000_model.pth");
+    let mut noise = Noise(0x57e7_e0ff_0000_0004);
+    let model = with_stereo_head(extended(base, &mut noise, 3, 4), &mut noise);
+    let midi_rate = model.info.midi_rate;
+    let keys: Vec<usize> = (0..6).map(|_| noise.below(KEYS)).collect();
+    let roll = random_roll(
+        &mut noise,
+        (0.3 * midi_rate as f64) as usize,
+        midi_rate,
+        &keys,
+    );
+    let expected = reference_channels(&model, &roll, 44_100);
+    let mut engine = Engine::new(&model, 44_100).unwrap();
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    let frames = roll.frames.iter().copied();
+    let _ = render_channels(&mut engine, frames, midi_rate, None, 2, |chunk| {
+        for pair in chunk.chunks_exact(2) {
+            left.push(pair[0]);
+            right.push(pair[1]);
+        }
+        Ok::<(), ()>(())
+    });
+    let (l, r) = (
+        relative_l2(&left, &expected[0]),
+        relative_l2(&right, &expected[1]),
+    );
+    println!("stereo head at 44.1 kHz: left {l:.2e}, right {r:.2e}");
+    assert!(l <= LIMIT && r <= LIMIT, "left {l:.3e}, right {r:.3e}");
+    // the channels differ, and a mono render plays their mean
+    assert!(relative_l2(&left, &right) > 100.0 * LIMIT);
+    let mid: Vec<f32> = expected[0]
+        .iter()
+        .zip(&expected[1])
+        .map(|(a, b)| 0.5 * (a + b))
+        .collect();
+    let mono = render_roll(&mut Engine::new(&model, 44_100).unwrap(), &roll, |_, _| {});
+    let err = relative_l2(&mono, &mid);
+    println!("stereo head folded to mono: {err:.2e}");
+    assert!(err <= LIMIT, "mono fold {err:.3e}");
+}
+
 #[test]
 fn the_reference_hears_every_extension() {
     let base = checkpoint("PianoSSM_S_MH_maestro_all_24000_model.pth");

@@ -124,3 +124,43 @@ fn audio_path_never_allocates() {
     assert_eq!(count, 0, "the audio path allocated or freed {count} times");
     assert!(buffer.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn stereo_audio_path_never_allocates() {
+    let mut model = with_damper(checkpoint("PianoSSM_S_MH_maestro_all_16000_model.pth"));
+    // every head stereo: its weights on the left, 0.7 of them on the right
+    let width = *model.widths().last().unwrap();
+    model.channels = 2;
+    model.head_weight = model
+        .head_weight
+        .chunks(width)
+        .flat_map(|w| w.iter().copied().chain(w.iter().map(|v| 0.7 * v)))
+        .collect();
+    model.head_bias = model.head_bias.iter().flat_map(|&b| [b, b]).collect();
+    model.validate().unwrap();
+    let mut player = Player::new(Engine::new(&model, 48_000).unwrap());
+    let (mut left, mut right) = (vec![0.0f32; 4096], vec![0.0f32; 4096]);
+    let chord = [60u8, 64, 67].map(|note| {
+        (
+            0,
+            KeyEvent::NoteOn {
+                note,
+                velocity: 100,
+            },
+        )
+    });
+    let ((), count) = watched(|| {
+        for (i, block) in [1usize, 64, 333, 4096].into_iter().enumerate() {
+            player.process_stereo(chord, &mut left[..block], &mut right[..block]);
+            player.engine_mut().unwrap().set_head(i % 10).unwrap();
+            player.process_stereo(
+                [(0, KeyEvent::AllNotesOff)],
+                &mut left[..block],
+                &mut right[..block],
+            );
+        }
+    });
+    assert_eq!(count, 0, "the stereo path allocated or freed {count} times");
+    assert!(left.iter().chain(&right).all(|v| v.is_finite()));
+    assert!(left.iter().zip(&right).any(|(l, r)| l != r), "two channels");
+}

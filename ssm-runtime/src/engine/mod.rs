@@ -16,6 +16,7 @@
 //! Nothing allocates, locks or does I/O after [`Engine::new`].
 
 mod activation;
+mod heads;
 mod keys;
 mod recurrence;
 mod rest;
@@ -26,6 +27,8 @@ use num_complex::Complex64;
 use crate::error::EngineError;
 use crate::model::{stable_pole, Activation, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE};
 use crate::roll::KeyFrame;
+use heads::Heads;
+pub use heads::Outputs;
 use keys::KeyInput;
 use recurrence::{Input, Recurrence};
 use rest::Rest;
@@ -233,11 +236,7 @@ pub struct Engine {
     a4: f64,
     layers: Vec<Layer>,
     activation: Activation,
-    head_weight: Vec<f32>,
-    head_bias: Vec<f32>,
-    head: usize,
-    out_scale: f32,
-    out_offset: f32,
+    heads: Heads,
     keys: KeyFrame,
     rest: Rest,
     /// set while a block finds the rest: each layer starts at its input's fixed point
@@ -320,11 +319,7 @@ impl Engine {
             a4,
             layers,
             activation: model.info.activation,
-            head_weight: model.head_weight.clone(),
-            head_bias: model.head_bias.clone(),
-            head: 0,
-            out_scale: model.info.norm_std as f32,
-            out_offset: model.info.norm_mean as f32,
+            heads: Heads::new(model),
             keys: [0; KEYS],
             rest,
             rest_pass: false,
@@ -342,11 +337,10 @@ impl Engine {
     /// the last layer's output at rest. Then back to a fresh engine's zero state.
     fn find_rest(&mut self) {
         self.rest_pass = true;
-        let mut sample = [0.0f32];
         let _denormals = DenormalGuard::flush_to_zero();
-        self.compute(&mut sample);
+        self.compute(1);
         self.rest_pass = false;
-        self.rest.out = self.head_output(&self.rest.h);
+        self.heads.set_rest(&self.rest.h);
         self.reset();
     }
 
@@ -416,21 +410,6 @@ impl Engine {
         }
     }
 
-    /// The selected head's weights and bias.
-    fn head_weights(&self) -> (&[f32], f32) {
-        let width = self.rest.h.len();
-        (
-            &self.head_weight[self.head * width..(self.head + 1) * width],
-            self.head_bias[self.head],
-        )
-    }
-
-    /// The selected head's output for the last layer's output `h`, scaled to audio.
-    fn head_output(&self, h: &[f32]) -> f32 {
-        let (w, b) = self.head_weights();
-        head_output(h, w, b, self.out_scale, self.out_offset)
-    }
-
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -461,11 +440,16 @@ impl Engine {
     }
 
     pub fn head(&self) -> usize {
-        self.head
+        self.heads.selected()
     }
 
     pub fn head_count(&self) -> usize {
-        self.head_bias.len()
+        self.heads.count()
+    }
+
+    /// The model's output channels: 1 (mono) or 2 (stereo).
+    pub fn channels(&self) -> usize {
+        self.heads.channels()
     }
 
     /// Selects the output head (e.g. a MAESTRO year); takes effect from the next sample.
@@ -476,8 +460,8 @@ impl Engine {
                 count: self.head_count(),
             });
         }
-        self.head = head;
-        self.rest.out = self.head_output(&self.rest.h);
+        self.heads.select(head);
+        self.heads.set_rest(&self.rest.h);
         Ok(())
     }
 
@@ -538,50 +522,98 @@ impl Engine {
         })
     }
 
-    /// Renders `out.len()` samples with the current keys (asleep: the rest output).
+    /// Renders `out.len()` samples with the current keys (asleep: the rest output): a mono
+    /// model's head, or the mean of a stereo model's two channels.
     pub fn process(&mut self, out: &mut [f32]) {
+        self.process_outputs(Outputs::Mono(out));
+    }
+
+    /// Renders `left.len()` samples into `left` and `right` (no more than `right.len()`): a
+    /// stereo model's two channels, or a mono model's one channel in both.
+    pub fn process_stereo(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let n = left.len().min(right.len());
+        self.process_outputs(Outputs::Stereo(&mut left[..n], &mut right[..n]));
+    }
+
+    /// Renders `out.len()` samples into one channel ([`Engine::process`]) or a stereo pair
+    /// ([`Engine::process_stereo`]).
+    pub fn process_outputs(&mut self, mut out: Outputs<'_>) {
         let _denormals = DenormalGuard::flush_to_zero();
-        for block in out.chunks_mut(MAX_BLOCK) {
+        let len = out.len();
+        for start in (0..len).step_by(MAX_BLOCK) {
+            let block = start..(start + MAX_BLOCK).min(len);
             if self.rest.asleep {
-                block.fill(self.rest.out);
+                self.heads.write_rest(&mut out, block);
                 continue;
             }
-            self.compute(block);
+            let stride = self.compute(block.len());
+            self.heads.write(&mut out, block, &self.h[0], stride);
             self.sleep_banks();
             self.try_sleep();
         }
     }
 
-    /// Computes one block of up to [`MAX_BLOCK`] samples.
-    fn compute(&mut self, block: &mut [f32]) {
+    /// The last layer's outputs — what every head reads — for the next `out.len() / width`
+    /// samples (`width` = [`Engine::hidden_width`]), a sample's `width` values after the
+    /// last's: as [`Engine::process`] renders them, without the head. Why: the trainer fits
+    /// new heads (a stereo one) to a trained network on these.
+    pub fn process_hidden(&mut self, out: &mut [f32]) {
+        let _denormals = DenormalGuard::flush_to_zero();
+        let width = self.hidden_width();
+        let samples = out.len() / width.max(1);
+        for start in (0..samples).step_by(MAX_BLOCK) {
+            let rows = (samples - start).min(MAX_BLOCK);
+            let block = &mut out[start * width..(start + rows) * width];
+            if self.rest.asleep {
+                for row in block.chunks_exact_mut(width) {
+                    row.copy_from_slice(&self.rest.h);
+                }
+                continue;
+            }
+            let stride = self.compute(rows);
+            for (row, h) in block.chunks_exact_mut(width).zip(self.h[0].chunks(stride)) {
+                row.copy_from_slice(&h[..width]);
+            }
+            self.sleep_banks();
+            self.try_sleep();
+        }
+    }
+
+    /// How many outputs the last layer has (what a head reads).
+    pub fn hidden_width(&self) -> usize {
+        self.rest.h.len()
+    }
+
+    /// Computes one block of up to [`MAX_BLOCK`] samples through every layer: the last
+    /// layer's outputs in `h[0]`, rows of the returned stride.
+    fn compute(&mut self, rows: usize) -> usize {
         // SAFETY: `isa` was checked against the CPU's features in `with_isa`.
         unsafe {
             match self.isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => self.block_avx512(block),
+                Isa::Avx512 => self.block_avx512(rows),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => self.block_avx2(block),
-                _ => self.block::<simd::Portable>(block),
+                Isa::Avx2 => self.block_avx2(rows),
+                _ => self.block::<simd::Portable>(rows),
             }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn block_avx512(&mut self, out: &mut [f32]) {
-        self.block::<simd::Avx512>(out)
+    unsafe fn block_avx512(&mut self, rows: usize) -> usize {
+        self.block::<simd::Avx512>(rows)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_avx2(&mut self, out: &mut [f32]) {
-        self.block::<simd::Avx2>(out)
+    unsafe fn block_avx2(&mut self, rows: usize) -> usize {
+        self.block::<simd::Avx2>(rows)
     }
 
-    /// One block through every layer and the head.
+    /// One block of `rows` samples through every layer; returns the last layer's stride.
     #[inline(always)]
-    unsafe fn block<S: Simd>(&mut self, out: &mut [f32]) {
-        let rows = out.len();
+    unsafe fn block<S: Simd>(&mut self, rows: usize) -> usize {
         let scale = std::f32::consts::FRAC_1_SQRT_2;
         let act = self.activation;
         let [h_prev, h_next] = &mut self.h;
@@ -650,25 +682,12 @@ impl Engine {
             std::mem::swap(h_prev, h_next);
             prev_stride = out_pad;
         }
-        let width = self.rest.h.len();
-        let w = &self.head_weight[self.head * width..(self.head + 1) * width];
-        let b = self.head_bias[self.head];
-        for (n, o) in out.iter_mut().enumerate() {
-            let h = &h_prev[n * prev_stride..n * prev_stride + width];
-            *o = head_output(h, w, b, self.out_scale, self.out_offset);
-        }
         if self.rest_pass {
+            let width = self.rest.h.len();
             self.rest.h.copy_from_slice(&h_prev[..width]);
         }
+        prev_stride
     }
-}
-
-/// A head's output `(b + h·w)·scale + offset`, in the one order of operations the engine
-/// uses awake and asleep.
-#[inline(always)]
-fn head_output(h: &[f32], w: &[f32], b: f32, scale: f32, offset: f32) -> f32 {
-    let v = h.iter().zip(w).fold(b, |acc, (h, w)| h.mul_add(*w, acc));
-    v.mul_add(scale, offset)
 }
 
 /// Puts a layer's state at the fixed point of input `u`, kept in `rest`.

@@ -21,8 +21,6 @@ pub(super) struct Rest {
     pub(super) h: Vec<f32>,
     /// the weighted distance under which the engine may sleep
     pub(super) limit: f64,
-    /// the engine's output at rest with the current head
-    pub(super) out: f32,
     pub(super) asleep: bool,
     /// whether the engine may sleep at all (tests and benchmarks compare both)
     pub(super) enabled: bool,
@@ -37,7 +35,6 @@ impl Rest {
             weight,
             h: vec![0.0; width],
             limit,
-            out: 0.0,
             asleep: false,
             enabled: true,
         }

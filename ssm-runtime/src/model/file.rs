@@ -49,13 +49,24 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         let last = *widths.last().expect("checked non-empty");
         let heads = info.heads.len();
-        let head_weight = reader.f32("heads.weight", &[heads, last])?;
-        let head_bias = reader.f32("heads.bias", &[heads])?;
+        let channels = fields.channels()?;
+        let (head_weight, head_bias) = if channels == 1 {
+            (
+                reader.f32("heads.weight", &[heads, last])?,
+                reader.f32("heads.bias", &[heads])?,
+            )
+        } else {
+            (
+                reader.f32("heads.weight", &[heads, channels, last])?,
+                reader.f32("heads.bias", &[heads, channels])?,
+            )
+        };
         reader.reject_unknown(states.len())?;
 
         let model = Model {
             info,
             layers,
+            channels,
             head_weight,
             head_bias,
         };
@@ -104,14 +115,12 @@ impl Model {
             }
         }
         let last = self.widths().last().copied().unwrap_or(0);
-        tensors.insert(
-            "heads.weight".into(),
-            (vec![self.head_count(), last], &self.head_weight),
-        );
-        tensors.insert(
-            "heads.bias".into(),
-            (vec![self.head_count()], &self.head_bias),
-        );
+        let (weight_shape, bias_shape) = match self.channels {
+            1 => (vec![self.head_count(), last], vec![self.head_count()]),
+            c => (vec![self.head_count(), c, last], vec![self.head_count(), c]),
+        };
+        tensors.insert("heads.weight".into(), (weight_shape, &self.head_weight));
+        tensors.insert("heads.bias".into(), (bias_shape, &self.head_bias));
 
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
             .into_iter()
@@ -148,8 +157,10 @@ impl Model {
     /// The lowest format version that holds this model (see the module comment).
     pub fn format_version(&self) -> u32 {
         let any = |has: fn(&SsmLayer) -> bool| self.layers.iter().any(has);
-        if any(|l| l.b_square.is_some()) {
+        if self.channels > 1 {
             FORMAT_VERSION
+        } else if any(|l| l.b_square.is_some()) {
+            SQUARE_FORMAT_VERSION
         } else if any(|l| l.damper.is_some() || l.velocity_exponent.is_some()) {
             DAMPER_FORMAT_VERSION
         } else {
@@ -184,6 +195,9 @@ impl Model {
         );
         if let Some(kind) = &i.head_kind {
             m.insert("head_kind".into(), kind.clone());
+        }
+        if self.channels > 1 {
+            m.insert("channels".into(), self.channels.to_string());
         }
         m.insert("description".into(), i.description.clone());
         m
@@ -258,6 +272,27 @@ impl MetaFields<'_> {
             field,
             reason: e.to_string(),
         })
+    }
+
+    /// The heads' output channels: 1 unless a version-4 file says 2.
+    fn channels(&self) -> Result<usize, ModelError> {
+        if !self.0.contains_key("channels") {
+            return Ok(1);
+        }
+        let channels: usize = self.parse("channels")?;
+        let version: u32 = self.parse("format_version")?;
+        match channels {
+            1 => Ok(1),
+            2 if version >= 4 => Ok(2),
+            2 => Err(ModelError::BadField {
+                field: "channels",
+                reason: format!("stereo heads need format version 4, the file says {version}"),
+            }),
+            c => Err(ModelError::BadField {
+                field: "channels",
+                reason: format!("{c} output channels; a head has 1 (mono) or {MAX_CHANNELS}"),
+            }),
+        }
     }
 
     fn info(&self) -> Result<ModelInfo, ModelError> {

@@ -20,9 +20,12 @@
 //! roll value `v` as `(v/127)^e` instead of `v/127` (see [`SsmLayer::velocity_exponent`]).
 //! Format version 3 adds `layers.0.B_square` (P, 88, 2, optional): a second input matrix that
 //! reads the square of each key's touch (see [`SsmLayer::b_square`]).
+//! Format version 4 lets the heads have two output channels (stereo, left then right): the
+//! metadata field `channels` ("1" when absent) and `heads.weight` (H, 2, last width),
+//! `heads.bias` (H, 2) (see [`Model::channels`]).
 //! Every file is written as the lowest version that holds it: files without a damper or an
 //! exponent as version 1, so every earlier build reads them (the published checkpoints import
-//! that way), and only files with `B_square` as version 3.
+//! that way), only files with `B_square` as version 3 and only stereo files as version 4.
 
 use num_complex::Complex64;
 
@@ -33,7 +36,9 @@ pub const KEYS: usize = 88;
 /// MIDI note number of the lowest key.
 pub const LOWEST_NOTE: u8 = 21;
 /// The newest format version this crate reads and writes; loading rejects newer versions.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// The version a mono model with `B_square` is written as.
+const SQUARE_FORMAT_VERSION: u32 = 3;
 /// The version a model with a key damper or a velocity exponent, but no `B_square`, is
 /// written as.
 const DAMPER_FORMAT_VERSION: u32 = 2;
@@ -291,11 +296,18 @@ impl SsmLayer {
 pub struct Model {
     pub info: ModelInfo,
     pub layers: Vec<SsmLayer>,
-    /// (heads, last width)
+    /// Output channels of every head: 1 (mono) or 2 (stereo: left, then right; format
+    /// version 4). Every channel reads the same last layer and is scaled to audio alike
+    /// (`norm_std`, `norm_mean`); a stereo head is two heads that share the network.
+    pub channels: usize,
+    /// (heads, channels, last width)
     pub head_weight: Vec<f32>,
-    /// (heads)
+    /// (heads, channels)
     pub head_bias: Vec<f32>,
 }
+
+/// The most output channels a head may have (stereo).
+pub const MAX_CHANNELS: usize = 2;
 
 mod bank;
 mod file;
@@ -323,7 +335,41 @@ impl Model {
     }
 
     pub fn head_count(&self) -> usize {
-        self.head_bias.len()
+        self.info.heads.len()
+    }
+
+    /// The weights and bias of one channel of one head (`head` < heads, `channel` <
+    /// [`Model::channels`]).
+    pub fn head_channel(&self, head: usize, channel: usize) -> (&[f32], f32) {
+        let width = self.widths().last().copied().unwrap_or(0);
+        let row = head * self.channels + channel;
+        (
+            &self.head_weight[row * width..(row + 1) * width],
+            self.head_bias[row],
+        )
+    }
+
+    /// The model with mono heads, each the mean of its channels (the stereo image folded
+    /// to its middle); a mono model unchanged.
+    pub fn folded_to_mono(&self) -> Model {
+        let mut mono = self.clone();
+        if self.channels == 1 {
+            return mono;
+        }
+        let c = self.channels as f32;
+        let (mut weight, mut bias) = (Vec::new(), Vec::new());
+        for head in 0..self.head_count() {
+            let rows: Vec<(&[f32], f32)> = (0..self.channels)
+                .map(|ch| self.head_channel(head, ch))
+                .collect();
+            let width = rows[0].0.len();
+            weight.extend((0..width).map(|i| rows.iter().map(|r| r.0[i]).sum::<f32>() / c));
+            bias.push(rows.iter().map(|r| r.1).sum::<f32>() / c);
+        }
+        mono.channels = 1;
+        mono.head_weight = weight;
+        mono.head_bias = bias;
+        mono
     }
 
     /// Number of real values in all weights (a complex weight counts as two).

@@ -84,8 +84,18 @@ impl Model {
         }
         let heads = self.info.heads.len();
         let last = self.widths().last().copied().unwrap_or(0);
-        check_weights("heads.weight", &self.head_weight, heads * last)?;
-        check_weights("heads.bias", &self.head_bias, heads)?;
+        if !(1..=MAX_CHANNELS).contains(&self.channels) {
+            return Err(ModelError::BadField {
+                field: "channels",
+                reason: format!(
+                    "{} output channels; a head has 1 (mono) or {MAX_CHANNELS}",
+                    self.channels
+                ),
+            });
+        }
+        let rows = heads * self.channels;
+        check_weights("heads.weight", &self.head_weight, rows * last)?;
+        check_weights("heads.bias", &self.head_bias, rows)?;
         Ok(())
     }
 }

@@ -3,9 +3,12 @@
 use super::*;
 
 impl PianoSsm {
-    /// Loads weights from a runtime model (e.g. an imported published checkpoint).
+    /// Loads weights from a runtime model (e.g. an imported published checkpoint). The
+    /// network trains mono heads: a stereo model loads as its mono fold (each head the mean
+    /// of its channels), and `trainer stereo` fits a stereo head to the trained network.
     pub fn from_runtime(device: Device, model: &Model) -> Result<PianoSsm> {
         model.validate().context("model does not validate")?;
+        let model = &model.folded_to_mono();
         if model.widths() != WIDTHS {
             bail!(
                 "the trainer builds the paper's widths {WIDTHS:?}; this model has {:?}",
@@ -127,6 +130,7 @@ impl PianoSsm {
         let model = Model {
             info,
             layers,
+            channels: 1,
             head_weight: to_vec(&self.head_weight)?,
             head_bias: to_vec(&self.head_bias)?,
         };

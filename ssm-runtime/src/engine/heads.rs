@@ -1,0 +1,182 @@
+//! The output heads: the last layer's outputs to audio, per head and channel.
+
+use std::ops::Range;
+
+use crate::model::Model;
+
+/// What a block writes: one channel, or a stereo pair.
+pub enum Outputs<'a> {
+    /// A mono model's head, or a stereo model's two channels folded to their mean.
+    Mono(&'a mut [f32]),
+    /// Left and right (of equal length); a mono model writes its one channel to both.
+    Stereo(&'a mut [f32], &'a mut [f32]),
+}
+
+impl Outputs<'_> {
+    /// Samples per channel (a stereo pair's shorter channel).
+    pub fn len(&self) -> usize {
+        match self {
+            Outputs::Mono(out) => out.len(),
+            Outputs::Stereo(left, right) => left.len().min(right.len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Samples `at` of every channel.
+    pub fn part(&mut self, at: Range<usize>) -> Outputs<'_> {
+        match self {
+            Outputs::Mono(out) => Outputs::Mono(&mut out[at]),
+            Outputs::Stereo(left, right) => Outputs::Stereo(&mut left[at.clone()], &mut right[at]),
+        }
+    }
+
+    /// Every channel, left first.
+    pub fn channels(&mut self) -> impl Iterator<Item = &mut [f32]> {
+        let (first, second): (&mut [f32], Option<&mut [f32]>) = match self {
+            Outputs::Mono(out) => (out, None),
+            Outputs::Stereo(left, right) => (left, Some(right)),
+        };
+        std::iter::once(first).chain(second)
+    }
+}
+
+/// One output: weights over the last layer's outputs and a bias, before the output scale.
+#[derive(Clone)]
+struct Channel {
+    weight: Vec<f32>,
+    bias: f32,
+}
+
+impl Channel {
+    /// `(b + h·w)·scale + offset`, in the one order of operations the engine uses awake and
+    /// asleep.
+    #[inline(always)]
+    fn out(&self, h: &[f32], scale: f32, offset: f32) -> f32 {
+        let v = h
+            .iter()
+            .zip(&self.weight)
+            .fold(self.bias, |acc, (h, w)| h.mul_add(*w, acc));
+        v.mul_add(scale, offset)
+    }
+}
+
+/// Every head of a model, each ready to play: its left, right and mid channels.
+pub(super) struct Heads {
+    /// per head `[left, right, mid]`: a stereo head's channels and their mean (what a mono
+    /// output of a stereo head plays), all three the head itself for a mono head. Why the
+    /// mean is a channel of its own rather than the mean of two outputs: a mono render of a
+    /// stereo model then costs one head, as a mono model's does; built here so that
+    /// selecting a head on the audio thread allocates nothing.
+    heads: Vec<[Channel; 3]>,
+    channels: usize,
+    selected: usize,
+    scale: f32,
+    offset: f32,
+    /// the selected head's `[left, right, mid]` at the last layer's rest output
+    rest: [f32; 3],
+}
+
+impl Heads {
+    pub(super) fn new(model: &Model) -> Heads {
+        let heads = (0..model.head_count())
+            .map(|h| {
+                let channel = |c: usize| {
+                    let (weight, bias) = model.head_channel(h, c);
+                    Channel {
+                        weight: weight.to_vec(),
+                        bias,
+                    }
+                };
+                let (left, right) = (channel(0), channel(model.channels - 1));
+                let mid = if model.channels == 1 {
+                    // a mono head plays itself on every output, bit for bit
+                    left.clone()
+                } else {
+                    Channel {
+                        weight: left
+                            .weight
+                            .iter()
+                            .zip(&right.weight)
+                            .map(|(l, r)| 0.5 * (l + r))
+                            .collect(),
+                        bias: 0.5 * (left.bias + right.bias),
+                    }
+                };
+                [left, right, mid]
+            })
+            .collect();
+        Heads {
+            heads,
+            channels: model.channels,
+            selected: 0,
+            scale: model.info.norm_std as f32,
+            offset: model.info.norm_mean as f32,
+            rest: [0.0; 3],
+        }
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.heads.len()
+    }
+
+    pub(super) fn selected(&self) -> usize {
+        self.selected
+    }
+
+    pub(super) fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Selects head `head` (< count); the rest outputs follow at the next `set_rest`.
+    pub(super) fn select(&mut self, head: usize) {
+        self.selected = head;
+    }
+
+    /// Remembers the selected head's outputs at the last layer's rest output `h`.
+    pub(super) fn set_rest(&mut self, h: &[f32]) {
+        let play = &self.heads[self.selected];
+        self.rest = std::array::from_fn(|i| play[i].out(h, self.scale, self.offset));
+    }
+
+    /// Fills samples `at` of `out` with the rest outputs.
+    pub(super) fn write_rest(&self, out: &mut Outputs<'_>, at: Range<usize>) {
+        match out {
+            Outputs::Mono(o) => o[at].fill(self.rest[2]),
+            Outputs::Stereo(l, r) => {
+                l[at.clone()].fill(self.rest[0]);
+                r[at].fill(self.rest[1]);
+            }
+        }
+    }
+
+    /// Writes samples `at` of `out` from the last layer's outputs `h` (a row of `stride`
+    /// values a sample, the first `width` of each read).
+    pub(super) fn write(&self, out: &mut Outputs<'_>, at: Range<usize>, h: &[f32], stride: usize) {
+        let play = &self.heads[self.selected];
+        let width = play[0].weight.len();
+        let rows = h.chunks(stride).map(|row| &row[..width]);
+        let (scale, offset) = (self.scale, self.offset);
+        match out {
+            Outputs::Mono(o) => {
+                for (o, h) in o[at].iter_mut().zip(rows) {
+                    *o = play[2].out(h, scale, offset);
+                }
+            }
+            Outputs::Stereo(l, r) => {
+                let stereo = self.channels > 1;
+                let pairs = l[at.clone()].iter_mut().zip(r[at].iter_mut());
+                for ((l, r), h) in pairs.zip(rows) {
+                    *l = play[0].out(h, scale, offset);
+                    *r = if stereo {
+                        play[1].out(h, scale, offset)
+                    } else {
+                        *l
+                    };
+                }
+            }
+        }
+    }
+}
