@@ -12,8 +12,9 @@
 //!   on it against the Salamander: partials ringing, harmonic-to-noise, the two distances.
 //! * [`data`] — MAESTRO, MAPS and the synthetic SoundFont dataset, as batches of rolls + audio.
 //! * [`optim`] — Adam and the paper's learning-rate schedule, with state that checkpoints.
-//! * [`train`] / [`eval`] / [`compare`] / [`check`] / [`average`] — the `train`, `eval`,
-//!   `compare`, `check` and `average` commands.
+//! * [`stereo`] — a stereo head fitted to a trained network; the stereo image of a piano.
+//! * [`train`] / [`eval`] / [`compare`] / [`check`] / [`average`] / [`stereo`] — the `train`,
+//!   `eval`, `compare`, `check`, `average` and `stereo` commands.
 
 pub mod average;
 pub mod bank;
@@ -31,6 +32,7 @@ pub mod model;
 pub mod optim;
 pub mod plots;
 pub mod recurrence;
+pub mod stereo;
 pub mod train;
 pub mod unseen;
 

@@ -1,11 +1,13 @@
 //! `cargo run -p trainer [OPTIONS]` trains; `cargo run -p trainer -- eval …` scores models;
-//! `… -- check` runs the listening checks; `… -- average` averages checkpoints into one model.
+//! `… -- check` runs the listening checks; `… -- average` averages checkpoints into one model;
+//! `… -- stereo` fits a stereo head.
 
 use clap::{Parser, Subcommand};
 use trainer::average::{self, AverageArgs};
 use trainer::check::{self, CheckArgs};
 use trainer::compare::{self, CompareArgs};
 use trainer::eval::{self, EvalArgs};
+use trainer::stereo::{self, StereoArgs};
 use trainer::train::{self, TrainArgs};
 
 #[derive(Parser)]
@@ -34,6 +36,8 @@ enum Command {
     Check(CheckArgs),
     /// Average checkpoints of one run (or fine-tunes of one model) into one model.
     Average(AverageArgs),
+    /// Give a trained model a stereo head, fitted to the Salamander's stereo image.
+    Stereo(StereoArgs),
 }
 
 fn main() {
@@ -54,6 +58,10 @@ fn main() {
         Some(Command::Average(args)) => {
             average::run(&args).map(|m| println!("{}: {}", args.out.display(), m.info.description))
         }
+        Some(Command::Stereo(args)) => stereo::run(&args).map(|fitted| {
+            print!("{}", stereo::report(&fitted));
+            println!("{}: {}", args.out.display(), fitted.model.info.description);
+        }),
         Some(Command::Train(args)) => report(train::train(&args)),
         None => report(train::train(&cli.train)),
     };

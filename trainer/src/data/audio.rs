@@ -32,6 +32,18 @@ pub fn write_mono(path: &Path, samples: &[f32], rate: u32) -> Result<()> {
 
 /// `frames` frames from `start` (source frames), mono; short files are zero-padded.
 pub fn read_mono(path: &Path, start: u64, frames: usize) -> Result<(Vec<f32>, u32)> {
+    let (interleaved, channels, rate) = read_interleaved(path, start, frames)?;
+    let mut mono: Vec<f32> = interleaved
+        .chunks_exact(channels)
+        .map(|c| c.iter().sum::<f32>() / channels as f32)
+        .collect();
+    mono.resize(frames, 0.0);
+    Ok((mono, rate))
+}
+
+/// Up to `frames` frames from `start` (source frames), interleaved as the file holds them;
+/// the channel count and rate.
+pub fn read_interleaved(path: &Path, start: u64, frames: usize) -> Result<(Vec<f32>, usize, u32)> {
     let mut reader = hound::WavReader::open(path)
         .with_context(|| format!("cannot read WAV {}", path.display()))?;
     let spec = reader.spec();
@@ -43,7 +55,7 @@ pub fn read_mono(path: &Path, start: u64, frames: usize) -> Result<(Vec<f32>, u3
     reader
         .seek(start.min(total) as u32)
         .with_context(|| format!("cannot seek in {}", path.display()))?;
-    let want = frames * channels;
+    let want = frames.saturating_mul(channels);
     let interleaved: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => reader.samples::<f32>().take(want).collect::<Result<_, _>>(),
         hound::SampleFormat::Int => {
@@ -56,12 +68,7 @@ pub fn read_mono(path: &Path, start: u64, frames: usize) -> Result<(Vec<f32>, u3
         }
     }
     .with_context(|| format!("corrupt audio data in {}", path.display()))?;
-    let mut mono: Vec<f32> = interleaved
-        .chunks_exact(channels)
-        .map(|c| c.iter().sum::<f32>() / channels as f32)
-        .collect();
-    mono.resize(frames, 0.0);
-    Ok((mono, spec.sample_rate))
+    Ok((interleaved, channels, spec.sample_rate))
 }
 
 /// Band-limited resampling of a whole buffer; the output has round(len · to / from) samples

@@ -15,7 +15,9 @@
 //! velocity, crossfaded at equal power; a velocity→gain curve that gives the 16 layers (which
 //! span only ~20 dB) a real piano's dynamic range; at note-off (or pedal-up) the damper, a
 //! fast exponential fade, and a release sample. The sustain pedal holds released keys until
-//! it lifts; a key struck again while it sounds damps its previous note. Mono mix.
+//! it lifts; a key struck again while it sounds damps its previous note. Mono mix (the
+//! channels' mean) for training; the left or the right channel alone for the stereo head
+//! (`Channel`), each cut at the attack the mix finds, so the two stay aligned.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -77,12 +79,23 @@ pub struct Library {
     releases: HashMap<usize, PathBuf>,
     /// (key, layer, rate) → the note as far as decoded.
     notes_cache: Mutex<HashMap<NoteAt, Decoded>>,
-    /// (key, rate) → its release sample.
-    releases_cache: Mutex<HashMap<(u8, u32), Samples>>,
+    /// (key, rate, channel) → its release sample.
+    releases_cache: Mutex<HashMap<(u8, u32, Channel), Samples>>,
 }
 
-/// A recorded note at one rate: (key, velocity layer, sample rate).
-type NoteAt = (u8, usize, u32);
+/// A recorded note at one rate: (key, velocity layer, sample rate, channel).
+type NoteAt = (u8, usize, u32, Channel);
+
+/// Which of a recording's channels the sampler plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// the mean of the channels (what training hears)
+    Mix,
+    /// the first channel
+    Left,
+    /// the second channel (the first of a mono file)
+    Right,
+}
 
 /// Decoded samples, shared between the batches that play them.
 type Samples = Arc<Vec<f32>>;
@@ -211,7 +224,7 @@ impl Library {
             let mut levels: Vec<f64> = Vec::new();
             for &key in &self.keys {
                 if let Some(path) = self.notes.get(&(key, layer)) {
-                    let attack = decode_attack(path, LEVEL_SECONDS)?;
+                    let attack = decode_attack(path, LEVEL_SECONDS, Channel::Mix)?;
                     let rms = (attack.iter().map(|&x| (x as f64).powi(2)).sum::<f64>()
                         / attack.len().max(1) as f64)
                         .sqrt();
@@ -261,9 +274,16 @@ impl Library {
     /// samples of it where the recording lasts: the nearest sampled key, from its attack,
     /// resampled to pitch. Cached by use, and only as long as the clips need (a recording
     /// lasts up to 25 s, a training crop a few).
-    fn note(&self, key: u8, layer: usize, rate: u32, len: usize) -> Result<Arc<Vec<f32>>> {
+    fn note(
+        &self,
+        key: u8,
+        layer: usize,
+        (rate, channel): (u32, Channel),
+        len: usize,
+    ) -> Result<Arc<Vec<f32>>> {
         let layer_no = self.layers[layer];
-        if let Some(hit) = self.notes_cache.lock().unwrap().get(&(key, layer_no, rate)) {
+        let at = (key, layer_no, rate, channel);
+        if let Some(hit) = self.notes_cache.lock().unwrap().get(&at) {
             if hit.whole || hit.samples.len() >= len {
                 return Ok(hit.samples.clone());
             }
@@ -283,21 +303,18 @@ impl Library {
         // a little more than asked, so the next slightly longer clip hits the cache; played
         // `speed` times faster, a second of output takes `speed` seconds of the recording
         let source_seconds = (len as f64 * 1.25 / rate as f64).max(1.0) * speed;
-        let raw = decode_attack(path, source_seconds)?;
+        let raw = decode_attack(path, source_seconds, channel)?;
         let decoded = Decoded {
             samples: Arc::new(audio::resample_ratio(&raw, ratio)?),
             whole: (raw.len() as f64) < source_seconds * SOURCE_RATE as f64,
         };
         let out = decoded.samples.clone();
-        self.notes_cache
-            .lock()
-            .unwrap()
-            .insert((key, layer_no, rate), decoded);
+        self.notes_cache.lock().unwrap().insert(at, decoded);
         Ok(out)
     }
 
     /// The release sample of `key` at `rate` (none if the library has no releases).
-    fn release(&self, key: u8, rate: u32) -> Result<Option<Arc<Vec<f32>>>> {
+    fn release(&self, key: u8, (rate, channel): (u32, Channel)) -> Result<Option<Samples>> {
         // rel1..rel88 are numbered up the keyboard; measured, they carry no pitch of their
         // key (damper thumps at 65–135 Hz), so the numbering is all there is to go by
         let n = (key - LOWEST_NOTE) as usize + 1;
@@ -309,10 +326,15 @@ impl Library {
         }) else {
             return Ok(None);
         };
-        if let Some(hit) = self.releases_cache.lock().unwrap().get(&(key, rate)) {
+        if let Some(hit) = self
+            .releases_cache
+            .lock()
+            .unwrap()
+            .get(&(key, rate, channel))
+        {
             return Ok(Some(hit.clone()));
         }
-        let raw = decode(path, f64::INFINITY)?;
+        let raw = decode(path, f64::INFINITY, channel)?;
         let out = Arc::new(audio::resample_ratio(
             &raw,
             rate as f64 / SOURCE_RATE as f64,
@@ -320,7 +342,7 @@ impl Library {
         self.releases_cache
             .lock()
             .unwrap()
-            .insert((key, rate), out.clone());
+            .insert((key, rate, channel), out.clone());
         Ok(Some(out))
     }
 
@@ -333,24 +355,35 @@ impl Library {
         hold: usize,
         frames: usize,
     ) -> Result<Vec<f32>> {
+        self.render_channel(perf, (rate, Channel::Mix), hold, frames)
+    }
+
+    /// As [`Library::render`], playing one `channel` of the recordings.
+    pub fn render_channel(
+        &self,
+        perf: &Performance,
+        (rate, channel): (u32, Channel),
+        hold: usize,
+        frames: usize,
+    ) -> Result<Vec<f32>> {
         let total = frames * hold;
         let mut out = vec![0f32; total];
         for voice in voices(perf, hold) {
             if voice.start >= total {
                 continue;
             }
-            self.play(&voice, rate, &mut out[voice.start..])?;
+            self.play(&voice, (rate, channel), &mut out[voice.start..])?;
         }
         Ok(out)
     }
 
     /// Adds one note (all its layers, the damper and the release) into `out`, which starts at
     /// the note's onset.
-    fn play(&self, voice: &Voice, rate: u32, out: &mut [f32]) -> Result<()> {
+    fn play(&self, voice: &Voice, (rate, channel): (u32, Channel), out: &mut [f32]) -> Result<()> {
         let gain = self.velocity_gain(voice.velocity);
         let decay = damper_decay(voice.key, rate);
         for (layer, amp) in self.layer_mix(voice.velocity) {
-            let note = self.note(voice.key, layer, rate, out.len())?;
+            let note = self.note(voice.key, layer, (rate, channel), out.len())?;
             let amp = (amp * gain) as f32;
             let mut env = 1f32;
             for (i, (o, &s)) in out.iter_mut().zip(note.iter()).enumerate() {
@@ -364,7 +397,7 @@ impl Library {
             }
         }
         if let (Some(at), true) = (voice.damped_at, voice.released) {
-            if let Some(rel) = self.release(voice.key, rate)? {
+            if let Some(rel) = self.release(voice.key, (rate, channel))? {
                 let amp = 10f64.powf((level_db(voice.velocity) + RELEASE_DB) / 20.0) as f32;
                 for (o, &s) in out.iter_mut().skip(at).zip(rel.iter()) {
                     *o += amp * s;
@@ -478,28 +511,44 @@ pub fn voices(perf: &Performance, hold: usize) -> Vec<Voice> {
     voices
 }
 
-/// A sample file, mono, at the recording's rate: at most `seconds` of it.
-fn decode(path: &Path, seconds: f64) -> Result<Vec<f32>> {
+/// One channel of a sample file at the recording's rate: at most `seconds` of it.
+fn decode(path: &Path, seconds: f64, channel: Channel) -> Result<Vec<f32>> {
+    let [mix, left, right] = decode_all(path, seconds)?;
+    Ok(match channel {
+        Channel::Mix => mix,
+        Channel::Left => left,
+        Channel::Right => right,
+    })
+}
+
+/// A sample file's mix, left and right channels at the recording's rate: at most `seconds`.
+fn decode_all(path: &Path, seconds: f64) -> Result<[Vec<f32>; 3]> {
     let limit = (seconds * SOURCE_RATE as f64).min(usize::MAX as f64 / 2.0) as usize;
-    let (samples, rate) = read_mono(path, limit)?;
+    let (channels, rate) = read_channels(path, limit)?;
     if rate != SOURCE_RATE {
         bail!(
             "{}: {rate} Hz; the sampler expects {SOURCE_RATE} Hz recordings",
             path.display()
         );
     }
-    Ok(samples)
+    Ok(channels)
 }
 
-/// The attack and `seconds` after it (or all there is), mono.
-fn decode_attack(path: &Path, seconds: f64) -> Result<Vec<f32>> {
-    let all = decode(path, seconds + ATTACK_SEARCH_SECONDS)?;
-    let search = all
+/// One channel of the attack and `seconds` after it (or all there is); the attack is found
+/// in the mix, so every channel is cut at the same sample.
+fn decode_attack(path: &Path, seconds: f64, channel: Channel) -> Result<Vec<f32>> {
+    let [mix, left, right] = decode_all(path, seconds + ATTACK_SEARCH_SECONDS)?;
+    let search = mix
         .len()
         .min((ATTACK_SEARCH_SECONDS * SOURCE_RATE as f64) as usize);
-    let start = attack_start(&all[..search]);
-    let end = (start + (seconds * SOURCE_RATE as f64) as usize).min(all.len());
-    Ok(all[start..end].to_vec())
+    let start = attack_start(&mix[..search]);
+    let end = (start + (seconds * SOURCE_RATE as f64) as usize).min(mix.len());
+    let chosen = match channel {
+        Channel::Mix => mix,
+        Channel::Left => left,
+        Channel::Right => right,
+    };
+    Ok(chosen[start..end].to_vec())
 }
 
 /// Where a recording's attack begins: `ONSET_LEAD_SECONDS` before it first reaches
@@ -511,13 +560,29 @@ pub fn attack_start(x: &[f32]) -> usize {
     first.saturating_sub((ONSET_LEAD_SECONDS * SOURCE_RATE as f64) as usize)
 }
 
-/// Decodes an OGG Vorbis or WAV file to mono (the channels' mean), at most `limit` samples,
-/// and its rate.
-fn read_mono(path: &Path, limit: usize) -> Result<(Vec<f32>, u32)> {
+/// Decodes an OGG Vorbis or WAV file, at most `limit` samples a channel, to its mix (the
+/// channels' mean), its first and its second channel (the first again for a mono file); and
+/// its rate.
+fn read_channels(path: &Path, limit: usize) -> Result<([Vec<f32>; 3], u32)> {
+    let (interleaved, channels, rate) = read_interleaved(path, limit)?;
+    let frames = || interleaved.chunks_exact(channels);
+    let mix: Vec<f32> = frames()
+        .map(|c| c.iter().sum::<f32>() / channels as f32)
+        .collect();
+    if mix.is_empty() {
+        bail!("{}: no audio", path.display());
+    }
+    let left = frames().map(|c| c[0]).collect();
+    let right = frames().map(|c| c[1.min(channels - 1)]).collect();
+    Ok(([mix, left, right], rate))
+}
+
+/// A WAV or OGG Vorbis file's samples, interleaved, at most `limit` a channel; its channel
+/// count and rate.
+fn read_interleaved(path: &Path, limit: usize) -> Result<(Vec<f32>, usize, u32)> {
     if path.extension().is_some_and(|e| e == "wav") {
-        let (rate, len) = audio::wav_info(path)?;
-        let (x, _) = audio::read_mono(path, 0, (len as usize).min(limit))?;
-        return Ok((x, rate));
+        let (_, len) = audio::wav_info(path)?;
+        return audio::read_interleaved(path, 0, (len as usize).min(limit));
     }
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -525,24 +590,17 @@ fn read_mono(path: &Path, limit: usize) -> Result<(Vec<f32>, u32)> {
         .map_err(|e| anyhow::anyhow!("{} is not an OGG Vorbis file: {e}", path.display()))?;
     let channels = (reader.ident_hdr.audio_channels as usize).max(1);
     let rate = reader.ident_hdr.audio_sample_rate;
-    let mut mono = Vec::new();
-    while mono.len() < limit {
+    let want = limit.saturating_mul(channels);
+    let mut out = Vec::new();
+    while out.len() < want {
         let Some(packet) = reader
             .read_dec_packet_generic::<lewton::samples::InterleavedSamples<f32>>()
             .map_err(|e| anyhow::anyhow!("{}: corrupt Vorbis data: {e}", path.display()))?
         else {
             break;
         };
-        mono.extend(
-            packet
-                .samples
-                .chunks_exact(channels)
-                .map(|c| c.iter().sum::<f32>() / channels as f32),
-        );
+        out.extend(packet.samples);
     }
-    mono.truncate(limit);
-    if mono.is_empty() {
-        bail!("{}: no audio", path.display());
-    }
-    Ok((mono, rate))
+    out.truncate(want);
+    Ok((out, channels, rate))
 }
