@@ -49,13 +49,14 @@ fn render(args: &[&str], out: &Path) -> Vec<f32> {
 fn the_streamed_render_is_the_in_memory_render() {
     let dir = tempfile::tempdir().unwrap();
     let input = midi("pedal.mid");
+    // the built-in model plays in stereo: two channels, interleaved
     let streamed = render(&[input.to_str().unwrap()], &dir.path().join("a.wav"));
     let model = builtin::require(builtin::DEFAULT_SIZE).unwrap();
-    let mut engine = Engine::new(&model, 48_000).unwrap();
+    assert_eq!(model.channels, 2);
     let roll = MidiFile::load(&input)
         .unwrap()
         .roll(model.info.midi_rate, 1.5);
-    let memory = render_roll(&mut engine, &roll, |_, _| {});
+    let memory = in_memory(&roll, 440.0);
     assert_eq!(streamed.len(), memory.len());
     assert!(streamed == memory, "the streamed render differs");
     // --duration cuts it, tail included
@@ -63,8 +64,15 @@ fn the_streamed_render_is_the_in_memory_render() {
         &[input.to_str().unwrap(), "--duration", "0.75"],
         &dir.path().join("b.wav"),
     );
-    assert_eq!(cut.len(), 36_000);
-    assert!(cut[..] == memory[..36_000]);
+    assert_eq!(cut.len(), 2 * 36_000);
+    assert!(cut[..] == memory[..2 * 36_000]);
+    // --channels 1: the engine's mono output
+    let mono = render(
+        &[input.to_str().unwrap(), "--channels", "1"],
+        &dir.path().join("c.wav"),
+    );
+    let mut engine = Engine::new(&model, 48_000).unwrap();
+    assert!(mono == render_roll(&mut engine, &roll, |_, _| {}));
 }
 
 #[test]
@@ -175,11 +183,19 @@ fn the_single_form_refuses_to_write_over_its_input_and_several_inputs_need_out_d
     assert!(String::from_utf8_lossy(&three.stderr).contains("--out-dir"));
 }
 
-/// The built-in model's render of `roll` at 48 kHz, tuned to `a4`.
+/// The built-in model's render of `roll` at 48 kHz, tuned to `a4`: its two channels,
+/// interleaved, as the command writes them.
 fn in_memory(roll: &ssm_runtime::Roll, a4: f64) -> Vec<f32> {
     let model = builtin::require(builtin::DEFAULT_SIZE).unwrap();
     let mut engine = Engine::tuned(&model, 48_000, a4).unwrap();
-    render_roll(&mut engine, roll, |_, _| {})
+    let mut out = Vec::new();
+    let frames = roll.frames.iter().copied();
+    let _ =
+        ssm_runtime::render::render_channels(&mut engine, frames, roll.midi_rate, None, 2, |c| {
+            out.extend_from_slice(c);
+            Ok::<(), ()>(())
+        });
+    out
 }
 
 #[test]
@@ -230,10 +246,12 @@ fn transpose_velocity_curve_and_tuning_play_the_changed_roll() {
     }
 }
 
-/// The built-in model with a stereo head: left the mono head plus a tilt across the last
-/// layer's outputs, right the head minus it.
+/// The built-in model, mono (its stereo head folded) and stereo again with a head of its own:
+/// left the mono head plus a tilt across the last layer's outputs, right the head minus it.
 fn stereo_builtin() -> ssm_runtime::Model {
-    let mut m = builtin::require(builtin::DEFAULT_SIZE).unwrap();
+    let mut m = builtin::require(builtin::DEFAULT_SIZE)
+        .unwrap()
+        .folded_to_mono();
     let width = *m.widths().last().unwrap();
     let (w, b) = m.head_channel(0, 0);
     let tilt = |sign: f32| -> Vec<f32> {

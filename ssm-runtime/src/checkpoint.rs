@@ -326,5 +326,6 @@ fn assemble(
         channels: 1,
         head_weight,
         head_bias,
+        head_state_weight: None,
     })
 }

@@ -200,14 +200,20 @@ fn reference_channels(model: &Model, roll: &Roll, rate: u32) -> Vec<Vec<f32>> {
             x1[q] = add(mul(bar, x1[q]), mul(g, w_now[q]));
         }
         jumps.retain(|(at, _)| ((t - at) as usize) < phi.len());
+        // what the outputs read: each state less its fading offsets
+        let seen: Vec<C> = (0..p)
+            .map(|q| {
+                let mut state = x1[q];
+                for (at, j) in &jumps {
+                    state = sub(state, scale(j[q], phi[(t - at) as usize]));
+                }
+                state
+            })
+            .collect();
         let mut h: Vec<f64> = (0..first.outputs)
             .map(|o| {
                 let mut y = first.c_bias[2 * o] as f64;
-                for (q, &xq) in x1.iter().enumerate() {
-                    let mut state = xq;
-                    for (at, j) in &jumps {
-                        state = sub(state, scale(j[q], phi[(t - at) as usize]));
-                    }
+                for (q, &state) in seen.iter().enumerate() {
                     let c = (
                         first.c[2 * (o * p + q)] as f64,
                         first.c[2 * (o * p + q) + 1] as f64,
@@ -242,11 +248,18 @@ fn reference_channels(model: &Model, roll: &Roll, rate: u32) -> Vec<Vec<f32>> {
                 })
                 .collect();
         }
-        // head 0: (channels, width) weights, then (channels) biases
+        // head 0: (channels, width) weights, then (channels) biases; and (channels, P)
+        // complex weights on the states the first layer's outputs read
         for (c, out) in out.iter_mut().enumerate() {
             let w = &model.head_weight[c * h.len()..(c + 1) * h.len()];
-            let y = model.head_bias[c] as f64
+            let mut y = model.head_bias[c] as f64
                 + h.iter().zip(w).map(|(a, b)| a * *b as f64).sum::<f64>();
+            if let Some(e) = &model.head_state_weight {
+                let e = &e[2 * c * p..2 * (c + 1) * p];
+                for (q, &state) in seen.iter().enumerate() {
+                    y += mul((e[2 * q] as f64, e[2 * q + 1] as f64), state).0;
+                }
+            }
             out.push((y * model.info.norm_std + model.info.norm_mean) as f32);
         }
     }
@@ -397,14 +410,23 @@ fn cut_states(mut model: Model, i: usize, p: usize) -> Model {
         l.c.chunks(2 * old)
             .flat_map(|row| row[..2 * p].to_vec())
             .collect();
+    if let (0, Some(e)) = (i, &mut model.head_state_weight) {
+        *e = e
+            .chunks(2 * old)
+            .flat_map(|row| row[..2 * p].to_vec())
+            .collect();
+    }
     model.validate().expect("a valid cut model");
     model
 }
 
-/// The built-in L without its own key bank, with a random one of `per_key` states a key
-/// (fewer states than the shipped bank: the float64 reference reads every state every sample).
+/// The built-in L (mono) without its own key bank, with a random one of `per_key` states a
+/// key (fewer states than the shipped bank: the float64 reference reads every state every
+/// sample).
 fn l_with_random_bank(per_key: usize, noise: &mut Noise) -> Model {
-    let l = ssm_runtime::builtin::require(Size::L).unwrap();
+    let l = ssm_runtime::builtin::require(Size::L)
+        .unwrap()
+        .folded_to_mono();
     let own = KeyBank::detect(&l.layers[0]).map_or(l.layers[0].state, |b| b.first);
     with_key_bank(cut_states(l, 0, own), per_key, noise)
 }
@@ -454,8 +476,39 @@ fn the_built_in_models_match_the_equations() {
             midi_rate,
             &keys,
         );
-        engine_matches(&format!("built-in {}", size.label()), &model, &roll, 48_000);
+        channels_match(&format!("built-in {}", size.label()), &model, &roll, 48_000);
     }
+}
+
+/// The engine's two channels of `model` (a stereo one's, or a mono one's on both) against the
+/// reference's, at `rate`; the relative L2 of each.
+fn channels_match(label: &str, model: &Model, roll: &Roll, rate: u32) -> [f64; 2] {
+    let expected = reference_channels(model, roll, rate);
+    let mut engine = Engine::new(model, rate).unwrap();
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    let frames = roll.frames.iter().copied();
+    let _ = render_channels(&mut engine, frames, roll.midi_rate, None, 2, |chunk| {
+        for pair in chunk.chunks_exact(2) {
+            left.push(pair[0]);
+            right.push(pair[1]);
+        }
+        Ok::<(), ()>(())
+    });
+    let errors = [
+        relative_l2(&left, &expected[0]),
+        relative_l2(&right, expected.last().unwrap()),
+    ];
+    println!(
+        "{label} at {rate} Hz: left {:.2e}, right {:.2e}",
+        errors[0], errors[1]
+    );
+    assert!(
+        errors.iter().all(|&e| e <= LIMIT),
+        "{label} at {rate} Hz: left {:.3e}, right {:.3e} > {LIMIT:.0e}",
+        errors[0],
+        errors[1]
+    );
+    errors
 }
 
 /// `model` with a key bank of `per_key` random states a key appended to its first layer
@@ -576,6 +629,23 @@ fn with_stereo_head(mut model: Model, noise: &mut Noise) -> Model {
     model.channels = 2;
     model.head_weight = [left, right].concat();
     model.head_bias = vec![shaken(b), shaken(b)];
+    // each channel reads half the first layer's states, with weights of a tenth of C's
+    let first = &model.layers[0];
+    let c_peak = first.c.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let p = first.state;
+    let reads: Vec<f32> = (0..2 * 2 * p)
+        .map(|i| {
+            let q = (i / 2) % p;
+            let keep = q.is_multiple_of(2) == (i < 2 * p);
+            let v = ((noise.unit() - 0.5) * 0.2 * c_peak as f64) as f32;
+            if keep {
+                v
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    model.head_state_weight = Some(reads);
     model.validate().expect("a valid stereo model");
     model
 }
@@ -593,7 +663,7 @@ fn a_stereo_head_plays_each_channel_by_the_equations() {
         midi_rate,
         &keys,
     );
-    let expected = reference_channels(&model, &roll, 44_100);
+    channels_match("stereo head", &model, &roll, 44_100);
     let mut engine = Engine::new(&model, 44_100).unwrap();
     let (mut left, mut right) = (Vec::new(), Vec::new());
     let frames = roll.frames.iter().copied();
@@ -604,12 +674,17 @@ fn a_stereo_head_plays_each_channel_by_the_equations() {
         }
         Ok::<(), ()>(())
     });
+    let expected = reference_channels(&model, &roll, 44_100);
+    // the reads of the first layer's states are heard
+    let mut unread = model.clone();
+    unread.head_state_weight = None;
+    let without = reference_channels(&unread, &roll, 44_100);
     let (l, r) = (
-        relative_l2(&left, &expected[0]),
-        relative_l2(&right, &expected[1]),
+        relative_l2(&left, &without[0]),
+        relative_l2(&right, &without[1]),
     );
-    println!("stereo head at 44.1 kHz: left {l:.2e}, right {r:.2e}");
-    assert!(l <= LIMIT && r <= LIMIT, "left {l:.3e}, right {r:.3e}");
+    println!("without the state reads: left {l:.2e}, right {r:.2e}");
+    assert!(l > 100.0 * LIMIT && r > 100.0 * LIMIT);
     // the channels differ, and a mono render plays their mean
     assert!(relative_l2(&left, &right) > 100.0 * LIMIT);
     let mid: Vec<f32> = expected[0]

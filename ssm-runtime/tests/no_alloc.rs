@@ -137,6 +137,9 @@ fn stereo_audio_path_never_allocates() {
         .flat_map(|w| w.iter().copied().chain(w.iter().map(|v| 0.7 * v)))
         .collect();
     model.head_bias = model.head_bias.iter().flat_map(|&b| [b, b]).collect();
+    // and every channel reads the first layer's states
+    let reads = model.head_count() * 2 * 2 * model.layers[0].state;
+    model.head_state_weight = Some((0..reads).map(|i| (i % 5) as f32 * 1e-3).collect());
     model.validate().unwrap();
     let mut player = Player::new(Engine::new(&model, 48_000).unwrap());
     let (mut left, mut right) = (vec![0.0f32; 4096], vec![0.0f32; 4096]);

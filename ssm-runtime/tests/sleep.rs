@@ -73,10 +73,10 @@ fn a_published_checkpoint_is_not_put_to_sleep_while_it_rings() {
     );
 }
 
-/// The built-in L with a second head: the first one's weights halved and its bias moved, so
-/// it rests at another level.
+/// The built-in L, folded to mono, with a second head: the first one's weights halved and its
+/// bias moved, so it rests at another level.
 fn two_heads() -> Model {
-    let mut model = builtin::require(Size::L).unwrap();
+    let mut model = builtin::require(Size::L).unwrap().folded_to_mono();
     let first = model.head_weight.clone();
     model.head_weight.extend(first.iter().map(|w| w * 0.5));
     model.head_bias.push(model.head_bias[0] * 0.5 + 0.1);

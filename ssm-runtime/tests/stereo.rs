@@ -60,6 +60,26 @@ fn a_stereo_model_round_trips_as_format_version_4() {
     assert_eq!(tensors.tensor("heads.weight").unwrap().shape(), &[1, 2, 20]);
     assert_eq!(tensors.tensor("heads.bias").unwrap().shape(), &[1, 2]);
     assert_eq!(Model::from_bytes(&bytes).unwrap(), m);
+    // with weights on the first layer's states
+    let mut read = m.clone();
+    let p = read.layers[0].state;
+    read.head_state_weight = Some((0..2 * 2 * p).map(|i| (i % 7) as f32 * 1e-3).collect());
+    let bytes = read.to_bytes().unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let shape = tensors
+        .tensor("heads.state_weight")
+        .unwrap()
+        .shape()
+        .to_vec();
+    assert_eq!(shape, [1, 2, p, 2]);
+    assert_eq!(Model::from_bytes(&bytes).unwrap(), read);
+    // a mono head may read them too (version 4); an older version may not
+    let mut mono = m.folded_to_mono();
+    mono.head_state_weight = Some(vec![1e-3; 2 * p]);
+    assert_eq!(metadata(&mono.to_bytes().unwrap())["format_version"], "4");
+    let older = with_metadata(&mono, &[("format_version", "3")]);
+    let err = Model::from_bytes(&older).unwrap_err().to_string();
+    assert!(err.contains("state_weight"), "{err}");
     // mono models stay in the versions every earlier build reads
     let mono = m.folded_to_mono();
     let meta = metadata(&mono.to_bytes().unwrap());
@@ -182,7 +202,7 @@ fn the_hidden_outputs_are_what_the_heads_read() {
         let (mut left, mut right) = (vec![0f32; n], vec![0f32; n]);
         a.process_stereo(&mut left, &mut right);
         let mut h = vec![0f32; n * width];
-        b.process_hidden(&mut h);
+        b.process_hidden(&mut h, None);
         for (i, h) in h.chunks_exact(width).enumerate() {
             for (channel, out) in [(0, left[i]), (1, right[i])] {
                 let (w, bias) = model.head_channel(0, channel);
@@ -192,5 +212,8 @@ fn the_hidden_outputs_are_what_the_heads_read() {
             }
         }
     }
-    assert!(worst <= 1e-6, "head over the hidden outputs differs by {worst}");
+    assert!(
+        worst <= 1e-6,
+        "head over the hidden outputs differs by {worst}"
+    );
 }

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from audio_files import read_float_wav
+from audio_files import read_float_channels
 from jack_live import NOTES, START_MS
 
 
@@ -80,7 +80,8 @@ def main():
     options = sys.argv[4:]
     informative = "--pitch-informative" in options
     period = int(options[options.index("--period") + 1]) if "--period" in options else 256
-    live, ref = np.load(live_path).astype(np.float64), read_float_wav(ref_path).astype(np.float64)
+    # the recording is the standalone's first (left) output
+    live, ref = np.load(live_path).astype(np.float64), read_float_channels(ref_path)[0].astype(np.float64)
     live, ref = highpass(live, rate), highpass(ref, rate)
     checks = []
     lag = best_lag(live, ref, int(0.1 * rate) + period)

@@ -3,8 +3,9 @@ compare with `piano-ssm render` of the same file, model and rate.
 
 usage: pedalboard_render.py PLUGIN.vst3 IN.mid REFERENCE SAMPLE_RATE BLOCK_SIZE LATENCY [MAX_REL_L2 [FAMILY]]
 
-REFERENCE is a float WAV written by `piano-ssm render`, or a reference case (.safetensors from
-../shared/reference/cases, its `audio` tensor).
+REFERENCE is a float WAV written by `piano-ssm render` (mono, or stereo: each output channel
+against its own), or a reference case (.safetensors from ../shared/reference/cases, its
+`audio` tensor, mono).
 
 LATENCY is the plugin's reported latency in samples (one MIDI frame, ceil(rate / 1000)):
 pedalboard compensates latency for effects but not for instruments, so this harness does
@@ -17,7 +18,7 @@ import mido
 import numpy as np
 import pedalboard
 
-from audio_files import read_case_audio, read_float_wav
+from audio_files import read_case_audio, read_float_channels
 from report import finish
 
 
@@ -37,7 +38,11 @@ def main():
     limit = float(sys.argv[7]) if len(sys.argv) > 7 else 1e-4
     family = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     rate, block, latency = int(rate), int(block), int(latency)
-    reference = read_case_audio(ref_path) if ref_path.endswith(".safetensors") else read_float_wav(ref_path)
+    if ref_path.endswith(".safetensors"):
+        reference = read_case_audio(ref_path)[None, :]
+    else:
+        reference = read_float_channels(ref_path)
+    ref_left, ref_right = reference[0], reference[-1]
     plugin = pedalboard.load_plugin(plugin_path)
     assert plugin.is_instrument, "the bundle loads as an instrument"
     if family:
@@ -45,16 +50,20 @@ def main():
         param = plugin.parameters["model_family"]
         param.raw_value = family / (param.num_steps - 1)
         print(f"model family {family}: {param.string_value}")
-    audio = plugin(messages(midi_path), duration=(len(reference) + latency) / rate, sample_rate=rate,
+    n = len(ref_left)
+    audio = plugin(messages(midi_path), duration=(n + latency) / rate, sample_rate=rate,
                    num_channels=2, buffer_size=block, reset=True)
     lead = audio[:, :latency]
-    left, right = audio[0][latency:latency + len(reference)], audio[1][latency:latency + len(reference)]
-    err = float(np.linalg.norm(left - reference) / np.linalg.norm(reference))
+    left, right = audio[0][latency:latency + n], audio[1][latency:latency + n]
+    mono = bool(np.array_equal(ref_left, ref_right))
     checks = {
-        "stereo channels identical": bool(np.array_equal(left, right)),
+        f"the two channels are the same exactly when the reference's are ({mono})":
+            bool(np.array_equal(left, right)) == mono,
         f"silent for the {latency} samples of reported latency": bool(np.all(lead == 0.0)),
-        f"relative L2 {err:.2e} <= {limit:g} at {rate} Hz, block {block}": err <= limit,
     }
+    for name, ours, theirs in (("left", left, ref_left), ("right", right, ref_right)):
+        err = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+        checks[f"{name}: relative L2 {err:.2e} <= {limit:g} at {rate} Hz, block {block}"] = err <= limit
     finish(checks)
 
 

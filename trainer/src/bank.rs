@@ -91,6 +91,17 @@ pub fn append(model: &Model, per_key: usize, train_rate: f64) -> Result<(Model, 
     }
     layer.c = c;
     layer.state = q;
+    // heads that read the first layer's states read none of the bank's
+    if let Some(e) = &mut model.head_state_weight {
+        *e = e
+            .chunks(p * 2)
+            .flat_map(|row| {
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0.0, added * 2))
+            })
+            .collect();
+    }
     model.validate()?;
     Ok((model, bank))
 }

@@ -9,9 +9,10 @@ use ssm_runtime::soundcheck::{self, ModelRenderer, Outcome, Renderer, CHECK_MIDI
 use ssm_runtime::{KeyEvent, Model};
 
 use crate::data::performance::Performance;
+use crate::data::salamander::Library;
 use crate::data::synth::{Instrument, SynthSource, DEFAULT_SOUNDFONT, OTHER_SOUNDFONT};
 use crate::data::Rates;
-use crate::{listen, unseen};
+use crate::{listen, stereo, unseen};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
@@ -85,6 +86,8 @@ pub struct Checked {
     pub listen: Option<(listen::Summary, f64)>,
     /// With --listen: the figures on material unlike training.
     pub unseen: Option<unseen::Figures>,
+    /// With --listen, for a stereo model against the Salamander: its stereo image.
+    pub image: Option<stereo::Image>,
 }
 
 /// Where `assets/demo.mid` is.
@@ -140,6 +143,7 @@ pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
             outcomes,
             listen,
             unseen,
+            image: None,
         });
         Ok(())
     };
@@ -177,6 +181,17 @@ pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
         };
         measure(name.clone(), &mut r)?;
     }
+    // the stereo image, heard against the Salamander's two microphones
+    let any_stereo = models.iter().any(|(_, m)| m.channels == 2);
+    if let (true, true, Instrument::Salamander(dir)) = (args.listen, any_stereo, &args.target) {
+        let offset = results.len() - models.len();
+        let lib = Library::open(dir)?;
+        for (i, (_, model)) in models.iter().enumerate() {
+            if model.channels == 2 {
+                results[offset + i].image = Some(stereo::image(model, &lib, &assets())?);
+            }
+        }
+    }
     Ok(results)
 }
 
@@ -202,6 +217,12 @@ pub fn report(results: &[Checked], rate: u32) -> String {
     if !rows.is_empty() {
         s += "\n";
         s += &unseen::table(&rows, rate);
+    }
+    for c in results {
+        if let Some(image) = &c.image {
+            s += &format!("\n{}, stereo image on material unlike training:\n", c.name);
+            s += &stereo::summary(image);
+        }
     }
     s
 }

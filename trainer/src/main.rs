@@ -59,7 +59,7 @@ fn main() {
             average::run(&args).map(|m| println!("{}: {}", args.out.display(), m.info.description))
         }
         Some(Command::Stereo(args)) => stereo::run(&args).map(|fitted| {
-            print!("{}", stereo::report(&fitted));
+            print!("{}", stereo::report(&fitted.image));
             println!("{}: {}", args.out.display(), fitted.model.info.description);
         }),
         Some(Command::Train(args)) => report(train::train(&args)),

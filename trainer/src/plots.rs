@@ -164,3 +164,60 @@ fn magma(x: f64) -> RGBColor {
         mix(a.1 .2, b.1 .2),
     )
 }
+
+/// The stereo image: per key (MIDI note), the left–right balance in dB of the Salamander and
+/// of a model, as `trainer stereo` measures them (`keys`: (key, Salamander, model)).
+pub fn balance(path: &Path, keys: &[(u8, f64, f64)], model: &str) -> Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (800, 360)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let peak = keys
+        .iter()
+        .flat_map(|k| [k.1.abs(), k.2.abs()])
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "stereo image: louder on the left (+) or the right (−)",
+            (FONT, 20),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(20f64..109f64, -peak..peak)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("key (MIDI note; 21 = A0, 60 = middle C, 108 = C8)")
+        .y_desc("left − right, dB")
+        .label_style((FONT, 14))
+        .draw()
+        .map_err(err)?;
+    for (name, color, of) in [("Salamander", BLACK, 1), (model, RED, 2)] {
+        let points: Vec<(f64, f64)> = keys
+            .iter()
+            .map(|k| (k.0 as f64, if of == 1 { k.1 } else { k.2 }))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}

@@ -31,23 +31,27 @@ pub struct Renders {
     pub music: Vec<Vec<f32>>,
 }
 
+/// The material in its four groups: the single notes ([`Single::all`]), the long notes, the
+/// chords under the pedal and the repeated notes, the music.
+pub fn pieces(assets: &Path) -> Result<[Vec<Piece>; 4]> {
+    Ok([
+        Single::all().iter().map(|s| s.piece()).collect(),
+        material::long_notes(),
+        vec![material::chords_under_pedal(), material::repeated_notes()],
+        material::music(assets)?,
+    ])
+}
+
 /// Renders all the material with `r`, each render scaled to `target`'s of the same material
 /// (`None`: `r` is the target).
 pub fn render(r: &mut dyn Renderer, assets: &Path, target: Option<&Renders>) -> Result<Renders> {
-    let mut play = |pieces: &[Piece]| -> Vec<Vec<f32>> {
+    let groups = pieces(assets)?.map(|pieces| {
         pieces
             .iter()
             .map(|p| r.render(&p.events, p.seconds))
             .collect()
-    };
-    let singles: Vec<Piece> = Single::all().iter().map(|s| s.piece()).collect();
-    let other = [material::chords_under_pedal(), material::repeated_notes()];
-    let mut renders = Renders {
-        singles: play(&singles),
-        long: play(&material::long_notes()),
-        other: play(&other),
-        music: play(&material::music(assets)?),
-    };
+    });
+    let mut renders = Renders::from_groups(groups);
     if let Some(t) = target {
         renders.match_levels(t);
     }
@@ -55,11 +59,21 @@ pub fn render(r: &mut dyn Renderer, assets: &Path, target: Option<&Renders>) -> 
 }
 
 impl Renders {
+    /// The renders of [`pieces`]' four groups, in its order.
+    pub fn from_groups([singles, long, other, music]: [Vec<Vec<f32>>; 4]) -> Renders {
+        Renders {
+            singles,
+            long,
+            other,
+            music,
+        }
+    }
+
     fn groups(&self) -> [&[Vec<f32>]; 4] {
         [&self.singles, &self.long, &self.other, &self.music]
     }
 
-    fn match_levels(&mut self, target: &Renders) {
+    pub(crate) fn match_levels(&mut self, target: &Renders) {
         let groups = [
             &mut self.singles,
             &mut self.long,
@@ -76,7 +90,7 @@ impl Renders {
 
     /// The material as the spectral distance hears it: the single notes end to end, the
     /// long notes end to end, then each other piece.
-    fn files(&self) -> Vec<Vec<f32>> {
+    pub fn files(&self) -> Vec<Vec<f32>> {
         let mut files = vec![self.singles.concat(), self.long.concat()];
         files.extend(self.other.iter().chain(&self.music).cloned());
         files

@@ -4,8 +4,11 @@
 //! that bad folders are named; the real library's velocity-8 layer (fetched by
 //! `scripts/test.sh` with `scripts/fetch-salamander.sh --test`) shows the Vorbis path.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+mod common;
+
+use common::real_subset;
 use ssm_runtime::roll::KeyEvent;
 use trainer::data::performance::Performance;
 use trainer::data::salamander::{voices, Library};
@@ -361,21 +364,6 @@ fn bad_sample_folders_are_named() {
     std::fs::write(corrupt.path().join("A4v3.ogg"), b"OggS but not really").unwrap();
     let text = format!("{:#}", Library::open(corrupt.path()).unwrap_err());
     assert!(text.contains("A4v3.ogg"), "{text}");
-}
-
-/// The velocity-8 layer and the releases of the real library: `PIANO_SSM_SALAMANDER_TEST`,
-/// else the folder `scripts/test.sh` fetches them into.
-fn real_subset() -> PathBuf {
-    let dir = std::env::var_os("PIANO_SSM_SALAMANDER_TEST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/salamander-test"));
-    assert!(
-        dir.join("A4v8.ogg").exists(),
-        "{} lacks the Salamander test subset: run `bash scripts/fetch-salamander.sh --test {}`",
-        dir.display(),
-        dir.display()
-    );
-    dir
 }
 
 #[test]

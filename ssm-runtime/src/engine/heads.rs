@@ -51,14 +51,14 @@ struct Channel {
 }
 
 impl Channel {
-    /// `(b + h·w)·scale + offset`, in the one order of operations the engine uses awake and
-    /// asleep.
+    /// `(b + read + h·w)·scale + offset` (`read`: the channel's read of the first layer's
+    /// states, 0 without), in the one order of operations the engine uses awake and asleep.
     #[inline(always)]
-    fn out(&self, h: &[f32], scale: f32, offset: f32) -> f32 {
+    fn out(&self, h: &[f32], read: f32, scale: f32, offset: f32) -> f32 {
         let v = h
             .iter()
             .zip(&self.weight)
-            .fold(self.bias, |acc, (h, w)| h.mul_add(*w, acc));
+            .fold(self.bias + read, |acc, (h, w)| h.mul_add(*w, acc));
         v.mul_add(scale, offset)
     }
 }
@@ -72,6 +72,9 @@ pub(super) struct Heads {
     /// selecting a head on the audio thread allocates nothing.
     heads: Vec<[Channel; 3]>,
     channels: usize,
+    /// whether the channels read the first layer's states (a value per head and channel a
+    /// sample, head-major)
+    reads: bool,
     selected: usize,
     scale: f32,
     offset: f32,
@@ -111,6 +114,7 @@ impl Heads {
         Heads {
             heads,
             channels: model.channels,
+            reads: model.head_state_weight.is_some(),
             selected: 0,
             scale: model.info.norm_std as f32,
             offset: model.info.norm_mean as f32,
@@ -135,10 +139,24 @@ impl Heads {
         self.selected = head;
     }
 
-    /// Remembers the selected head's outputs at the last layer's rest output `h`.
-    pub(super) fn set_rest(&mut self, h: &[f32]) {
+    /// The selected head's reads `[left, right, mid]` from a sample's reads (all of every
+    /// head's channels).
+    #[inline(always)]
+    fn read(&self, reads: &[f32]) -> [f32; 3] {
+        if !self.reads {
+            return [0.0; 3];
+        }
+        let at = self.selected * self.channels;
+        let (l, r) = (reads[at], reads[at + self.channels - 1]);
+        [l, r, if self.channels == 1 { l } else { 0.5 * (l + r) }]
+    }
+
+    /// Remembers the selected head's outputs at the last layer's rest output `h` and the
+    /// reads at rest.
+    pub(super) fn set_rest(&mut self, h: &[f32], reads: &[f32]) {
         let play = &self.heads[self.selected];
-        self.rest = std::array::from_fn(|i| play[i].out(h, self.scale, self.offset));
+        let read = self.read(reads);
+        self.rest = std::array::from_fn(|i| play[i].out(h, read[i], self.scale, self.offset));
     }
 
     /// Fills samples `at` of `out` with the rest outputs.
@@ -153,25 +171,40 @@ impl Heads {
     }
 
     /// Writes samples `at` of `out` from the last layer's outputs `h` (a row of `stride`
-    /// values a sample, the first `width` of each read).
-    pub(super) fn write(&self, out: &mut Outputs<'_>, at: Range<usize>, h: &[f32], stride: usize) {
+    /// values a sample, the first `width` of each read) and the heads' reads of the first
+    /// layer's states (`reads`, every head's channels a sample).
+    pub(super) fn write(
+        &self,
+        out: &mut Outputs<'_>,
+        at: Range<usize>,
+        h: &[f32],
+        stride: usize,
+        reads: &[f32],
+    ) {
         let play = &self.heads[self.selected];
         let width = play[0].weight.len();
-        let rows = h.chunks(stride).map(|row| &row[..width]);
+        let per_sample = if self.reads {
+            self.heads.len() * self.channels
+        } else {
+            0
+        };
+        let read = |n: usize| self.read(&reads[n * per_sample..]);
+        let rows = h.chunks(stride).map(|row| &row[..width]).enumerate();
         let (scale, offset) = (self.scale, self.offset);
         match out {
             Outputs::Mono(o) => {
-                for (o, h) in o[at].iter_mut().zip(rows) {
-                    *o = play[2].out(h, scale, offset);
+                for (o, (n, h)) in o[at].iter_mut().zip(rows) {
+                    *o = play[2].out(h, read(n)[2], scale, offset);
                 }
             }
             Outputs::Stereo(l, r) => {
                 let stereo = self.channels > 1;
                 let pairs = l[at.clone()].iter_mut().zip(r[at].iter_mut());
-                for ((l, r), h) in pairs.zip(rows) {
-                    *l = play[0].out(h, scale, offset);
+                for ((l, r), (n, h)) in pairs.zip(rows) {
+                    let read = read(n);
+                    *l = play[0].out(h, read[0], scale, offset);
                     *r = if stereo {
-                        play[1].out(h, scale, offset)
+                        play[1].out(h, read[1], scale, offset)
                     } else {
                         *l
                     };

@@ -101,7 +101,10 @@ enum LayerInput {
 struct Layer {
     p: usize,
     outputs: usize,
-    /// Output width rounded up to the SIMD panel width.
+    /// The first layer only: how many head channels read its states (`heads.state_weight`),
+    /// computed as extra output columns after the layer's own.
+    head_reads: usize,
+    /// Output width (with the heads' columns) rounded up to the SIMD panel width.
     out_pad: usize,
     rec: Recurrence,
     input: LayerInput,
@@ -156,8 +159,10 @@ fn padded_states(model: &Model, lanes: usize) -> std::borrow::Cow<'_, Model> {
 }
 
 impl Layer {
-    /// `l` discretised for `step` (train rate / sample rate), `frame` samples per MIDI frame.
-    fn new(l: &SsmLayer, step: f64, frame: f64, lanes: usize) -> Layer {
+    /// `l` discretised for `step` (train rate / sample rate), `frame` samples per MIDI frame;
+    /// `head_reads`: the head channels' weights on its states (`heads.state_weight`), each
+    /// computed as one more output column.
+    fn new(l: &SsmLayer, step: f64, frame: f64, lanes: usize, head_reads: &[f32]) -> Layer {
         let p = l.state;
         let (lam, g): (Vec<Complex64>, Vec<Complex64>) = l
             .norm
@@ -166,7 +171,9 @@ impl Layer {
             .map(|(&n, &a)| discretise(n, a, step))
             .unzip();
         let cplx = |v: &[f32], i: usize| Complex64::new(v[2 * i] as f64, v[2 * i + 1] as f64);
-        let out_pad = l.outputs.div_ceil(lanes) * lanes;
+        let reads = head_reads.len() / (2 * p).max(1);
+        let columns = l.outputs + reads;
+        let out_pad = columns.div_ceil(lanes) * lanes;
         let input = match &l.skip {
             None => LayerInput::Keys(Box::new(KeyInput::new(l, &lam, &g, step, frame))),
             Some(skip) => {
@@ -195,9 +202,13 @@ impl Layer {
                 LayerInput::Hidden { w, bias }
             }
         };
-        // Re(C x) = Re C · Re x − Im C · Im x over the state stored as [re; im]
-        let w_out = Packed::new(2 * p, l.outputs, out_pad, lanes, |r, o| {
-            let c = cplx(&l.c, o * p + r % p);
+        // Re(C x) = Re C · Re x − Im C · Im x over the state stored as [re; im]; the heads'
+        // columns alike
+        let w_out = Packed::new(2 * p, columns, out_pad, lanes, |r, o| {
+            let c = match o.checked_sub(l.outputs) {
+                None => cplx(&l.c, o * p + r % p),
+                Some(j) => cplx(head_reads, j * p + r % p),
+            };
             (if r < p { c.re } else { -c.im }) as f32
         });
         let mut c_bias: Vec<f32> = (0..l.outputs).map(|o| l.c_bias[2 * o]).collect();
@@ -205,6 +216,7 @@ impl Layer {
         Layer {
             p,
             outputs: l.outputs,
+            head_reads: reads,
             out_pad,
             rec: Recurrence::new(
                 lam.iter().map(|z| z.re).collect(),
@@ -246,6 +258,12 @@ pub struct Engine {
     x: Vec<f32>,
     y: Vec<f32>,
     h: [Vec<f32>; 2],
+    /// the head channels' reads of the first layer's states, `head_reads` a sample
+    reads: Vec<f32>,
+    head_reads: usize,
+    /// while [`Engine::process_hidden`] asks for them: the first layer's states, as its
+    /// outputs read them, a block of rows of `2P`
+    first_states: Option<Vec<f32>>,
 }
 
 impl Engine {
@@ -286,11 +304,14 @@ impl Engine {
         let lanes = isa.lanes();
         let padded = padded_states(model, lanes);
         let model = padded.as_ref();
+        let reads = model.head_state_weight.as_deref().unwrap_or(&[]);
         let layers: Vec<Layer> = model
             .layers
             .iter()
-            .map(|l| Layer::new(l, step, frame, lanes))
+            .enumerate()
+            .map(|(i, l)| Layer::new(l, step, frame, lanes, if i == 0 { reads } else { &[] }))
             .collect();
+        let head_reads = layers.first().map_or(0, |l| l.head_reads);
         let max = |f: &dyn Fn(&Layer) -> usize| layers.iter().map(f).max().unwrap_or(0);
         let (max_u, max_x, max_y) = (
             max(&|l| l.input_width()),
@@ -304,12 +325,12 @@ impl Engine {
             .map(|w| w.iter().map(|v| v.abs() as f64).sum::<f64>())
             .fold(0.0, f64::max);
         let limit = SLEEP_TOLERANCE / (head_gain * model.info.norm_std.abs()).max(1e-30);
-        let rest = Rest::new(
-            &model.state_sizes(),
-            model.layers.iter().map(output_weights).collect(),
-            width,
-            limit,
-        );
+        let mut weight: Vec<Vec<f64>> = model.layers.iter().map(output_weights).collect();
+        if let (Some(e), Some(w)) = (&model.head_state_weight, weight.first_mut()) {
+            // the heads' reads move the output too: in units of the head's gain
+            add_read_weights(w, e, head_gain);
+        }
+        let rest = Rest::new(&model.state_sizes(), weight, width, limit, head_reads);
         let mut engine = Engine {
             isa,
             info: model.info.clone(),
@@ -327,6 +348,9 @@ impl Engine {
             x: vec![0.0; MAX_BLOCK * max_x],
             y: vec![0.0; MAX_BLOCK * max_y],
             h: [vec![0.0; MAX_BLOCK * max_y], vec![0.0; MAX_BLOCK * max_y]],
+            reads: vec![0.0; MAX_BLOCK * head_reads],
+            head_reads,
+            first_states: None,
         };
         engine.reset();
         engine.find_rest();
@@ -340,7 +364,7 @@ impl Engine {
         let _denormals = DenormalGuard::flush_to_zero();
         self.compute(1);
         self.rest_pass = false;
-        self.heads.set_rest(&self.rest.h);
+        self.heads.set_rest(&self.rest.h, &self.rest.reads);
         self.reset();
     }
 
@@ -461,7 +485,7 @@ impl Engine {
             });
         }
         self.heads.select(head);
-        self.heads.set_rest(&self.rest.h);
+        self.heads.set_rest(&self.rest.h, &self.rest.reads);
         Ok(())
     }
 
@@ -547,26 +571,40 @@ impl Engine {
                 continue;
             }
             let stride = self.compute(block.len());
-            self.heads.write(&mut out, block, &self.h[0], stride);
+            self.heads
+                .write(&mut out, block, &self.h[0], stride, &self.reads);
             self.sleep_banks();
             self.try_sleep();
         }
     }
 
-    /// The last layer's outputs — what every head reads — for the next `out.len() / width`
-    /// samples (`width` = [`Engine::hidden_width`]), a sample's `width` values after the
-    /// last's: as [`Engine::process`] renders them, without the head. Why: the trainer fits
-    /// new heads (a stereo one) to a trained network on these.
-    pub fn process_hidden(&mut self, out: &mut [f32]) {
+    /// The last layer's outputs — what every head reads — for the next `hidden.len() /
+    /// width` samples (`width` = [`Engine::hidden_width`]), a sample's `width` values after
+    /// the last's: as [`Engine::process`] renders them, without the head. With `first`, the
+    /// first layer's states too, `2P` a sample (`[re; im]`, as its outputs read them). Why:
+    /// the trainer fits new heads (a stereo one) to a trained network on these. Allocates.
+    pub fn process_hidden(&mut self, hidden: &mut [f32], mut first: Option<&mut [f32]>) {
         let _denormals = DenormalGuard::flush_to_zero();
         let width = self.hidden_width();
-        let samples = out.len() / width.max(1);
+        let p2 = 2 * self.state_sizes.first().copied().unwrap_or(0);
+        let samples = hidden.len() / width.max(1);
+        if first.is_some() {
+            self.first_states = Some(vec![0.0; MAX_BLOCK * p2]);
+        }
         for start in (0..samples).step_by(MAX_BLOCK) {
             let rows = (samples - start).min(MAX_BLOCK);
-            let block = &mut out[start * width..(start + rows) * width];
+            let block = &mut hidden[start * width..(start + rows) * width];
+            let states = first
+                .as_deref_mut()
+                .map(|f| &mut f[start * p2..(start + rows) * p2]);
             if self.rest.asleep {
                 for row in block.chunks_exact_mut(width) {
                     row.copy_from_slice(&self.rest.h);
+                }
+                for row in states.into_iter().flat_map(|s| s.chunks_exact_mut(p2)) {
+                    for (o, x) in row.iter_mut().zip(&self.rest.x[0]) {
+                        *o = *x as f32;
+                    }
                 }
                 continue;
             }
@@ -574,9 +612,13 @@ impl Engine {
             for (row, h) in block.chunks_exact_mut(width).zip(self.h[0].chunks(stride)) {
                 row.copy_from_slice(&h[..width]);
             }
+            if let (Some(to), Some(from)) = (states, &self.first_states) {
+                to.copy_from_slice(&from[..rows * p2]);
+            }
             self.sleep_banks();
             self.try_sleep();
         }
+        self.first_states = None;
     }
 
     /// How many outputs the last layer has (what a head reads).
@@ -632,6 +674,9 @@ impl Engine {
                         );
                     }
                     keys.run(&mut layer.rec, rows, &mut self.x);
+                    if let Some(to) = &mut self.first_states {
+                        to[..rows * 2 * p].copy_from_slice(&self.x[..rows * 2 * p]);
+                    }
                     None
                 }
                 LayerInput::Hidden { w, bias } => {
@@ -666,6 +711,17 @@ impl Engine {
                 out_pad,
                 state_rows,
             );
+            if layer.head_reads > 0 {
+                let (from, n) = (layer.outputs, layer.head_reads);
+                for (to, y) in self
+                    .reads
+                    .chunks_exact_mut(n)
+                    .zip(self.y.chunks(out_pad))
+                    .take(rows)
+                {
+                    to.copy_from_slice(&y[from..from + n]);
+                }
+            }
             // whole padded rows: the padding columns hold zeros and keep the loops branch-free
             let y = &self.y[..rows * out_pad];
             let h = &mut h_next[..rows * out_pad];
@@ -685,8 +741,22 @@ impl Engine {
         if self.rest_pass {
             let width = self.rest.h.len();
             self.rest.h.copy_from_slice(&h_prev[..width]);
+            let n = self.head_reads;
+            self.rest.reads.copy_from_slice(&self.reads[..n]);
         }
         prev_stride
+    }
+}
+
+/// Adds to the first layer's per-state weights (see [`output_weights`]) what a unit of each
+/// state moves the heads' reads `e` (rows of `P` complex weights), in units of the heads'
+/// gain `head_gain` (the sleep limit's scale).
+fn add_read_weights(weight: &mut [f64], e: &[f32], head_gain: f64) {
+    let p = weight.len();
+    for row in e.chunks_exact(2 * p) {
+        for (w, pair) in weight.iter_mut().zip(row.chunks_exact(2)) {
+            *w += (pair[0] as f64).hypot(pair[1] as f64) / head_gain.max(1e-30);
+        }
     }
 }
 

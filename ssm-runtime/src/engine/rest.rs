@@ -19,6 +19,8 @@ pub(super) struct Rest {
     pub(super) weight: Vec<Vec<f64>>,
     /// the last layer's output at rest, before the head
     pub(super) h: Vec<f32>,
+    /// the head channels' reads of the first layer's states at rest
+    pub(super) reads: Vec<f32>,
     /// the weighted distance under which the engine may sleep
     pub(super) limit: f64,
     pub(super) asleep: bool,
@@ -29,11 +31,18 @@ pub(super) struct Rest {
 impl Rest {
     /// Room for a network of `states` per layer and `width` last outputs; the point itself is
     /// found by the engine's rest pass.
-    pub(super) fn new(states: &[usize], weight: Vec<Vec<f64>>, width: usize, limit: f64) -> Rest {
+    pub(super) fn new(
+        states: &[usize],
+        weight: Vec<Vec<f64>>,
+        width: usize,
+        limit: f64,
+        reads: usize,
+    ) -> Rest {
         Rest {
             x: states.iter().map(|&p| vec![0.0; 2 * p]).collect(),
             weight,
             h: vec![0.0; width],
+            reads: vec![0.0; reads],
             limit,
             asleep: false,
             enabled: true,

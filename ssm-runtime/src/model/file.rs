@@ -61,6 +61,15 @@ impl Model {
                 reader.f32("heads.bias", &[heads, channels])?,
             )
         };
+        let head_state_weight = match tensors.tensor("heads.state_weight") {
+            Err(_) => None,
+            Ok(_) if fields.parse::<u32>("format_version")? < STEREO_FORMAT_VERSION => {
+                return Err(ModelError::UnexpectedTensor(
+                    "heads.state_weight (format version 4)".into(),
+                ))
+            }
+            Ok(_) => Some(reader.f32("heads.state_weight", &[heads, channels, states[0], 2])?),
+        };
         reader.reject_unknown(states.len())?;
 
         let model = Model {
@@ -69,6 +78,7 @@ impl Model {
             channels,
             head_weight,
             head_bias,
+            head_state_weight,
         };
         model.validate()?;
         Ok(model)
@@ -121,6 +131,11 @@ impl Model {
         };
         tensors.insert("heads.weight".into(), (weight_shape, &self.head_weight));
         tensors.insert("heads.bias".into(), (bias_shape, &self.head_bias));
+        if let Some(e) = &self.head_state_weight {
+            let p = self.layers.first().map_or(0, |l| l.state);
+            let shape = vec![self.head_count(), self.channels, p, 2];
+            tensors.insert("heads.state_weight".into(), (shape, e));
+        }
 
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
             .into_iter()
@@ -157,8 +172,8 @@ impl Model {
     /// The lowest format version that holds this model (see the module comment).
     pub fn format_version(&self) -> u32 {
         let any = |has: fn(&SsmLayer) -> bool| self.layers.iter().any(has);
-        if self.channels > 1 {
-            FORMAT_VERSION
+        if self.channels > 1 || self.head_state_weight.is_some() {
+            STEREO_FORMAT_VERSION
         } else if any(|l| l.b_square.is_some()) {
             SQUARE_FORMAT_VERSION
         } else if any(|l| l.damper.is_some() || l.velocity_exponent.is_some()) {
@@ -217,7 +232,7 @@ const DAMPER_TENSORS: [&str; 5] = [
 /// The first layer's other optional tensors, `layers.0.*` (format versions 2 and 3).
 const FIRST_LAYER_TENSORS: [&str; 2] = ["velocity_exponent", "B_square"];
 /// The heads' tensors.
-const HEAD_TENSORS: [&str; 2] = ["heads.weight", "heads.bias"];
+const HEAD_TENSORS: [&str; 3] = ["heads.weight", "heads.bias", "heads.state_weight"];
 
 /// A damper's key tags and durations as the f32 tensors the file stores.
 struct StoredDamper {
@@ -283,7 +298,7 @@ impl MetaFields<'_> {
         let version: u32 = self.parse("format_version")?;
         match channels {
             1 => Ok(1),
-            2 if version >= 4 => Ok(2),
+            2 if version >= STEREO_FORMAT_VERSION => Ok(2),
             2 => Err(ModelError::BadField {
                 field: "channels",
                 reason: format!("stereo heads need format version 4, the file says {version}"),

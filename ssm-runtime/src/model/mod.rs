@@ -22,7 +22,9 @@
 //! reads the square of each key's touch (see [`SsmLayer::b_square`]).
 //! Format version 4 lets the heads have two output channels (stereo, left then right): the
 //! metadata field `channels` ("1" when absent) and `heads.weight` (H, 2, last width),
-//! `heads.bias` (H, 2) (see [`Model::channels`]).
+//! `heads.bias` (H, 2) (see [`Model::channels`]); and the optional `heads.state_weight`
+//! (H, channels, P₁, 2): each head channel also reads the first layer's states directly (see
+//! [`Model::head_state_weight`]).
 //! Every file is written as the lowest version that holds it: files without a damper or an
 //! exponent as version 1, so every earlier build reads them (the published checkpoints import
 //! that way), only files with `B_square` as version 3 and only stereo files as version 4.
@@ -37,6 +39,8 @@ pub const KEYS: usize = 88;
 pub const LOWEST_NOTE: u8 = 21;
 /// The newest format version this crate reads and writes; loading rejects newer versions.
 pub const FORMAT_VERSION: u32 = 4;
+/// The version a model with stereo heads or head state weights is written as.
+const STEREO_FORMAT_VERSION: u32 = 4;
 /// The version a mono model with `B_square` is written as.
 const SQUARE_FORMAT_VERSION: u32 = 3;
 /// The version a model with a key damper or a velocity exponent, but no `B_square`, is
@@ -304,6 +308,14 @@ pub struct Model {
     pub head_weight: Vec<f32>,
     /// (heads, channels)
     pub head_bias: Vec<f32>,
+    /// Format version 4, optional: (heads, channels, first layer's states, 2) complex
+    /// weights by which each head channel also reads the first layer's states, as the first
+    /// layer's own outputs read them (`C`): the channel's output gains `Re(Σ_q E_q x_q)`
+    /// before the output scale. Why: the first layer's states belong to keys (the damper's
+    /// tags, a key bank), the later layers mix every key; a stereo image that places each
+    /// key's strings where the recording's microphones heard them needs a path from the
+    /// strings that is still per key (`trainer stereo` fits it).
+    pub head_state_weight: Option<Vec<f32>>,
 }
 
 /// The most output channels a head may have (stereo).
@@ -349,26 +361,54 @@ impl Model {
         )
     }
 
+    /// One channel's weights on the first layer's states (`[re, im]` pairs), if the heads
+    /// read them.
+    pub fn head_state_channel(&self, head: usize, channel: usize) -> Option<&[f32]> {
+        let p = 2 * self.layers.first()?.state;
+        let row = head * self.channels + channel;
+        let e = self.head_state_weight.as_ref()?;
+        Some(&e[row * p..(row + 1) * p])
+    }
+
     /// The model with mono heads, each the mean of its channels (the stereo image folded
-    /// to its middle); a mono model unchanged.
+    /// to its middle); a mono model unchanged. State weights that cancel in the mean (a
+    /// side, as `trainer stereo` fits) leave none.
     pub fn folded_to_mono(&self) -> Model {
         let mut mono = self.clone();
         if self.channels == 1 {
             return mono;
         }
         let c = self.channels as f32;
-        let (mut weight, mut bias) = (Vec::new(), Vec::new());
+        let mean = |rows: Vec<&[f32]>| -> Vec<f32> {
+            (0..rows[0].len())
+                .map(|i| rows.iter().map(|r| r[i]).sum::<f32>() / c)
+                .collect()
+        };
+        let (mut weight, mut bias, mut states) = (Vec::new(), Vec::new(), Vec::new());
         for head in 0..self.head_count() {
-            let rows: Vec<(&[f32], f32)> = (0..self.channels)
-                .map(|ch| self.head_channel(head, ch))
-                .collect();
-            let width = rows[0].0.len();
-            weight.extend((0..width).map(|i| rows.iter().map(|r| r.0[i]).sum::<f32>() / c));
-            bias.push(rows.iter().map(|r| r.1).sum::<f32>() / c);
+            let channels = 0..self.channels;
+            weight.extend(mean(
+                channels
+                    .clone()
+                    .map(|ch| self.head_channel(head, ch).0)
+                    .collect(),
+            ));
+            bias.push(
+                channels
+                    .clone()
+                    .map(|ch| self.head_channel(head, ch).1)
+                    .sum::<f32>()
+                    / c,
+            );
+            if self.head_state_weight.is_some() {
+                let rows = channels.filter_map(|ch| self.head_state_channel(head, ch));
+                states.extend(mean(rows.collect()));
+            }
         }
         mono.channels = 1;
         mono.head_weight = weight;
         mono.head_bias = bias;
+        mono.head_state_weight = Some(states).filter(|s| s.iter().any(|&v| v != 0.0));
         mono
     }
 

@@ -96,6 +96,10 @@ impl Model {
         let rows = heads * self.channels;
         check_weights("heads.weight", &self.head_weight, rows * last)?;
         check_weights("heads.bias", &self.head_bias, rows)?;
+        if let Some(e) = &self.head_state_weight {
+            let p = self.layers.first().map_or(0, |l| l.state);
+            check_weights("heads.state_weight", e, rows * p * 2)?;
+        }
         Ok(())
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! usage: clap-render PLUGIN.clap IN.mid REFERENCE SAMPLE_RATE BLOCK_SIZE MAX_REL_L2 [FAMILY]
 //!
-//! REFERENCE is a mono float WAV from `piano-ssm render` or a reference case from
-//! `../shared/reference/cases` (its `audio` tensor).
+//! REFERENCE is a float WAV from `piano-ssm render` (mono, or stereo: each output channel
+//! against its own) or a reference case from `../shared/reference/cases` (its `audio`
+//! tensor, mono).
 //!
 //! or:    clap-render cpu PLUGIN.clap IN.mid SAMPLE_RATE BLOCK_SIZE FAMILY
 //!        prints the audio callback's CPU load (percent of the block's duration) for S, L and XL
@@ -120,11 +121,14 @@ fn run() -> Result<()> {
         .transpose()
         .context("FAMILY")?;
     let midi = MidiFile::load(midi_path)?;
-    let reference = if ref_path.extension().is_some_and(|e| e == "safetensors") {
-        read_case(ref_path)?
+    // left and right
+    let reference: [Vec<f32>; 2] = if ref_path.extension().is_some_and(|e| e == "safetensors") {
+        let mono = read_case(ref_path)?;
+        [mono.clone(), mono]
     } else {
         read_wav(ref_path)?
     };
+    let len = reference[0].len();
 
     let entry = load_entry(plugin_path)?;
     let mut report = Report::new(false);
@@ -163,30 +167,24 @@ fn run() -> Result<()> {
     }
     check_state_round_trip(&mut instance, &mut report)?;
 
-    let (first, _) = render(
-        &mut instance,
-        &midi,
-        rate,
-        block,
-        reference.len(),
-        &mut report,
-    )?;
-    let err = rel_l2(&first, &reference);
+    let (first, _) = render(&mut instance, &midi, rate, block, len, &mut report)?;
+    for (name, ours, theirs) in [
+        ("left", &first[0], &reference[0]),
+        ("right", &first[1], &reference[1]),
+    ] {
+        let err = rel_l2(ours, theirs);
+        report.check(
+            err <= limit,
+            format!("{name}: relative L2 {err:.2e} <= {limit:e} against the reference at {rate} Hz, block {block}"),
+        );
+    }
+    let (mono, same) = (reference[0] == reference[1], first[0] == first[1]);
     report.check(
-        err <= limit,
-        format!(
-            "relative L2 {err:.2e} <= {limit:e} against the reference at {rate} Hz, block {block}"
-        ),
+        mono == same,
+        format!("the two channels are the same exactly when the reference's are ({mono})"),
     );
     // a second bounce of the same project renders the same samples
-    let (second, _) = render(
-        &mut instance,
-        &midi,
-        rate,
-        block,
-        reference.len(),
-        &mut report,
-    )?;
+    let (second, _) = render(&mut instance, &midi, rate, block, len, &mut report)?;
     report.check(
         first == second,
         "a second bounce after deactivate/activate is identical",
@@ -564,8 +562,8 @@ fn check_state_round_trip(instance: &mut PluginInstance<Host>, report: &mut Repo
     Ok(())
 }
 
-/// Activates at `rate`, plays the file in blocks of `block` and returns the left channel,
-/// latency-compensated, `len` samples long; checks that both channels carry the same signal.
+/// Activates at `rate`, plays the file in blocks of `block` and returns the left and right
+/// channels, latency-compensated, `len` samples long, and each block's processing time.
 fn render(
     instance: &mut PluginInstance<Host>,
     midi: &MidiFile,
@@ -573,7 +571,7 @@ fn render(
     block: u32,
     len: usize,
     report: &mut Report,
-) -> Result<(Vec<f32>, Vec<f64>)> {
+) -> Result<([Vec<f32>; 2], Vec<f64>)> {
     let config = PluginAudioConfiguration {
         sample_rate: rate as f64,
         min_frames_count: 1,
@@ -639,11 +637,13 @@ fn render(
     }
     instance.deactivate(processor.stop_processing());
     report.check(
-        left[..latency].iter().all(|&v| v == 0.0),
+        left[..latency]
+            .iter()
+            .chain(&right[..latency])
+            .all(|&v| v == 0.0),
         format!("silent for the {latency} samples of reported latency"),
     );
-    report.check(left == right, "both channels carry the mono model output");
-    Ok((left.split_off(latency), seconds))
+    Ok(([left.split_off(latency), right.split_off(latency)], seconds))
 }
 
 /// The raw MIDI bytes of a file event (channel 1).
@@ -661,20 +661,24 @@ fn midi_bytes(event: KeyEvent) -> Option<[u8; 3]> {
     })
 }
 
-fn read_wav(path: &Path) -> Result<Vec<f32>> {
+/// A float WAV's left and right channels (a mono file's one channel twice).
+fn read_wav(path: &Path) -> Result<[Vec<f32>; 2]> {
     let mut reader =
         hound::WavReader::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let spec = reader.spec();
-    if spec.sample_format != hound::SampleFormat::Float || spec.channels != 1 {
+    let channels = spec.channels as usize;
+    if spec.sample_format != hound::SampleFormat::Float || !(1..=2).contains(&channels) {
         bail!(
-            "{}: expected a mono float WAV from `piano-ssm render`",
+            "{}: expected a mono or stereo float WAV from `piano-ssm render`",
             path.display()
         );
     }
-    reader
+    let samples: Vec<f32> = reader
         .samples::<f32>()
         .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot read {}", path.display()))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let channel = |c: usize| samples.iter().skip(c).step_by(channels).copied().collect();
+    Ok([channel(0), channel(channels - 1)])
 }
 
 /// The `audio` tensor of a reference case.

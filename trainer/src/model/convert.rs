@@ -5,7 +5,8 @@ use super::*;
 impl PianoSsm {
     /// Loads weights from a runtime model (e.g. an imported published checkpoint). The
     /// network trains mono heads: a stereo model loads as its mono fold (each head the mean
-    /// of its channels), and `trainer stereo` fits a stereo head to the trained network.
+    /// of its channels; head weights on the first layer's states are not trained and
+    /// left out), and `trainer stereo` fits a stereo head to the trained network.
     pub fn from_runtime(device: Device, model: &Model) -> Result<PianoSsm> {
         model.validate().context("model does not validate")?;
         let model = &model.folded_to_mono();
@@ -133,6 +134,7 @@ impl PianoSsm {
             channels: 1,
             head_weight: to_vec(&self.head_weight)?,
             head_bias: to_vec(&self.head_bias)?,
+            head_state_weight: None,
         };
         model
             .validate()

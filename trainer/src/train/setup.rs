@@ -194,11 +194,13 @@ fn grow(
 }
 
 /// Loads `--weights`: a runtime model or a published `.pth` checkpoint.
+/// A stereo model comes as its mono fold: the network trains mono heads (`trainer stereo`
+/// fits a stereo head to the result).
 pub fn load_weights(path: &Path) -> Result<Model> {
     if path.extension().is_some_and(|e| e == "pth") {
         Ok(import_pth(path, &ImportOptions::default())?)
     } else {
-        Ok(Model::load(path)?)
+        Ok(Model::load(path)?.folded_to_mono())
     }
 }
 

@@ -1,4 +1,5 @@
-//! What several trainer tests build: a freshly initialised network as a runtime model.
+//! What several trainer tests build: a freshly initialised network as a runtime model; where
+//! the Salamander test subset is.
 #![allow(dead_code)]
 
 use ssm_runtime::{Activation, Model, ModelInfo};
@@ -44,4 +45,21 @@ pub fn fresh_model_at(
         description: String::new(),
     })
     .unwrap()
+}
+
+/// The velocity-8 layer and the releases of the real Salamander library:
+/// `PIANO_SSM_SALAMANDER_TEST`, else the folder `scripts/test.sh` fetches them into.
+pub fn real_subset() -> std::path::PathBuf {
+    let dir = std::env::var_os("PIANO_SSM_SALAMANDER_TEST")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/salamander-test")
+        });
+    assert!(
+        dir.join("A4v8.ogg").exists(),
+        "{} lacks the Salamander test subset: run `bash scripts/fetch-salamander.sh --test {}`",
+        dir.display(),
+        dir.display()
+    );
+    dir
 }
