@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ssm_runtime::builtin;
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
-use ssm_runtime::engine::{A4_RANGE, STANDARD_A4};
+use ssm_runtime::engine::{check_rate, A4_RANGE, STANDARD_A4};
 use ssm_runtime::fsutil::{self, check_target};
 use ssm_runtime::model::{MAX_RATE, MIN_RATE};
 use ssm_runtime::notes::{
@@ -233,12 +233,7 @@ struct RenderArgs {
 }
 
 fn render(args: RenderArgs) -> Result<(), String> {
-    if !(MIN_RATE..=MAX_RATE).contains(&args.sample_rate) {
-        return Err(format!(
-            "sample rate {} Hz is not supported (use {MIN_RATE} to {MAX_RATE} Hz)",
-            args.sample_rate
-        ));
-    }
+    check_rate(args.sample_rate).map_err(|e| e.to_string())?;
     if !(args.tail.is_finite() && (0.0..=600.0).contains(&args.tail)) {
         return Err(format!(
             "--tail {} must be between 0 and 600 seconds",

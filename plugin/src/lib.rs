@@ -25,7 +25,7 @@ use nice_plug::midi::Channel;
 use nice_plug::prelude::*;
 use nice_plug_egui::{EguiEditor, EguiEditorState};
 use parking_lot::RwLock;
-use ssm_runtime::model::{MAX_RATE, MIN_RATE};
+use ssm_runtime::engine::check_rate;
 use ssm_runtime::{ChannelEvent, KeyEvent};
 
 use catalog::{user_model_dir, Catalog};
@@ -184,10 +184,8 @@ impl Plugin for PianoSsm {
         context: &mut impl ActivateContext<Self>,
     ) -> bool {
         let rate = config.sample_rate.round() as u32;
-        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-            self.shared.set_error(format!(
-                "sample rate {rate} Hz is not supported ({MIN_RATE} to {MAX_RATE} Hz)"
-            ));
+        if let Err(e) = check_rate(rate) {
+            self.shared.set_error(e.to_string());
             return false;
         }
         // the model is discretised for the host's rate here, off the audio thread

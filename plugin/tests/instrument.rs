@@ -22,7 +22,7 @@ use ssm_runtime::{Engine, KeyEvent, MidiFile};
 static GLOBAL: Counting = Counting;
 
 fn reference() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")
+    test_support::reference_dir()
 }
 
 /// A model folder with the published S and L checkpoints (16 kHz) imported into it.

@@ -19,8 +19,8 @@ const MAESTRO: &str = "Piano-SSM MAESTRO";
 
 /// The published S checkpoint, imported into `folder` under `family`.
 fn add_model(folder: &Path, family: &str, file: &str) -> PathBuf {
-    let pth = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/weights/PianoSSM_S_MH_maestro_all_16000_model.pth");
+    let pth =
+        test_support::reference_dir().join("weights/PianoSSM_S_MH_maestro_all_16000_model.pth");
     let mut model = import_pth(&pth, &ImportOptions::default()).unwrap();
     model.info.family = family.to_string();
     let path = folder.join(file);

@@ -15,7 +15,6 @@
 //! `PIANO_SSM_BENCH_MODELS=A.safetensors,B.safetensors` plays those models too, at 48 kHz, after
 //! the built-in ones: a candidate against the shipped models in one run.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use ssm_runtime::checkpoint::{import_pth, ImportOptions};
@@ -160,7 +159,7 @@ fn run(model: &Model, sample_rate: u32, isa: Isa, seconds: f64, sleep: bool) -> 
 }
 
 fn main() {
-    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/weights");
+    let weights = test_support::reference_dir().join("weights");
     let seconds: f64 = std::env::var("PIANO_SSM_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -120,7 +120,8 @@ fn off(note: u8) -> KeyEvent {
     KeyEvent::NoteOff { note }
 }
 
-fn rms(x: &[f32]) -> f64 {
+/// Root mean square (0 for no samples).
+pub fn rms(x: &[f32]) -> f64 {
     (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 

@@ -10,6 +10,7 @@ use num_complex::Complex64;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ssm_runtime::model::SsmLayer;
+use ssm_runtime::soundcheck::key_hz;
 use ssm_runtime::KEYS;
 
 use ssm_runtime::size::WIDTHS;
@@ -180,11 +181,6 @@ fn real_pole(seconds: f64, sample_rate: f64) -> Complex64 {
     Complex64::new(-1.0 / (seconds * sample_rate), 0.0)
 }
 
-/// Equal-temperament frequency of MIDI key `midi`.
-fn key_hz(midi: f64) -> f64 {
-    440.0 * 2f64.powf((midi - 69.0) / 12.0)
-}
-
 /// How long a key rings while held: 8 s at A0 down to 1 s at C8 (bass strings ring longer).
 fn key_t60(midi: f64) -> f64 {
     8.0 * (1.0f64 / 8.0).powf(((midi - 21.0) / 87.0).clamp(0.0, 1.0))
@@ -196,7 +192,7 @@ fn keyboard_poles(state: usize, layer: usize, layers: usize, sample_rate: f64) -
     // above C8)
     let keys: Vec<f64> = (21..128)
         .map(f64::from)
-        .take_while(|&m| key_hz(m) < 0.45 * sample_rate)
+        .take_while(|&m| key_hz(m as u8) < 0.45 * sample_rate)
         .collect();
     let pitched = state / 2;
     let ringing = (0..pitched).map(|k| {
@@ -205,7 +201,7 @@ fn keyboard_poles(state: usize, layer: usize, layers: usize, sample_rate: f64) -
         let at =
             (k as f64 + (layer as f64 + 0.5) / layers as f64) * keys.len() as f64 / pitched as f64;
         let midi = keys[(at as usize).min(keys.len() - 1)];
-        pole(key_hz(midi), key_t60(midi), sample_rate)
+        pole(key_hz(midi as u8), key_t60(midi), sample_rate)
     });
     ringing
         .chain(transient_poles(state - pitched, layer, sample_rate))
@@ -356,7 +352,7 @@ pub mod gated_keys {
         let partials = (0..KEYS).map(|k| (k, 1usize)).chain(overtones);
         for (k, n) in partials {
             let midi = (k + 21) as f64;
-            let hz = (n as f64 * key_hz(midi)).min(0.45 * sr);
+            let hz = (n as f64 * key_hz(midi as u8)).min(0.45 * sr);
             let lambda = pole(hz, key_t60(midi) / n as f64, sr);
             set_pole(&mut l, p, lambda);
             // B = −r·λ: the state settles at r·v and its ringing starts at −r·v, so x_im is
@@ -413,7 +409,7 @@ pub mod gated_keys {
     pub(super) fn overtones(count: usize, sr: f64) -> Vec<(usize, usize)> {
         (2..16)
             .flat_map(|n| (0..KEYS).map(move |k| (k, n)))
-            .filter(|&(k, n)| n as f64 * key_hz((k + 21) as f64) < 0.45 * sr)
+            .filter(|&(k, n)| n as f64 * key_hz((k + 21) as u8) < 0.45 * sr)
             .take(count)
             .collect()
     }
@@ -543,7 +539,7 @@ pub mod damped_keys {
             .chain(overtones(state - KEYS, sr));
         for (p, (k, n)) in partials.enumerate() {
             let midi = (k + 21) as f64;
-            let hz = (n as f64 * key_hz(midi)).min(0.45 * sr);
+            let hz = (n as f64 * key_hz(midi as u8)).min(0.45 * sr);
             let t60 = key_t60(midi) / n as f64;
             let lambda = pole(hz, t60, sr);
             set_pole(&mut l, p, lambda);

@@ -356,9 +356,7 @@ pub fn centroid(x: &[f32], rate: f64) -> f64 {
     num / den.max(1e-30)
 }
 
-pub fn rms(x: &[f32]) -> f64 {
-    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
-}
+pub use ssm_runtime::soundcheck::rms;
 
 pub fn db_power(ratio: f64) -> f64 {
     10.0 * ratio.log10()

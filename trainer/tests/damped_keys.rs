@@ -10,6 +10,8 @@ use ssm_runtime::render::render_roll;
 use ssm_runtime::roll::Roll;
 use ssm_runtime::{Activation, Engine, KeyFrame, ModelInfo, KEYS};
 use tch::{Device, Kind, Tensor};
+use test_support::relative_l2;
+use trainer::listen::rms;
 use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
 
 const TRAIN_RATE: u32 = 16_000;
@@ -97,21 +99,6 @@ fn engine_render(model: &Model, frames: &[KeyFrame], rate: u32) -> Vec<f32> {
         frames: frames.to_vec(),
     };
     render_roll(&mut engine, &roll, |_, _| {})
-}
-
-fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let d: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
-    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (d / n).sqrt()
-}
-
-fn rms(x: &[f32]) -> f64 {
-    (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
 }
 
 #[test]

@@ -12,6 +12,7 @@ use common::real_subset;
 use ssm_runtime::roll::KeyEvent;
 use trainer::data::performance::Performance;
 use trainer::data::salamander::{voices, Library};
+use trainer::listen::rms;
 
 const RATE: u32 = 48_000;
 /// The recordings' silence before the attack.
@@ -77,10 +78,6 @@ fn on(note: u8, velocity: u8) -> KeyEvent {
 
 fn off(note: u8) -> KeyEvent {
     KeyEvent::NoteOff { note }
-}
-
-fn rms(x: &[f32]) -> f64 {
-    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 
 fn db(x: f64) -> f64 {

@@ -351,10 +351,7 @@ fn exported_model_renders_like_the_trainer() {
         "{}",
         model.info.description
     );
-    let midi = MidiFile::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/midi/pedal.mid"),
-    )
-    .unwrap();
+    let midi = MidiFile::load(&test_support::reference_dir().join("midi/pedal.mid")).unwrap();
     let roll = midi.roll(1_000, 1.0);
     let mut engine = Engine::new(&model, 16_000).unwrap();
     let runtime = ssm_runtime::render::render_roll(&mut engine, &roll, |_, _| {});

@@ -237,6 +237,15 @@ impl Layer {
     }
 }
 
+/// Whether an engine can play at `sample_rate` ([`MIN_RATE`] to [`MAX_RATE`]): the one rule,
+/// which the command and the plugin ask before they spend time on a model.
+pub fn check_rate(sample_rate: u32) -> Result<(), EngineError> {
+    match (MIN_RATE..=MAX_RATE).contains(&sample_rate) {
+        true => Ok(()),
+        false => Err(EngineError::UnsupportedRate(sample_rate)),
+    }
+}
+
 /// A Piano-SSM model ready to render at one sample rate.
 pub struct Engine {
     isa: Isa,
@@ -288,9 +297,7 @@ impl Engine {
     }
 
     fn build(model: &Model, sample_rate: u32, isa: Isa, a4: f64) -> Result<Engine, EngineError> {
-        if !(MIN_RATE..=MAX_RATE).contains(&sample_rate) {
-            return Err(EngineError::UnsupportedRate(sample_rate));
-        }
+        check_rate(sample_rate)?;
         if !A4_RANGE.contains(&a4) {
             return Err(EngineError::UnsupportedTuning(a4));
         }
