@@ -20,9 +20,15 @@ const HNR: f64 = 20.0;
 const HNR_SOFT: f64 = 15.0;
 /// Spectral centroid at velocity 110 over velocity 30, median over the keys.
 const CENTROID_RATIO: f64 = 1.1;
-/// Partials still ringing 0.3–0.8 s after the onset, median over the notes: a regression
-/// limit at what the shipped models reach (3; the Salamander rings 8, issue 30's target).
-const RINGING: f64 = 3.0;
+/// Partials still ringing 0.3–0.8 s after the onset, median over the notes: regression limits
+/// near what the shipped models reach (the L with its key bank 7, the XL 3; the Salamander
+/// rings 8, issue 30's target).
+fn ringing_limit(size: ssm_runtime::Size) -> f64 {
+    match size {
+        ssm_runtime::Size::L => 6.0,
+        _ => 3.0,
+    }
+}
 
 #[test]
 fn the_built_in_models_release_cleanly_and_sound_like_tone() {
@@ -63,7 +69,7 @@ fn the_built_in_models_release_cleanly_and_sound_like_tone() {
             ("harmonic-to-noise", summary.hnr >= HNR, summary.hnr),
             (
                 "partials ringing",
-                summary.ringing >= RINGING,
+                summary.ringing >= ringing_limit(b.size),
                 summary.ringing,
             ),
             (
