@@ -87,3 +87,19 @@ pub fn render_roll(
     });
     out
 }
+
+/// Renders a whole roll into memory in two channels: `[left, right]` (a mono model's one
+/// channel in both).
+pub fn render_roll_stereo(engine: &mut Engine, roll: &Roll) -> [Vec<f32>; 2] {
+    let total = roll.samples(engine.sample_rate()) as usize;
+    let (mut left, mut right) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    let frames = roll.frames.iter().copied();
+    let _ = render_channels(engine, frames, roll.midi_rate, None, 2, |chunk| {
+        for pair in chunk.chunks_exact(2) {
+            left.push(pair[0]);
+            right.push(pair[1]);
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    [left, right]
+}

@@ -8,7 +8,7 @@
 //! the reference's.
 
 use ssm_runtime::model::{Damper, KeyBank, SETTLE_FLOOR};
-use ssm_runtime::render::{render_channels, render_roll};
+use ssm_runtime::render::{render_roll, render_roll_stereo};
 use ssm_runtime::{Engine, Isa, Model, Roll, Size, KEYS};
 use test_support::{checkpoint, relative_l2};
 
@@ -481,19 +481,10 @@ fn the_built_in_models_match_the_equations() {
 }
 
 /// The engine's two channels of `model` (a stereo one's, or a mono one's on both) against the
-/// reference's, at `rate`; the relative L2 of each.
-fn channels_match(label: &str, model: &Model, roll: &Roll, rate: u32) -> [f64; 2] {
+/// reference's, at `rate`; the engine's channels.
+fn channels_match(label: &str, model: &Model, roll: &Roll, rate: u32) -> [Vec<f32>; 2] {
     let expected = reference_channels(model, roll, rate);
-    let mut engine = Engine::new(model, rate).unwrap();
-    let (mut left, mut right) = (Vec::new(), Vec::new());
-    let frames = roll.frames.iter().copied();
-    let _ = render_channels(&mut engine, frames, roll.midi_rate, None, 2, |chunk| {
-        for pair in chunk.chunks_exact(2) {
-            left.push(pair[0]);
-            right.push(pair[1]);
-        }
-        Ok::<(), ()>(())
-    });
+    let [left, right] = render_roll_stereo(&mut Engine::new(model, rate).unwrap(), roll);
     let errors = [
         relative_l2(&left, &expected[0]),
         relative_l2(&right, expected.last().unwrap()),
@@ -508,7 +499,7 @@ fn channels_match(label: &str, model: &Model, roll: &Roll, rate: u32) -> [f64; 2
         errors[0],
         errors[1]
     );
-    errors
+    [left, right]
 }
 
 /// `model` with a key bank of `per_key` random states a key appended to its first layer
@@ -650,30 +641,25 @@ fn with_stereo_head(mut model: Model, noise: &mut Noise) -> Model {
     model
 }
 
+/// A random roll of `seconds` on six random keys (so that releases meet falling dampers and
+/// held re-strikes).
+fn six_key_roll(noise: &mut Noise, seconds: f64, midi_rate: u32) -> Roll {
+    let keys: Vec<usize> = (0..6).map(|_| noise.below(KEYS)).collect();
+    random_roll(
+        noise,
+        (seconds * midi_rate as f64) as usize,
+        midi_rate,
+        &keys,
+    )
+}
+
 #[test]
 fn a_stereo_head_plays_each_channel_by_the_equations() {
     let base = checkpoint("PianoSSM_S_MH_maestro_all_24000_model.pth");
     let mut noise = Noise(0x57e7_e0ff_0000_0004);
     let model = with_stereo_head(extended(base, &mut noise, 3, 4), &mut noise);
-    let midi_rate = model.info.midi_rate;
-    let keys: Vec<usize> = (0..6).map(|_| noise.below(KEYS)).collect();
-    let roll = random_roll(
-        &mut noise,
-        (0.3 * midi_rate as f64) as usize,
-        midi_rate,
-        &keys,
-    );
-    channels_match("stereo head", &model, &roll, 44_100);
-    let mut engine = Engine::new(&model, 44_100).unwrap();
-    let (mut left, mut right) = (Vec::new(), Vec::new());
-    let frames = roll.frames.iter().copied();
-    let _ = render_channels(&mut engine, frames, midi_rate, None, 2, |chunk| {
-        for pair in chunk.chunks_exact(2) {
-            left.push(pair[0]);
-            right.push(pair[1]);
-        }
-        Ok::<(), ()>(())
-    });
+    let roll = six_key_roll(&mut noise, 0.3, model.info.midi_rate);
+    let [left, right] = channels_match("stereo head", &model, &roll, 44_100);
     let expected = reference_channels(&model, &roll, 44_100);
     // the reads of the first layer's states are heard
     let mut unread = model.clone();
@@ -703,14 +689,7 @@ fn the_reference_hears_every_extension() {
     let base = checkpoint("PianoSSM_S_MH_maestro_all_24000_model.pth");
     let mut noise = Noise(0x7e57_0000_0000_0003);
     let model = extended(base, &mut noise, 4, 5);
-    let midi_rate = model.info.midi_rate;
-    let keys: Vec<usize> = (0..6).map(|_| noise.below(KEYS)).collect();
-    let roll = random_roll(
-        &mut noise,
-        (0.3 * midi_rate as f64) as usize,
-        midi_rate,
-        &keys,
-    );
+    let roll = six_key_roll(&mut noise, 0.3, model.info.midi_rate);
     let mut engine = Engine::new(&model, 24_000).unwrap();
     let audio = render_roll(&mut engine, &roll, |_, _| {});
     let without = |f: &dyn Fn(&mut Model)| {

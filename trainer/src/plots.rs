@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use tch::{Kind, Tensor};
 
@@ -83,14 +84,23 @@ pub fn loss_curves(path: &Path, log: &[LogRow]) -> Result<()> {
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
     }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    root.present().map_err(err)
+}
+
+/// The series' labels in a framed box at `position`.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
     chart
         .configure_series_labels()
+        .position(position)
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+        .map_err(err)
 }
 
 /// Log-magnitude spectrogram in dB, (bins, frames), normalised to the loudest bin of `reference`.
@@ -211,13 +221,6 @@ pub fn balance(path: &Path, keys: &[(u8, f64, f64)], model: &str) -> Result<()> 
             )
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
     root.present().map_err(err)
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use num_complex::Complex64;
 use ssm_runtime::model::{stable_pole, SsmLayer, LOWEST_NOTE};
-use ssm_runtime::render::render_channels;
+use ssm_runtime::render::render_roll_stereo;
 use ssm_runtime::roll::frame_start;
 use ssm_runtime::soundcheck::{self, CHECK_MIDI_RATE};
 use ssm_runtime::{Engine, KeyEvent, Model, KEYS};
@@ -405,16 +405,7 @@ pub fn key_balance(model: &Model, lib: &Library, velocity: u8) -> Result<Vec<(u8
 fn played(model: &Model, piece: &Piece) -> Result<[Vec<f32>; 2]> {
     let mut engine = Engine::new(model, IMAGE_RATE)?;
     let roll = soundcheck::roll(&piece.events, piece.seconds);
-    let (mut left, mut right) = (Vec::new(), Vec::new());
-    let frames = roll.frames.iter().copied();
-    let _ = render_channels(&mut engine, frames, roll.midi_rate, None, 2, |c| {
-        for pair in c.chunks_exact(2) {
-            left.push(pair[0]);
-            right.push(pair[1]);
-        }
-        Ok::<(), ()>(())
-    });
-    Ok([left, right])
+    Ok(render_roll_stereo(&mut engine, &roll))
 }
 
 /// Pearson's correlation of `a` and `b` (0 when either is constant).
