@@ -45,9 +45,9 @@ pub enum ModelError {
 /// A request the engine cannot honour.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
-    #[error("sample rate {0} Hz is not supported (use {min} to {max} Hz)", min = crate::model::MIN_RATE, max = crate::model::MAX_RATE)]
+    #[error("sample rate {0} Hz is not supported (use {min} to {max} Hz)", min = crate::limits::MIN_RATE, max = crate::limits::MAX_RATE)]
     UnsupportedRate(u32),
-    #[error("tuning A4 = {0} Hz is not supported (use {min} to {max} Hz)", min = crate::engine::A4_RANGE.start(), max = crate::engine::A4_RANGE.end())]
+    #[error("tuning A4 = {0} Hz is not supported (use {min} to {max} Hz)", min = crate::limits::A4_RANGE.start(), max = crate::limits::A4_RANGE.end())]
     UnsupportedTuning(f64),
     #[error("head {index} does not exist: the model has {count} heads")]
     NoSuchHead { index: usize, count: usize },
@@ -68,7 +68,7 @@ pub enum MidiError {
     #[error(
         "the file plays {0} instruments (program, channel and track combinations); a piano \
          plays at most {max}",
-        max = crate::midi_file::MAX_INSTRUMENTS
+        max = crate::limits::MAX_INSTRUMENTS
     )]
     TooManyInstruments(usize),
 }

@@ -1,5 +1,7 @@
 //! Piano-SSM inference runtime.
 //!
+//! * [`limits`] — the numbers every part shares: the keyboard, the rates and tunings, the
+//!   instruments a MIDI file may have (a leaf: no other module of the crate).
 //! * [`model`] — the model file format (safetensors + JSON metadata), loading and validation.
 //! * [`size`] — the model sizes S, L and XL.
 //! * [`builtin`] — the models compiled into the binaries (the Piano-SSM Grand family).
@@ -18,6 +20,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod limits;
 pub mod midi_file;
 pub mod model;
 pub mod notes;

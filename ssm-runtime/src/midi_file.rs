@@ -35,10 +35,7 @@ const SUSTAIN_CC: u8 = 64;
 const SOSTENUTO_CC: u8 = 66;
 const SOFT_CC: u8 = 67;
 
-/// The most instruments a file may play (pretty_midi's: a program on a channel of a track,
-/// drums aside). Music has a few; each costs the encoder 2 kB, and a crafted file can
-/// declare tens of thousands.
-pub const MAX_INSTRUMENTS: usize = 1024;
+pub use crate::limits::MAX_INSTRUMENTS;
 
 /// A key event at its time in the file, on one of the file's instruments.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -35,7 +35,7 @@
 //! no open note does nothing; a note-on for a key the pedal holds opens a new note, which the
 //! running maximum compares with what the pedal holds.
 
-use crate::model::{KEYS, LOWEST_NOTE};
+use crate::limits::{KEYS, LOWEST_NOTE};
 
 /// One 88-key frame of velocities (0 = silent), A0 first.
 pub type KeyFrame = [u8; KEYS];

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::model::KEYS;
+use crate::limits::KEYS;
 
 /// The paper's channel widths from the keys to the last layer (every size has them).
 pub const WIDTHS: [usize; 5] = [KEYS, 88, 60, 40, 20];

@@ -25,7 +25,8 @@ mod simd;
 use num_complex::Complex64;
 
 use crate::error::EngineError;
-use crate::model::{stable_pole, Activation, Model, ModelInfo, SsmLayer, KEYS, MAX_RATE, MIN_RATE};
+use crate::limits::{KEYS, MAX_RATE, MIN_RATE};
+use crate::model::{stable_pole, Activation, Model, ModelInfo, SsmLayer};
 use crate::roll::KeyFrame;
 use heads::Heads;
 pub use heads::Outputs;
@@ -35,10 +36,7 @@ use rest::Rest;
 pub use rest::SLEEP_TOLERANCE;
 use simd::{Packed, Simd};
 
-/// The pitch of A4 the models are trained at (Hz).
-pub const STANDARD_A4: f64 = 440.0;
-/// The master tunings the engine plays: A4 from 400 to 480 Hz.
-pub const A4_RANGE: std::ops::RangeInclusive<f64> = 400.0..=480.0;
+pub use crate::limits::{A4_RANGE, STANDARD_A4};
 
 /// Largest number of samples processed as one block; longer requests are split.
 pub const MAX_BLOCK: usize = 64;

@@ -33,10 +33,7 @@ use num_complex::Complex64;
 
 use crate::error::ModelError;
 
-/// Number of piano keys, A0 (MIDI 21) to C8 (MIDI 108): the model's input width.
-pub const KEYS: usize = 88;
-/// MIDI note number of the lowest key.
-pub const LOWEST_NOTE: u8 = 21;
+pub use crate::limits::{KEYS, LOWEST_NOTE, MAX_RATE, MIN_RATE};
 /// The newest format version this crate reads and writes; loading rejects newer versions.
 pub const FORMAT_VERSION: u32 = 4;
 /// The version a model with stereo heads or head state weights is written as.
@@ -50,9 +47,6 @@ const DAMPER_FORMAT_VERSION: u32 = 2;
 const PLAIN_FORMAT_VERSION: u32 = 1;
 /// Value of the `format` metadata field, marking a file as a Piano-SSM model.
 pub const FORMAT_NAME: &str = "piano-ssm";
-/// Lowest and highest sample rates the models are trained at or rendered for.
-pub const MIN_RATE: u32 = 8_000;
-pub const MAX_RATE: u32 = 192_000;
 
 /// The nonlinearity between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
