@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ssm_runtime::render::render_roll;
+use ssm_runtime::render::{render_roll, render_roll_stereo};
 use ssm_runtime::{builtin, Engine, MidiFile};
 
 fn piano_ssm(args: &[&str]) -> Output {
@@ -183,19 +183,19 @@ fn the_single_form_refuses_to_write_over_its_input_and_several_inputs_need_out_d
     assert!(String::from_utf8_lossy(&three.stderr).contains("--out-dir"));
 }
 
-/// The built-in model's render of `roll` at 48 kHz, tuned to `a4`: its two channels,
-/// interleaved, as the command writes them.
+/// The built-in model's render of `roll` at 48 kHz, tuned to `a4`, as the command writes it.
 fn in_memory(roll: &ssm_runtime::Roll, a4: f64) -> Vec<f32> {
     let model = builtin::require(builtin::DEFAULT_SIZE).unwrap();
-    let mut engine = Engine::tuned(&model, 48_000, a4).unwrap();
-    let mut out = Vec::new();
-    let frames = roll.frames.iter().copied();
-    let _ =
-        ssm_runtime::render::render_channels(&mut engine, frames, roll.midi_rate, None, 2, |c| {
-            out.extend_from_slice(c);
-            Ok::<(), ()>(())
-        });
-    out
+    interleaved(&mut Engine::tuned(&model, 48_000, a4).unwrap(), roll)
+}
+
+/// `engine`'s two channels of `roll`, interleaved as a stereo WAV holds them.
+fn interleaved(engine: &mut Engine, roll: &ssm_runtime::Roll) -> Vec<f32> {
+    let [left, right] = render_roll_stereo(engine, roll);
+    left.iter()
+        .zip(&right)
+        .flat_map(|(l, r)| [*l, *r])
+        .collect()
 }
 
 #[test]
@@ -295,14 +295,7 @@ fn a_stereo_model_renders_in_stereo_by_default_and_folds_to_mono_on_request() {
     let roll = MidiFile::load(&input)
         .unwrap()
         .roll(model.info.midi_rate, 1.5);
-    let mut engine = Engine::new(&model, 48_000).unwrap();
-    let mut expected = Vec::new();
-    let frames = roll.frames.iter().copied();
-    let _ =
-        ssm_runtime::render::render_channels(&mut engine, frames, roll.midi_rate, None, 2, |c| {
-            expected.extend_from_slice(c);
-            Ok::<(), ()>(())
-        });
+    let expected = interleaved(&mut Engine::new(&model, 48_000).unwrap(), &roll);
     assert!(both == expected, "the file is the engine's two channels");
     let (l, r): (Vec<f32>, Vec<f32>) = both.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
     assert!(

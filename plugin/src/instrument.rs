@@ -192,9 +192,7 @@ impl Instrument {
         left: &mut [f32],
         right: &mut [f32],
     ) {
-        let n = left.len().min(right.len());
-        let out = Outputs::Stereo(&mut left[..n], &mut right[..n]);
-        self.process_outputs(settings, events, out);
+        self.process_outputs(settings, events, Outputs::stereo(left, right));
     }
 
     /// As [`Instrument::process`] into one channel or a stereo pair.
@@ -232,8 +230,7 @@ impl Instrument {
                         Some((at.saturating_sub(from as u32), ChannelEvent { event, ..e }))
                     });
             let mut part = out.part(from..to);
-            self.player
-                .process_outputs(this_part, part.part(0..to - from));
+            self.player.process_outputs(this_part, part.reborrow());
             let loader = &self.loader;
             let keys = self.player.encoder().roll();
             self.slot
@@ -308,9 +305,9 @@ impl Instrument {
         }
     }
 
-    /// Output is always finite: a NaN or infinity resets the model and silences the block.
     /// Applies the gain setting, gliding to a new one sample by sample alike on every
-    /// channel; a block holding a NaN or an infinity is silenced and the engine reset.
+    /// channel. Output is always finite: a NaN or infinity resets the model and silences the
+    /// block.
     fn guard_and_gain(&mut self, target: f32, out: &mut Outputs<'_>) {
         if out.channels().all(|c| c.iter().all(|v| v.is_finite())) {
             if self.gain == target {

@@ -163,8 +163,7 @@ impl Player {
         left: &mut [f32],
         right: &mut [f32],
     ) {
-        let n = left.len().min(right.len());
-        self.process_outputs(events, Outputs::Stereo(&mut left[..n], &mut right[..n]));
+        self.process_outputs(events, Outputs::stereo(left, right));
     }
 
     /// As [`Player::process`] into one channel or a stereo pair. Never allocates.

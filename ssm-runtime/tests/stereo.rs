@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use safetensors::SafeTensors;
-use ssm_runtime::render::{render_channels, render_roll};
+use ssm_runtime::render::{render_channels, render_roll, render_roll_stereo};
 use ssm_runtime::{Engine, KeyEvent, MidiFile, Model, Player};
 use test_support::{checkpoint, reference_dir};
 
@@ -141,15 +141,8 @@ fn the_player_plays_a_stereo_model_as_the_file_renderer_does() {
     let midi = MidiFile::load(&reference_dir().join("midi/pedal.mid")).unwrap();
     let rate = 48_000;
     let roll = midi.roll(model.info.midi_rate, 1.0);
-    let mut expected = Vec::new();
-    let frames = roll.frames.iter().copied();
-    let mut engine = Engine::new(&model, rate).unwrap();
-    let _ = render_channels(&mut engine, frames, roll.midi_rate, None, 2, |c| {
-        expected.extend_from_slice(c);
-        Ok::<(), ()>(())
-    });
-    let total = expected.len() / 2;
-    let (l, r): (Vec<f32>, Vec<f32>) = expected.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
+    let [l, r] = render_roll_stereo(&mut Engine::new(&model, rate).unwrap(), &roll);
+    let total = l.len();
     assert!(
         test_support::relative_l2(&l, &r) > 0.05,
         "the two channels differ"

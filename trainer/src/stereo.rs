@@ -151,24 +151,29 @@ pub fn fit(mono: &Model, lib: &Library, velocities: &[u8], ridge: f64) -> Result
         if states.is_empty() {
             continue;
         }
+        // the recording's pan of each note, whichever head is fitted
+        let notes = velocities
+            .iter()
+            .map(|&velocity| {
+                let piece = note(LOWEST_NOTE + key, velocity);
+                let [left, right] = recorded(lib, &piece, rate)?;
+                Ok((piece, pan(&left, &right)))
+            })
+            .collect::<Result<Vec<_>>>()?;
         for head in 0..heads {
             let (w, b) = mono.head_channel(head, 0);
             let mut normal = Normal::new(2 * states.len());
-            for &velocity in velocities {
-                let piece = note(LOWEST_NOTE + key, velocity);
-                let [left, right] = recorded(lib, &piece, rate)?;
-                let pan = pan(&left, &right);
+            let mut features = vec![0f64; 2 * states.len()];
+            for (piece, pan) in &notes {
                 let mut engine = Engine::new(mono, rate)?;
                 engine.set_head(head)?;
-                let (h, x) = hidden(&mut engine, &piece);
-                let mut features = vec![0f64; 2 * states.len()];
-                for (h, x) in h.chunks_exact(w.len()).zip(x.chunks_exact(2 * p)) {
+                each_sample(&mut engine, piece, |h, x| {
                     let m = b as f64 + h.iter().zip(w).map(|(h, w)| (h * w) as f64).sum::<f64>();
                     for (f, &q) in features.chunks_exact_mut(2).zip(&states) {
                         f.copy_from_slice(&[x[q] as f64, x[p + q] as f64]);
                     }
                     normal.add(&features, pan * m);
-                }
+                });
             }
             let a = normal.solve(ridge, &held_directions(first, key, &states))?;
             // Re(E x) = Re E · Re x − Im E · Im x
@@ -293,26 +298,25 @@ pub fn balance_db(left: &[f32], right: &[f32]) -> f64 {
     10.0 * (power(left).max(1e-30) / power(right).max(1e-30)).log10()
 }
 
-/// The engine's last-layer outputs and first-layer states over `piece`, as the checks frame
-/// it.
-fn hidden(engine: &mut Engine, piece: &Piece) -> (Vec<f32>, Vec<f32>) {
+/// Plays `piece` as the checks frame it and hands `sample` each sample's last-layer outputs
+/// and first-layer states, a frame at a time (a note's states are hundreds of megabytes).
+fn each_sample(engine: &mut Engine, piece: &Piece, mut sample: impl FnMut(&[f32], &[f32])) {
     let width = engine.hidden_width();
     let p2 = 2 * engine.state_sizes()[0];
     let rate = engine.sample_rate();
     let roll = soundcheck::roll(&piece.events, piece.seconds);
-    let total = roll.samples(rate) as usize;
-    let (mut h, mut x) = (vec![0f32; total * width], vec![0f32; total * p2]);
-    let mut done = 0;
+    let (mut h, mut x) = (Vec::new(), Vec::new());
     for (k, keys) in roll.frames.iter().enumerate() {
-        let end = (frame_start(k as u64 + 1, rate, roll.midi_rate) as usize).min(total);
+        let [from, to] = [k as u64, k as u64 + 1].map(|f| frame_start(f, rate, roll.midi_rate));
+        let n = (to - from) as usize;
+        h.resize(n * width, 0.0);
+        x.resize(n * p2, 0.0);
         engine.set_keys(keys);
-        engine.process_hidden(
-            &mut h[done * width..end * width],
-            Some(&mut x[done * p2..end * p2]),
-        );
-        done = end;
+        engine.process_hidden(&mut h, Some(&mut x));
+        for (h, x) in h.chunks_exact(width).zip(x.chunks_exact(p2)) {
+            sample(h, x);
+        }
     }
-    (h, x)
 }
 
 /// `model`'s image against the Salamander's ([`Image`]) on the material unlike training

@@ -12,7 +12,13 @@ pub enum Outputs<'a> {
     Stereo(&'a mut [f32], &'a mut [f32]),
 }
 
-impl Outputs<'_> {
+impl<'a> Outputs<'a> {
+    /// A stereo pair cut to the shorter of `left` and `right`.
+    pub fn stereo(left: &'a mut [f32], right: &'a mut [f32]) -> Outputs<'a> {
+        let n = left.len().min(right.len());
+        Outputs::Stereo(&mut left[..n], &mut right[..n])
+    }
+
     /// Samples per channel (a stereo pair's shorter channel).
     pub fn len(&self) -> usize {
         match self {
@@ -23,6 +29,12 @@ impl Outputs<'_> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The same channels, borrowed again (to hand to a callee and keep).
+    pub fn reborrow(&mut self) -> Outputs<'_> {
+        let len = self.len();
+        self.part(0..len)
     }
 
     /// Samples `at` of every channel.
@@ -98,15 +110,8 @@ impl Heads {
                     // a mono head plays itself on every output, bit for bit
                     left.clone()
                 } else {
-                    Channel {
-                        weight: left
-                            .weight
-                            .iter()
-                            .zip(&right.weight)
-                            .map(|(l, r)| 0.5 * (l + r))
-                            .collect(),
-                        bias: 0.5 * (left.bias + right.bias),
-                    }
+                    let (weight, bias) = model.head_mean(h);
+                    Channel { weight, bias }
                 };
                 [left, right, mid]
             })

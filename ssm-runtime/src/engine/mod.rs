@@ -265,12 +265,13 @@ pub struct Engine {
     x: Vec<f32>,
     y: Vec<f32>,
     h: [Vec<f32>; 2],
-    /// the head channels' reads of the first layer's states, `head_reads` a sample
+    /// the head channels' reads of the first layer's states (as many a sample as
+    /// `rest.reads` holds)
     reads: Vec<f32>,
-    head_reads: usize,
-    /// while [`Engine::process_hidden`] asks for them: the first layer's states, as its
-    /// outputs read them, a block of rows of `2P`
-    first_states: Option<Vec<f32>>,
+    /// while [`Engine::process_hidden`] asks for them (`capture_first`): the first layer's
+    /// states, as its outputs read them, a block of rows of `2P` (empty until first asked)
+    first_states: Vec<f32>,
+    capture_first: bool,
 }
 
 impl Engine {
@@ -354,8 +355,8 @@ impl Engine {
             y: vec![0.0; MAX_BLOCK * max_y],
             h: [vec![0.0; MAX_BLOCK * max_y], vec![0.0; MAX_BLOCK * max_y]],
             reads: vec![0.0; MAX_BLOCK * head_reads],
-            head_reads,
-            first_states: None,
+            first_states: Vec::new(),
+            capture_first: false,
         };
         engine.reset();
         engine.find_rest();
@@ -560,8 +561,7 @@ impl Engine {
     /// Renders `left.len()` samples into `left` and `right` (no more than `right.len()`): a
     /// stereo model's two channels, or a mono model's one channel in both.
     pub fn process_stereo(&mut self, left: &mut [f32], right: &mut [f32]) {
-        let n = left.len().min(right.len());
-        self.process_outputs(Outputs::Stereo(&mut left[..n], &mut right[..n]));
+        self.process_outputs(Outputs::stereo(left, right));
     }
 
     /// Renders `out.len()` samples into one channel ([`Engine::process`]) or a stereo pair
@@ -587,14 +587,16 @@ impl Engine {
     /// width` samples (`width` = [`Engine::hidden_width`]), a sample's `width` values after
     /// the last's: as [`Engine::process`] renders them, without the head. With `first`, the
     /// first layer's states too, `2P` a sample (`[re; im]`, as its outputs read them). Why:
-    /// the trainer fits new heads (a stereo one) to a trained network on these. Allocates.
+    /// the trainer fits new heads (a stereo one) to a trained network on these. The first
+    /// call that asks for the states allocates room for a block of them.
     pub fn process_hidden(&mut self, hidden: &mut [f32], mut first: Option<&mut [f32]>) {
         let _denormals = DenormalGuard::flush_to_zero();
         let width = self.hidden_width();
         let p2 = 2 * self.state_sizes.first().copied().unwrap_or(0);
         let samples = hidden.len() / width.max(1);
-        if first.is_some() {
-            self.first_states = Some(vec![0.0; MAX_BLOCK * p2]);
+        self.capture_first = first.is_some();
+        if self.capture_first {
+            self.first_states.resize(MAX_BLOCK * p2, 0.0);
         }
         for start in (0..samples).step_by(MAX_BLOCK) {
             let rows = (samples - start).min(MAX_BLOCK);
@@ -617,13 +619,13 @@ impl Engine {
             for (row, h) in block.chunks_exact_mut(width).zip(self.h[0].chunks(stride)) {
                 row.copy_from_slice(&h[..width]);
             }
-            if let (Some(to), Some(from)) = (states, &self.first_states) {
-                to.copy_from_slice(&from[..rows * p2]);
+            if let Some(to) = states {
+                to.copy_from_slice(&self.first_states[..rows * p2]);
             }
             self.sleep_banks();
             self.try_sleep();
         }
-        self.first_states = None;
+        self.capture_first = false;
     }
 
     /// How many outputs the last layer has (what a head reads).
@@ -679,8 +681,9 @@ impl Engine {
                         );
                     }
                     keys.run(&mut layer.rec, rows, &mut self.x);
-                    if let Some(to) = &mut self.first_states {
-                        to[..rows * 2 * p].copy_from_slice(&self.x[..rows * 2 * p]);
+                    if self.capture_first {
+                        let n = rows * 2 * p;
+                        self.first_states[..n].copy_from_slice(&self.x[..n]);
                     }
                     None
                 }
@@ -746,7 +749,7 @@ impl Engine {
         if self.rest_pass {
             let width = self.rest.h.len();
             self.rest.h.copy_from_slice(&h_prev[..width]);
-            let n = self.head_reads;
+            let n = self.rest.reads.len();
             self.rest.reads.copy_from_slice(&self.reads[..n]);
         }
         prev_stride

@@ -315,6 +315,14 @@ pub struct Model {
 /// The most output channels a head may have (stereo).
 pub const MAX_CHANNELS: usize = 2;
 
+/// The element-wise mean of equally long `rows`.
+fn mean(rows: &[&[f32]]) -> Vec<f32> {
+    let n = rows.len() as f32;
+    (0..rows.first().map_or(0, |r| r.len()))
+        .map(|i| rows.iter().map(|r| r[i]).sum::<f32>() / n)
+        .collect()
+}
+
 mod bank;
 mod file;
 mod validate;
@@ -364,6 +372,14 @@ impl Model {
         Some(&e[row * p..(row + 1) * p])
     }
 
+    /// One head's channels folded to their mean: its weights and bias (a mono head's own).
+    pub fn head_mean(&self, head: usize) -> (Vec<f32>, f32) {
+        let channels = (0..self.channels).map(|ch| self.head_channel(head, ch));
+        let (weights, biases): (Vec<&[f32]>, Vec<f32>) = channels.unzip();
+        let c = self.channels as f32;
+        (mean(&weights), biases.iter().sum::<f32>() / c)
+    }
+
     /// The model with mono heads, each the mean of its channels (the stereo image folded
     /// to its middle); a mono model unchanged. State weights that cancel in the mean (a
     /// side, as `trainer stereo` fits) leave none.
@@ -372,31 +388,16 @@ impl Model {
         if self.channels == 1 {
             return mono;
         }
-        let c = self.channels as f32;
-        let mean = |rows: Vec<&[f32]>| -> Vec<f32> {
-            (0..rows[0].len())
-                .map(|i| rows.iter().map(|r| r[i]).sum::<f32>() / c)
-                .collect()
-        };
         let (mut weight, mut bias, mut states) = (Vec::new(), Vec::new(), Vec::new());
         for head in 0..self.head_count() {
-            let channels = 0..self.channels;
-            weight.extend(mean(
-                channels
-                    .clone()
-                    .map(|ch| self.head_channel(head, ch).0)
-                    .collect(),
-            ));
-            bias.push(
-                channels
-                    .clone()
-                    .map(|ch| self.head_channel(head, ch).1)
-                    .sum::<f32>()
-                    / c,
-            );
+            let (w, b) = self.head_mean(head);
+            weight.extend(w);
+            bias.push(b);
             if self.head_state_weight.is_some() {
-                let rows = channels.filter_map(|ch| self.head_state_channel(head, ch));
-                states.extend(mean(rows.collect()));
+                let rows: Vec<&[f32]> = (0..self.channels)
+                    .filter_map(|ch| self.head_state_channel(head, ch))
+                    .collect();
+                states.extend(mean(&rows));
             }
         }
         mono.channels = 1;

@@ -97,6 +97,17 @@ pub enum Channel {
     Right,
 }
 
+impl Channel {
+    /// This channel of `[mix, left, right]`.
+    fn of<T>(self, [mix, left, right]: [T; 3]) -> T {
+        match self {
+            Channel::Mix => mix,
+            Channel::Left => left,
+            Channel::Right => right,
+        }
+    }
+}
+
 /// Decoded samples, shared between the batches that play them.
 type Samples = Arc<Vec<f32>>;
 
@@ -513,12 +524,7 @@ pub fn voices(perf: &Performance, hold: usize) -> Vec<Voice> {
 
 /// One channel of a sample file at the recording's rate: at most `seconds` of it.
 fn decode(path: &Path, seconds: f64, channel: Channel) -> Result<Vec<f32>> {
-    let [mix, left, right] = decode_all(path, seconds)?;
-    Ok(match channel {
-        Channel::Mix => mix,
-        Channel::Left => left,
-        Channel::Right => right,
-    })
+    Ok(channel.of(decode_all(path, seconds)?))
 }
 
 /// A sample file's mix, left and right channels at the recording's rate: at most `seconds`.
@@ -537,18 +543,14 @@ fn decode_all(path: &Path, seconds: f64) -> Result<[Vec<f32>; 3]> {
 /// One channel of the attack and `seconds` after it (or all there is); the attack is found
 /// in the mix, so every channel is cut at the same sample.
 fn decode_attack(path: &Path, seconds: f64, channel: Channel) -> Result<Vec<f32>> {
-    let [mix, left, right] = decode_all(path, seconds + ATTACK_SEARCH_SECONDS)?;
+    let all = decode_all(path, seconds + ATTACK_SEARCH_SECONDS)?;
+    let mix = &all[0];
     let search = mix
         .len()
         .min((ATTACK_SEARCH_SECONDS * SOURCE_RATE as f64) as usize);
     let start = attack_start(&mix[..search]);
     let end = (start + (seconds * SOURCE_RATE as f64) as usize).min(mix.len());
-    let chosen = match channel {
-        Channel::Mix => mix,
-        Channel::Left => left,
-        Channel::Right => right,
-    };
-    Ok(chosen[start..end].to_vec())
+    Ok(channel.of(all)[start..end].to_vec())
 }
 
 /// Where a recording's attack begins: `ONSET_LEAD_SECONDS` before it first reaches
