@@ -243,3 +243,88 @@ fn an_interrupted_render_leaves_nothing_behind() {
         assert_eq!(std::fs::read(&out).unwrap(), b"the previous take");
     }
 }
+
+/// Writes to `path` a format-0 file (480 ticks a beat) of one track: middle C struck, then
+/// `note(i)` for i = 0, 1, … (three bytes each: delta and running-status data) until the file
+/// is about `size` bytes, then `tail`. Written as it is made: a child's peak memory counts
+/// its parent's peak, which must stay small.
+fn dense_midi(path: &Path, size: u64, note: impl Fn(usize) -> [u8; 3], tail: &[u8]) -> u64 {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    f.write_all(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk\0\0\0\0")
+        .unwrap();
+    let mut body = 4 + tail.len() as u64 + 4;
+    f.write_all(&[0x00, 0x90, 60, 64]).unwrap();
+    let mut i = 0;
+    while 22 + body + 3 <= size {
+        f.write_all(&note(i)).unwrap();
+        (i, body) = (i + 1, body + 3);
+    }
+    f.write_all(tail).unwrap();
+    f.write_all(&[0x00, 0xff, 0x2f, 0x00]).unwrap();
+    f.seek(SeekFrom::Start(18)).unwrap();
+    f.write_all(&(body as u32).to_be_bytes()).unwrap();
+    f.flush().unwrap();
+    22 + body
+}
+
+/// Peak resident memory, in bytes, of `piano-ssm args`, which must succeed.
+#[allow(clippy::zombie_processes, reason = "wait4 reaps the child")]
+fn peak_memory(args: &[&dyn AsRef<std::ffi::OsStr>]) -> u64 {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_piano-ssm"));
+    for a in args {
+        cmd.arg(a);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 reaps our own child, which `child` never waits for
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "piano-ssm failed: status {status}"
+    );
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// MIDI files near the 8 MB cap cost less than four times their size, however their notes
+/// are made: closed at once, never closed (pretty_midi drops them), or all held across a
+/// program change (they end in another instrument than they began in). The events are read
+/// from the file as they play, not held (they cost 24 times the file when they were).
+#[test]
+fn large_midi_files_cost_less_than_four_times_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 8_000_000;
+    let key = |i: usize| 21 + (i % 88) as u8;
+    let mut program_change = vec![0x00, 0xc0, 0x05];
+    for k in 21..=108 {
+        program_change.extend([0x00, 0x80, k, 0]);
+    }
+    type Notes<'a> = (&'a str, &'a dyn Fn(usize) -> [u8; 3], &'a [u8]);
+    let files: [Notes; 3] = [
+        (
+            "closing",
+            &|i| [1, key(i / 2), if i % 2 == 0 { 64 } else { 0 }],
+            &[],
+        ),
+        ("never-closed", &|i| [0, key(i), 64], &[]),
+        ("across-programs", &|i| [1, key(i), 64], &program_change),
+    ];
+    for (name, note, tail) in files {
+        let midi = dir.path().join(format!("{name}.mid"));
+        let len = dense_midi(&midi, size, note, tail);
+        assert_eq!(std::fs::metadata(&midi).unwrap().len(), len);
+        let out = dir.path().join(format!("{name}.wav"));
+        let peak = peak_memory(&[&"render", &midi, &out, &"--duration", &"0.5"]);
+        assert!(
+            peak < 4 * len,
+            "{name}: {peak} bytes at peak for a {len} byte file"
+        );
+    }
+}

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(roll.frames.len(), frames);
             // every key that sounds has a note-on in the events
             let mut struck = [false; 88];
-            for e in &midi.events {
+            for e in midi.events() {
                 if let ssm_runtime::KeyEvent::NoteOn { note: n @ 21..=108, velocity: 1.. } = e.event {
                     struck[n as usize - 21] = true;
                 }

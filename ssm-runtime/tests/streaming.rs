@@ -115,8 +115,7 @@ fn with_one_frame_of_latency_any_block_size_is_exact() {
     let expected = render_roll(&mut engine, &roll, |_, _| {});
     // a host places each event at its own sample, not at its frame's start
     let events: Vec<(u64, KeyEvent)> = midi
-        .events
-        .iter()
+        .events()
         .map(|e| ((e.seconds * rate as f64).round() as u64, e.event))
         .collect();
     // events must not land exactly on a frame boundary the float file times put elsewhere
@@ -226,8 +225,7 @@ fn live_channels_play_as_a_files_instruments() {
     let expected = render_roll(&mut Engine::new(&model, rate).unwrap(), &roll, |_, _| {});
     let at = |seconds: f64| frame_start((seconds * mr as f64).floor() as u64, rate, mr);
     let live: Vec<(u64, ChannelEvent)> = midi
-        .events
-        .iter()
+        .events()
         .map(|e| {
             let channel = Some(e.instrument as u8);
             (
@@ -290,24 +288,23 @@ fn events_a_sample_off_a_frame_boundary_keep_their_frame() {
     let (rate, mr) = (48_000, model.info.midi_rate);
     assert_eq!(mr, 1000);
     let beats: Vec<(i64, TimedEvent)> = midi
-        .events
-        .iter()
+        .events()
         .map(|e| {
             let on_grid = (e.seconds * rate as f64).round() as i64;
             assert_eq!(on_grid % 48, 0, "pedal.mid is quantized to 1 ms");
-            (on_grid, *e)
+            (on_grid, e)
         })
         .collect();
-    let mid_frame = MidiFile {
-        events: beats
+    let mid_frame = MidiFile::from_events_until(
+        beats
             .iter()
             .map(|&(s, e)| TimedEvent {
                 seconds: (s as f64 / 48.0 + 0.5) / mr as f64,
                 ..e
             })
             .collect(),
-        end: midi.end,
-    };
+        midi.duration(),
+    );
     let roll = mid_frame.roll(mr, 1.0);
     let expected = render_roll(&mut Engine::new(&model, rate).unwrap(), &roll, |_, _| {});
     let latency = ssm_runtime::player::frame_latency(rate, mr);

@@ -78,8 +78,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
 /// The file's events on the frame grid, as the synthetic set's performances are.
 fn performance(midi: &MidiFile, midi_rate: u32, frames: u64) -> Performance {
     let events: Vec<(u64, KeyEvent)> = midi
-        .events
-        .iter()
+        .events()
         .map(|e| ((e.seconds * midi_rate as f64).floor() as u64, e.event))
         .filter(|&(frame, _)| frame < frames)
         .collect();

@@ -231,7 +231,7 @@ pub fn demo(assets: &Path) -> Result<Piece> {
     let midi = MidiFile::load(&path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Piece {
         name: "assets/demo.mid",
-        events: midi.events.iter().map(|e| (e.seconds, e.event)).collect(),
+        events: midi.events().map(|e| (e.seconds, e.event)).collect(),
         seconds: midi.duration() + 1.5,
     })
 }

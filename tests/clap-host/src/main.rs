@@ -584,8 +584,7 @@ fn render(
         ext.get(&handle) as usize
     };
     let events: Vec<(u64, [u8; 3])> = midi
-        .events
-        .iter()
+        .events()
         .filter_map(|e| {
             Some((
                 (e.seconds * rate as f64).floor() as u64,

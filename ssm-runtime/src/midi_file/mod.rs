@@ -17,23 +17,20 @@
 //!   controller or pitch bend of an instrument that has notes (percussion included).
 //!
 //! The events this gives, played live through the same [`RollEncoder`] on one channel per
-//! instrument, give the same roll.
+//! instrument, give the same roll. A file's events are read from its bytes as they are asked
+//! for ([`smf`]: a file costs about its size), a list's from memory; [`clock`] maps ticks to
+//! seconds, [`container`] checks the chunks midly would misread.
 
-use std::collections::HashMap;
 use std::path::Path;
-
-use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
+use std::sync::Arc;
 
 use crate::error::MidiError;
 use crate::notes::NoteMap;
 use crate::roll::{frame_start, KeyEvent, KeyFrame, Roll, RollEncoder};
 
-/// General MIDI percussion channel (10, zero-based 9): drum hits are not piano keys.
-const PERCUSSION_CHANNEL: u8 = 9;
-/// MIDI controller number of the sustain pedal.
-const SUSTAIN_CC: u8 = 64;
-const SOSTENUTO_CC: u8 = 66;
-const SOFT_CC: u8 = 67;
+mod clock;
+mod container;
+mod smf;
 
 pub use crate::limits::MAX_INSTRUMENTS;
 
@@ -47,13 +44,26 @@ pub struct TimedEvent {
     pub event: KeyEvent,
 }
 
-/// The piano-relevant content of a MIDI file.
+/// The piano-relevant content of a MIDI file, or of a performance made as a list of events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MidiFile {
-    /// Events in time order (stable: file order within a tick).
-    pub events: Vec<TimedEvent>,
+    source: Source,
     /// Where the roll ends (seconds).
-    pub end: f64,
+    end: f64,
+    /// What every event of a file goes through on its way out ([`MidiFile::with_notes`]).
+    notes: Option<NoteMap>,
+}
+
+/// Where the events come from: a list in memory, or a file's bytes, read as they are played
+/// (a file costs its own size, not tens of bytes an event).
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    List {
+        events: Vec<TimedEvent>,
+        instruments: usize,
+    },
+    /// shared: a mapped copy ([`MidiFile::with_notes`]) does not copy the bytes
+    File(Arc<smf::SmfFile>),
 }
 
 impl MidiFile {
@@ -65,34 +75,63 @@ impl MidiFile {
                     source,
                 }
             })?;
-        MidiFile::parse(&bytes)
+        MidiFile::from_bytes(bytes)
+    }
+
+    /// A standard MIDI file (format 0 or 1, bare or in an RMID wrapper) from its bytes.
+    pub fn parse(bytes: &[u8]) -> Result<MidiFile, MidiError> {
+        MidiFile::from_bytes(bytes.to_vec())
+    }
+
+    /// As [`MidiFile::parse`], keeping `bytes` (the events are read from them as they play).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<MidiFile, MidiError> {
+        let file = smf::SmfFile::open(bytes)?;
+        Ok(MidiFile {
+            end: file.end(),
+            source: Source::File(Arc::new(file)),
+            notes: None,
+        })
     }
 
     /// Events that make up a performance by themselves (one instrument per distinct
-    /// `instrument`), ending with the last of them.
+    /// `instrument`), in time order, ending with the last of them.
     pub fn from_events(events: Vec<TimedEvent>) -> MidiFile {
+        let end = events.last().map_or(0.0, |e| e.seconds);
+        MidiFile::from_events_until(events, end)
+    }
+
+    /// As [`MidiFile::from_events`], the roll ending at `end` seconds.
+    pub fn from_events_until(events: Vec<TimedEvent>, end: f64) -> MidiFile {
+        let instruments = events.iter().map(|e| e.instrument as usize + 1).max();
         MidiFile {
-            end: events.last().map_or(0.0, |e| e.seconds),
-            events,
+            source: Source::List {
+                events,
+                instruments: instruments.unwrap_or(1),
+            },
+            end,
+            notes: None,
         }
     }
 
-    pub fn parse(bytes: &[u8]) -> Result<MidiFile, MidiError> {
-        check_smpte_division(bytes)?;
-        let smf = Smf::parse(bytes).map_err(|e| MidiError::Parse(e.to_string()))?;
-        let clock = Clock::new(&smf)?;
-        let mut notes = NoteBuilder::default();
-        for (index, track) in smf.tracks.iter().enumerate() {
-            let mut tick = 0u64;
-            let mut track_notes = TrackNotes::default();
-            for ev in track {
-                tick += ev.delta.as_int() as u64;
-                if let TrackEventKind::Midi { channel, message } = ev.kind {
-                    notes.message(&mut track_notes, index, channel.as_int(), message, tick);
-                }
-            }
+    /// The events in time order (stable: file order within a tick and instrument; the
+    /// notes of a tick before its pedals).
+    pub fn events(&self) -> Events<'_> {
+        let inner = match &self.source {
+            Source::List { events, .. } => Inner::List(events.iter()),
+            Source::File(file) => Inner::File(Box::new(file.events())),
+        };
+        Events {
+            inner,
+            notes: self.notes.clone(),
         }
-        notes.finish(&clock)
+    }
+
+    /// How many encoder channels the events use.
+    fn instruments(&self) -> usize {
+        match &self.source {
+            Source::List { instruments, .. } => *instruments,
+            Source::File(file) => file.instruments().max(1),
+        }
     }
 
     /// Where the roll ends, in seconds (0 for a file without notes).
@@ -104,15 +143,23 @@ impl MidiFile {
     /// curved, softened under the soft pedal); notes the map drops are gone, and the roll
     /// keeps its length.
     pub fn with_notes(&self, map: &NoteMap) -> MidiFile {
-        let mut map = map.clone();
-        let mut play = |e: &TimedEvent| map.apply(Some(e.instrument as usize), e.event);
-        MidiFile {
-            events: self
-                .events
-                .iter()
-                .filter_map(|e| play(e).map(|event| TimedEvent { event, ..*e }))
-                .collect(),
-            end: self.end,
+        match (&self.source, &self.notes) {
+            // a file is mapped as it plays
+            (Source::File(_), None) => MidiFile {
+                notes: Some(map.clone()),
+                ..self.clone()
+            },
+            _ => {
+                let mut map = map.clone();
+                let events = self
+                    .events()
+                    .filter_map(|e| {
+                        let event = map.apply(Some(e.instrument as usize), e.event)?;
+                        Some(TimedEvent { event, ..e })
+                    })
+                    .collect();
+                MidiFile::from_events_until(events, self.end)
+            }
         }
     }
 
@@ -151,7 +198,7 @@ impl MidiFile {
         sample_rate: u32,
         midi_rate: u32,
     ) -> impl Iterator<Item = (u64, KeyEvent)> + '_ {
-        self.events.iter().map(move |e| {
+        self.events().map(move |e| {
             let frame = frame_of(e.seconds, midi_rate);
             (frame_start(frame, sample_rate, midi_rate), e.event)
         })
@@ -160,14 +207,42 @@ impl MidiFile {
     /// The roll's frames one after another, [`MidiFile::frame_count`] of them: a render
     /// streams them instead of holding 88 bytes a frame for the whole piece.
     pub fn frames(&self, midi_rate: u32, tail_seconds: f64) -> Frames<'_> {
-        let instruments = self.events.iter().map(|e| e.instrument as usize + 1).max();
         Frames {
-            events: &self.events,
-            next: 0,
-            encoder: RollEncoder::with_instruments(instruments.unwrap_or(1)),
+            events: self.events().peekable(),
+            encoder: RollEncoder::with_instruments(self.instruments()),
             frame: 0,
             total: self.frame_count(midi_rate, tail_seconds),
             midi_rate,
+        }
+    }
+}
+
+/// A [`MidiFile`]'s events in time order ([`MidiFile::events`]).
+pub struct Events<'a> {
+    inner: Inner<'a>,
+    notes: Option<NoteMap>,
+}
+
+enum Inner<'a> {
+    List(std::slice::Iter<'a, TimedEvent>),
+    File(Box<smf::Playback<'a>>),
+}
+
+impl Iterator for Events<'_> {
+    type Item = TimedEvent;
+
+    fn next(&mut self) -> Option<TimedEvent> {
+        loop {
+            let e = match &mut self.inner {
+                Inner::List(events) => *events.next()?,
+                Inner::File(events) => events.next()?,
+            };
+            let Some(map) = &mut self.notes else {
+                return Some(e);
+            };
+            if let Some(event) = map.apply(Some(e.instrument as usize), e.event) {
+                return Some(TimedEvent { event, ..e });
+            }
         }
     }
 }
@@ -179,9 +254,7 @@ fn frame_of(seconds: f64, midi_rate: u32) -> u64 {
 
 /// The frames of a [`MidiFile`]'s roll, encoded as they are asked for.
 pub struct Frames<'a> {
-    events: &'a [TimedEvent],
-    /// the first event not yet applied
-    next: usize,
+    events: std::iter::Peekable<Events<'a>>,
     encoder: RollEncoder,
     /// the frame the next call returns
     frame: u64,
@@ -198,13 +271,12 @@ impl Iterator for Frames<'_> {
         }
         self.encoder.advance_to(self.frame);
         // the events of this frame (every earlier frame is complete)
-        while let Some(e) = self.events.get(self.next) {
-            if frame_of(e.seconds, self.midi_rate) > self.frame {
-                break;
-            }
+        while let Some(e) = self
+            .events
+            .next_if(|e| frame_of(e.seconds, self.midi_rate) <= self.frame)
+        {
             self.encoder
                 .apply_on(e.instrument as usize, e.event, e.tick);
-            self.next += 1;
         }
         self.frame += 1;
         Some(self.encoder.roll())
@@ -216,363 +288,14 @@ impl Iterator for Frames<'_> {
     }
 }
 
-/// A note as pretty_midi keeps it: ticks, key, velocity.
-#[derive(Debug, Clone, Copy)]
-struct Note {
-    start: u64,
-    end: u64,
-    key: u8,
-    velocity: u8,
-}
-
-/// One of pretty_midi's instruments.
-#[derive(Debug)]
-struct Instrument {
-    drum: bool,
-    notes: Vec<Note>,
-    /// Its controller and pitch-bend list (shared with a straggler's, as pretty_midi shares
-    /// the list objects).
-    list: usize,
-}
-
-/// Controllers and pitch bends: (tick, Some((controller, value))) or (tick, None) for a bend.
-type EventList = Vec<(u64, Option<(u8, u8)>)>;
-
-/// Per track: the open notes of each (channel, key) and each channel's program.
-#[derive(Default)]
-struct TrackNotes {
-    open: HashMap<(u8, u8), Vec<(u64, u8)>>,
-    program: [u8; 16],
-}
-
-/// pretty_midi's `_load_instruments`, step by step.
-#[derive(Default)]
-struct NoteBuilder {
-    instruments: Vec<Instrument>,
-    by_key: HashMap<(u8, u8, usize), usize>,
-    /// (channel, track) → list of controllers seen before that channel had an instrument.
-    stragglers: HashMap<(u8, usize), usize>,
-    lists: Vec<EventList>,
-}
-
-impl NoteBuilder {
-    /// The instrument notes ended now go to, created if need be (taking over the channel's
-    /// straggler list, as pretty_midi does).
-    fn instrument(&mut self, program: u8, channel: u8, track: usize) -> usize {
-        if let Some(&i) = self.by_key.get(&(program, channel, track)) {
-            return i;
-        }
-        let list = match self.stragglers.get(&(channel, track)) {
-            Some(&l) => l,
-            None => self.new_list(),
-        };
-        self.instruments.push(Instrument {
-            drum: channel == PERCUSSION_CHANNEL,
-            notes: Vec::new(),
-            list,
-        });
-        self.by_key
-            .insert((program, channel, track), self.instruments.len() - 1);
-        self.instruments.len() - 1
-    }
-
-    /// The list a controller goes to: its instrument's, else the channel's straggler list.
-    fn list_of(&mut self, program: u8, channel: u8, track: usize) -> usize {
-        if let Some(&i) = self.by_key.get(&(program, channel, track)) {
-            return self.instruments[i].list;
-        }
-        if let Some(&l) = self.stragglers.get(&(channel, track)) {
-            return l;
-        }
-        let l = self.new_list();
-        self.stragglers.insert((channel, track), l);
-        l
-    }
-
-    fn new_list(&mut self) -> usize {
-        self.lists.push(Vec::new());
-        self.lists.len() - 1
-    }
-
-    fn message(
-        &mut self,
-        t: &mut TrackNotes,
-        track: usize,
-        channel: u8,
-        m: MidiMessage,
-        tick: u64,
-    ) {
-        let ch = channel as usize & 15;
-        match m {
-            MidiMessage::ProgramChange { program } => t.program[ch] = program.as_int(),
-            MidiMessage::NoteOn { key, vel } if vel.as_int() > 0 => {
-                t.open
-                    .entry((channel, key.as_int()))
-                    .or_default()
-                    .push((tick, vel.as_int()));
-            }
-            MidiMessage::NoteOn { key, .. } | MidiMessage::NoteOff { key, .. } => {
-                let Some(open) = t.open.remove(&(channel, key.as_int())) else {
-                    return;
-                };
-                let (keep, close): (Vec<_>, Vec<_>) =
-                    open.into_iter().partition(|&(s, _)| s == tick);
-                if !close.is_empty() {
-                    let i = self.instrument(t.program[ch], channel, track);
-                    let notes = close.iter().map(|&(start, velocity)| Note {
-                        start,
-                        end: tick,
-                        key: key.as_int(),
-                        velocity,
-                    });
-                    self.instruments[i].notes.extend(notes);
-                    if !keep.is_empty() {
-                        t.open.insert((channel, key.as_int()), keep);
-                    }
-                }
-            }
-            MidiMessage::Controller { controller, value } => {
-                let l = self.list_of(t.program[ch], channel, track);
-                self.lists[l].push((tick, Some((controller.as_int(), value.as_int()))));
-            }
-            MidiMessage::PitchBend { .. } => {
-                let l = self.list_of(t.program[ch], channel, track);
-                self.lists[l].push((tick, None));
-            }
-            _ => {}
-        }
-    }
-
-    /// The instruments' notes and pedals as timed events, one encoder channel per sounding
-    /// instrument.
-    fn finish(self, clock: &Clock) -> Result<MidiFile, MidiError> {
-        let sounding = self.instruments.iter().filter(|i| !i.drum).count();
-        if sounding > MAX_INSTRUMENTS {
-            return Err(MidiError::TooManyInstruments(sounding));
-        }
-        let mut raw: Vec<(u64, usize, u16, KeyEvent)> = Vec::new();
-        let mut end_tick: Option<u64> = None;
-        let mut sounding = 0u16;
-        for inst in &self.instruments {
-            let list = &self.lists[inst.list];
-            let last = inst
-                .notes
-                .iter()
-                .map(|n| n.end)
-                .chain(list.iter().map(|e| e.0))
-                .max();
-            end_tick = end_tick.max(last);
-            if inst.drum {
-                continue;
-            }
-            let id = sounding;
-            sounding += 1;
-            for n in &inst.notes {
-                raw.push((
-                    n.start,
-                    raw.len(),
-                    id,
-                    KeyEvent::NoteOn {
-                        note: n.key,
-                        velocity: n.velocity,
-                    },
-                ));
-                raw.push((n.end, raw.len(), id, KeyEvent::NoteOff { note: n.key }));
-            }
-            for (tick, value) in applied_pedal(list) {
-                raw.push((tick, raw.len(), id, KeyEvent::Sustain { value }));
-            }
-            // the sostenuto and soft pedals, which pretty_midi ignores, as the file has them
-            for &(tick, e) in list {
-                let event = match e {
-                    Some((SOSTENUTO_CC, value)) => KeyEvent::Sostenuto { value },
-                    Some((SOFT_CC, value)) => KeyEvent::SoftPedal { value },
-                    _ => continue,
-                };
-                raw.push((tick, raw.len(), id, event));
-            }
-        }
-        raw.sort_by_key(|&(tick, order, _, _)| (tick, order));
-        let events = raw
-            .into_iter()
-            .map(|(tick, _, instrument, event)| TimedEvent {
-                seconds: clock.seconds(tick),
-                tick,
-                instrument,
-                event,
-            })
-            .collect();
-        Ok(MidiFile {
-            events,
-            end: end_tick.map_or(0.0, |t| clock.seconds(t)),
-        })
-    }
-}
-
-/// An instrument's pedal values that take effect: all of them up to its last release; a
-/// press never released does nothing (pretty_midi sustains at the release).
-fn applied_pedal(list: &EventList) -> Vec<(u64, u8)> {
-    let pedal: Vec<(u64, u8)> = list
-        .iter()
-        .filter_map(|&(tick, e)| match e {
-            Some((SUSTAIN_CC, value)) => Some((tick, value)),
-            _ => None,
-        })
-        .collect();
-    let mut down = false;
-    let mut last_release = 0;
-    for (i, &(_, value)) in pedal.iter().enumerate() {
-        if down && value < 64 {
-            last_release = i + 1;
-        }
-        down = value >= 64;
-    }
-    pedal[..last_release].to_vec()
-}
-
-/// midly 0.5 negates the SMPTE frame-rate byte of every header chunk it meets, which
-/// overflows (a panic in debug builds) for -128. Only -24, -25, -29 and -30 are valid, so each
-/// header chunk midly would read (the first and any duplicate, bare or inside an RMID
-/// wrapper) is checked here first, walking the chunks the way midly does.
-fn check_smpte_division(bytes: &[u8]) -> Result<(), MidiError> {
-    let smf = if bytes.starts_with(b"RIFF") {
-        match rmid_data(bytes) {
-            Some(data) => data,
-            None => return Ok(()), // midly rejects the wrapper itself
-        }
-    } else {
-        bytes
-    };
-    let mut rest = smf;
-    while rest.len() >= 8 {
-        let (id, len) = (
-            &rest[..4],
-            u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
-        );
-        let body = &rest[8..];
-        // like midly, a chunk running past the end takes the remainder of the file
-        let (chunk, next) = body.split_at((len as usize).min(body.len()));
-        if id == b"MThd" && chunk.len() >= 6 && chunk[4] & 0x80 != 0 {
-            let fps = chunk[4] as i8;
-            if !matches!(fps, -24 | -25 | -29 | -30) {
-                let offset = smf.len() - rest.len();
-                return Err(MidiError::Timing(format!(
-                    "SMPTE frame rate {} in the header chunk at byte {offset} is not 24, 25, \
-                     29.97 or 30",
-                    -(fps as i16)
-                )));
-            }
-        }
-        rest = next;
-    }
-    Ok(())
-}
-
-/// The SMF inside an RMID file, found as midly finds it; `None` where midly would reject
-/// the wrapper.
-fn rmid_data(bytes: &[u8]) -> Option<&[u8]> {
-    let (id, riff) = riff_chunks(bytes).next()?;
-    if id != b"RIFF" || riff.get(..4)? != b"RMID" {
-        return None;
-    }
-    riff_chunks(&riff[4..])
-        .find(|(id, _)| *id == b"data")
-        .map(|(_, data)| data)
-}
-
-/// RIFF chunks as (id, data): little-endian lengths, odd-sized chunks padded to even.
-fn riff_chunks(mut rest: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    std::iter::from_fn(move || {
-        if rest.len() < 8 {
-            return None;
-        }
-        let id = &rest[..4];
-        let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
-        let body = &rest[8..];
-        let (data, after) = body.split_at(len.min(body.len()));
-        rest = if len % 2 == 1 && !after.is_empty() {
-            &after[1..]
-        } else {
-            after
-        };
-        Some((id, data))
-    })
-}
-
-/// Tick-to-seconds conversion.
-enum Clock {
-    /// pretty_midi's segments: (start tick, seconds at start tick, seconds per tick)
-    Metrical(Vec<(u64, f64, f64)>),
-    /// SMPTE: ticks per second
-    Timecode(f64),
-}
-
-impl Clock {
-    fn new(smf: &Smf) -> Result<Clock, MidiError> {
-        let ppq = match smf.header.timing {
-            Timing::Metrical(ppq) if ppq.as_int() > 0 => ppq.as_int() as f64,
-            Timing::Metrical(_) => {
-                return Err(MidiError::Timing("zero ticks per quarter note".into()))
-            }
-            Timing::Timecode(fps, sub) if sub > 0 => {
-                return Ok(Clock::Timecode(fps.as_f32() as f64 * sub as f64))
-            }
-            Timing::Timecode(..) => {
-                return Err(MidiError::Timing("zero ticks per SMPTE frame".into()))
-            }
-        };
-        let scale_of = |tempo: u32| 60.0 / ((6e7 / tempo.max(1) as f64) * ppq);
-        // tempo changes from track 0 only, as pretty_midi reads them (format 1 keeps them
-        // there; a tempo elsewhere does not move the training rolls either)
-        let mut tempos: Vec<(u64, u32)> = Vec::new();
-        let mut tick = 0u64;
-        for ev in smf.tracks.first().into_iter().flatten() {
-            tick += ev.delta.as_int() as u64;
-            if let TrackEventKind::Meta(MetaMessage::Tempo(t)) = ev.kind {
-                tempos.push((tick, t.as_int()));
-            }
-        }
-        let mut scales: Vec<(u64, f64)> = vec![(0, 60.0 / (120.0 * ppq))];
-        for (tick, tempo) in tempos {
-            let scale = scale_of(tempo);
-            if tick == 0 {
-                scales[0] = (0, scale);
-            } else if scales.last().is_some_and(|&(_, s)| s != scale) {
-                scales.push((tick, scale));
-            }
-        }
-        let mut segments = Vec::with_capacity(scales.len());
-        let mut start_time = 0.0;
-        for (i, &(tick, scale)) in scales.iter().enumerate() {
-            if i > 0 {
-                let (prev_tick, prev_time, prev_scale) = segments[i - 1];
-                start_time = prev_time + prev_scale * (tick - prev_tick) as f64;
-            }
-            segments.push((tick, start_time, scale));
-        }
-        Ok(Clock::Metrical(segments))
-    }
-
-    fn seconds(&self, tick: u64) -> f64 {
-        match self {
-            Clock::Timecode(per_second) => tick as f64 / per_second,
-            Clock::Metrical(segments) => {
-                let i = segments
-                    .partition_point(|&(start, _, _)| start <= tick)
-                    .saturating_sub(1);
-                let (start, time, scale) = segments[i];
-                time + scale * (tick - start) as f64
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::KEYS;
     use midly::num::{u15, u24, u28, u4, u7};
-    use midly::{Format, Header, TrackEvent};
+    use midly::{
+        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
+    };
 
     fn ev(delta: u32, kind: TrackEventKind<'static>) -> TrackEvent<'static> {
         TrackEvent {
@@ -671,14 +394,14 @@ mod tests {
     #[test]
     fn instruments_are_capped_and_silent_ones_left_out() {
         let f = MidiFile::parse(&many_instruments(8)).unwrap();
-        let instruments = f.events.iter().map(|e| e.instrument).max().unwrap() + 1;
+        let instruments = f.events().map(|e| e.instrument).max().unwrap() + 1;
         assert_eq!(instruments, 960);
         // the roll is the notes' sum, frame by frame, and silence after them
         let roll = f.roll(1000, 0.5).frames;
         let mut expected = vec![[0u32; KEYS]; roll.len()];
         let mut open = [0u32; KEYS];
         let mut frame = 0usize;
-        for e in &f.events {
+        for e in f.events() {
             let at = (e.seconds * 1000.0).floor() as usize;
             while frame < at {
                 expected[frame] = open;
@@ -763,7 +486,7 @@ mod tests {
             100,
         );
         let f = MidiFile::parse(&bytes).unwrap();
-        let times: Vec<f64> = f.events.iter().map(|e| e.seconds).collect();
+        let times: Vec<f64> = f.events().map(|e| e.seconds).collect();
         assert!(
             (times[0] - 0.25).abs() < 1e-12 && (times[1] - 1.0).abs() < 1e-12,
             "{times:?}"
@@ -786,8 +509,7 @@ mod tests {
         );
         let f = MidiFile::parse(&bytes).unwrap();
         let notes: Vec<u8> = f
-            .events
-            .iter()
+            .events()
             .filter_map(|e| match e.event {
                 KeyEvent::NoteOn { note, velocity } if velocity > 0 => Some(note),
                 _ => None,
@@ -802,7 +524,7 @@ mod tests {
         let end = ev(400, TrackEventKind::Meta(MetaMessage::EndOfTrack));
         let bytes = write(vec![vec![note(0, 0, 60, 80), end]], 100);
         let f = MidiFile::parse(&bytes).unwrap();
-        assert!(f.events.is_empty());
+        assert_eq!(f.events().count(), 0);
         assert_eq!(f.roll(1000, 0.0).frames.len(), 0);
         let pedal = |d, v| {
             ev(
@@ -891,8 +613,11 @@ mod tests {
     #[test]
     fn rmid_wrapped_files_are_read_and_checked() {
         let good = write(vec![vec![note(0, 0, 60, 80), note(100, 0, 60, 0)]], 100);
-        let events = MidiFile::parse(&rmid(&good)).unwrap().events;
-        assert_eq!(events, MidiFile::parse(&good).unwrap().events);
+        let events: Vec<_> = MidiFile::parse(&rmid(&good)).unwrap().events().collect();
+        assert_eq!(
+            events,
+            MidiFile::parse(&good).unwrap().events().collect::<Vec<_>>()
+        );
         assert_eq!(events.len(), 2);
         let bad = b"MThd\0\0\0\x06\0\0\0\x01\x80\x04MTrk\0\0\0\x04\0\xff\x2f\0";
         assert!(matches!(
