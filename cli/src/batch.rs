@@ -9,15 +9,15 @@ use std::sync::Mutex;
 use indicatif::ProgressBar;
 use ssm_runtime::MidiFile;
 
-use crate::render::{Rendered, Settings};
+use crate::render::{RenderSettings, Rendered};
 
 /// One input of a batch and where it goes, or why it cannot.
-pub struct Job {
+pub struct BatchJob {
     pub input: PathBuf,
     pub output: Result<PathBuf, String>,
 }
 
-impl Job {
+impl BatchJob {
     /// The output, for a job that rendered.
     fn output_path(&self) -> PathBuf {
         self.output.clone().unwrap_or_default()
@@ -86,7 +86,7 @@ fn is_midi(path: &Path) -> bool {
 
 /// `DIR/<stem>.wav` for each input: never an input itself, never the output of two inputs,
 /// and not an existing file unless `force`.
-pub fn plan(files: Vec<PathBuf>, out_dir: &Path, force: bool) -> Vec<Job> {
+pub fn plan(files: Vec<PathBuf>, out_dir: &Path, force: bool) -> Vec<BatchJob> {
     let inputs: std::collections::HashSet<PathBuf> = files.iter().map(|f| canonical(f)).collect();
     let mut taken = std::collections::HashMap::<PathBuf, PathBuf>::new();
     files
@@ -112,7 +112,7 @@ pub fn plan(files: Vec<PathBuf>, out_dir: &Path, force: bool) -> Vec<Job> {
                 taken.insert(key, input.clone());
                 Ok(output)
             };
-            Job { input, output }
+            BatchJob { input, output }
         })
         .collect()
 }
@@ -131,8 +131,8 @@ fn canonical(path: &Path) -> PathBuf {
 /// Renders every job on `jobs` threads under one progress bar over all their samples;
 /// returns each job's result in order.
 pub fn run(
-    jobs: &[Job],
-    settings: &Settings,
+    jobs: &[BatchJob],
+    settings: &RenderSettings,
     threads: usize,
     bar: &ProgressBar,
 ) -> Vec<Result<Rendered, String>> {

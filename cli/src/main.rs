@@ -20,7 +20,7 @@ use ssm_runtime::notes::{
 };
 use ssm_runtime::{MidiFile, Model, Size};
 
-use render::{Level, Rendered, Settings};
+use render::{Level, RenderSettings, Rendered};
 use wav::WavFormat;
 
 #[derive(Parser)]
@@ -278,7 +278,7 @@ fn render(args: RenderArgs) -> Result<(), String> {
             )
         })?;
     let model = resolve_model(args.model.as_deref(), args.size)?;
-    let settings = Settings {
+    let settings = RenderSettings {
         a4: args.tune,
         notes,
         head: resolve_head(&model, args.year.as_deref(), args.head)?,
@@ -300,7 +300,7 @@ fn render(args: RenderArgs) -> Result<(), String> {
 fn render_one(
     inputs: &[String],
     model_file: Option<&Path>,
-    settings: &Settings,
+    settings: &RenderSettings,
 ) -> Result<(), String> {
     let [input, output] = inputs else {
         return Err(format!(
@@ -326,7 +326,7 @@ fn render_one(
 }
 
 /// `render IN... --out-dir DIR`: every file, and exit status 1 if any failed.
-fn render_batch(args: &RenderArgs, dir: &Path, settings: &Settings) -> Result<(), String> {
+fn render_batch(args: &RenderArgs, dir: &Path, settings: &RenderSettings) -> Result<(), String> {
     let (files, bad_inputs) = batch::expand(&args.inputs);
     for (input, e) in &bad_inputs {
         eprintln!("piano-ssm: error: {input}: {e}");

@@ -16,7 +16,7 @@ use ssm_runtime::{Engine, MidiFile, Model};
 const WAV_MAX_BYTES: u64 = u32::MAX as u64 - 64;
 
 /// The render options every file of a batch shares.
-pub struct Settings<'a> {
+pub struct RenderSettings<'a> {
     pub model: &'a Model,
     pub head: usize,
     pub sample_rate: u32,
@@ -47,7 +47,7 @@ pub struct Rendered {
     pub gain_db: Option<f64>,
 }
 
-impl Settings<'_> {
+impl RenderSettings<'_> {
     /// How many samples `midi` renders to: the roll with its tail, cut at `--duration`.
     pub fn samples(&self, midi: &MidiFile) -> u64 {
         let frames = midi.frame_count(self.model.info.midi_rate, self.tail);

@@ -31,14 +31,14 @@ impl ModelKey {
     }
 }
 
-enum Job {
+enum Task {
     Load(ModelKey),
     Drop(Box<Engine>),
 }
 
 /// The audio thread's end.
 pub struct LoaderHandle {
-    jobs: Sender<Job>,
+    jobs: Sender<Task>,
     ready: Receiver<(ModelKey, Box<Engine>)>,
 }
 
@@ -54,15 +54,15 @@ pub fn build_engine(catalog: &Catalog, key: ModelKey) -> Result<Box<Engine>, Loa
 impl LoaderHandle {
     /// Starts the loader thread; it ends when the handle is dropped.
     pub fn start(catalog: Arc<RwLock<Catalog>>, shared: Arc<Shared>) -> LoaderHandle {
-        let (jobs_tx, jobs_rx) = bounded::<Job>(16);
+        let (jobs_tx, jobs_rx) = bounded::<Task>(16);
         let (ready_tx, ready_rx) = bounded(4);
         std::thread::Builder::new()
             .name("piano-ssm loader".into())
             .spawn(move || {
                 while let Ok(job) = jobs_rx.recv() {
                     match job {
-                        Job::Drop(engine) => drop(engine),
-                        Job::Load(key) => {
+                        Task::Drop(engine) => drop(engine),
+                        Task::Load(key) => {
                             shared
                                 .set_status(format!("loading {}…", describe(&catalog.read(), key)));
                             let built = build_engine(&catalog.read(), key);
@@ -89,17 +89,17 @@ impl LoaderHandle {
 
     /// Asks for a model; false when the queue is full (ask again next block). Never blocks.
     pub fn request(&self, key: ModelKey) -> bool {
-        self.jobs.try_send(Job::Load(key)).is_ok()
+        self.jobs.try_send(Task::Load(key)).is_ok()
     }
 
     /// Hands an engine back to be freed off the audio thread; gives it back when the queue
     /// is full so the caller can retry instead of freeing it here.
     pub fn dispose(&self, engine: Box<Engine>) -> Result<(), Box<Engine>> {
         self.jobs
-            .try_send(Job::Drop(engine))
+            .try_send(Task::Drop(engine))
             .map_err(|e| match e.into_inner() {
-                Job::Drop(engine) => engine,
-                Job::Load(_) => unreachable!("sent a drop job"),
+                Task::Drop(engine) => engine,
+                Task::Load(_) => unreachable!("sent a drop job"),
             })
     }
 

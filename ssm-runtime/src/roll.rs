@@ -150,7 +150,7 @@ struct OpenNotes {
 
 /// One instrument's keys and pedal.
 #[derive(Debug, Clone)]
-struct Instrument {
+struct InstrumentKeys {
     open: [OpenNotes; KEYS],
     pedal: bool,
     /// The pedal went down during the current frame: the running maximum restarts here.
@@ -165,8 +165,8 @@ struct Instrument {
     active: bool,
 }
 
-impl Instrument {
-    const SILENT: Instrument = Instrument {
+impl InstrumentKeys {
+    const SILENT: InstrumentKeys = InstrumentKeys {
         open: [OpenNotes {
             total: 0,
             latest: 0,
@@ -270,7 +270,7 @@ impl Instrument {
 /// a file has: the silent ones are left out until their next event.
 #[derive(Debug, Clone)]
 pub struct RollEncoder {
-    instruments: Vec<Instrument>,
+    instruments: Vec<InstrumentKeys>,
     /// The instruments that may sound (each once; capacity for all of them).
     active: Vec<usize>,
     frame: u64,
@@ -292,7 +292,7 @@ impl RollEncoder {
     pub fn with_instruments(count: usize) -> Self {
         let count = count.max(1);
         RollEncoder {
-            instruments: vec![Instrument::SILENT; count],
+            instruments: vec![InstrumentKeys::SILENT; count],
             active: Vec::with_capacity(count),
             frame: 0,
         }
@@ -306,12 +306,12 @@ impl RollEncoder {
 
     fn silence(&mut self) {
         for &i in &self.active {
-            self.instruments[i] = Instrument::SILENT;
+            self.instruments[i] = InstrumentKeys::SILENT;
         }
         self.active.clear();
     }
 
-    fn sounding(&self) -> impl Iterator<Item = &Instrument> + '_ {
+    fn sounding(&self) -> impl Iterator<Item = &InstrumentKeys> + '_ {
         self.active.iter().map(|&i| &self.instruments[i])
     }
 

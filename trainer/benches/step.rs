@@ -18,10 +18,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ssm_runtime::{Activation, Model};
 use tch::{Device, Kind, Tensor};
-use trainer::data::synth::{Instrument, SynthSource};
+use trainer::data::synth::{ReferencePiano, SynthSource};
 use trainer::data::{salamander, Batch, Norm, Rates, Source};
 use trainer::loss::{Criterion, Losses};
-use trainer::model::{InitOptions, Kernel, PianoSsm, PoleInit, Size};
+use trainer::model::{InitOptions, Kernel, Network, PoleInit, Size};
 
 const BATCH: usize = 2;
 const SECONDS: f64 = 2.0;
@@ -35,7 +35,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 struct Row {
     label: &'static str,
-    net: Box<dyn Fn() -> PianoSsm>,
+    net: Box<dyn Fn() -> Network>,
     rates: Rates,
     source: Box<dyn Source>,
     criteria: Vec<Criterion>,
@@ -56,7 +56,7 @@ impl Times {
     }
 }
 
-fn step(row: &Row, net: &PianoSsm, losses: &Losses, rng: &mut ChaCha8Rng) -> Times {
+fn step(row: &Row, net: &Network, losses: &Losses, rng: &mut ChaCha8Rng) -> Times {
     let t0 = Instant::now();
     let frames = row.rates.frames(SECONDS);
     let clips: Vec<_> = (0..BATCH)
@@ -93,16 +93,16 @@ fn step(row: &Row, net: &PianoSsm, losses: &Losses, rng: &mut ChaCha8Rng) -> Tim
     }
 }
 
-fn builtin(size: &str) -> impl Fn() -> PianoSsm {
+fn builtin(size: &str) -> impl Fn() -> Network {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../assets/models")
         .join(format!("grand-{size}.safetensors"));
     let model = Model::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    move || PianoSsm::from_runtime(Device::Cpu, &model).unwrap()
+    move || Network::from_runtime(Device::Cpu, &model).unwrap()
 }
 
-fn keyboard_s() -> PianoSsm {
-    PianoSsm::new(
+fn keyboard_s() -> Network {
+    Network::new(
         Device::Cpu,
         Size::S,
         1,
@@ -117,9 +117,9 @@ fn piano(rates: Rates) -> Box<dyn Source> {
     let dir = salamander::default_dir();
     let complete = salamander::Library::open(&dir).is_ok_and(|l| l.is_complete());
     let instrument = if complete {
-        Instrument::Salamander(dir)
+        ReferencePiano::Salamander(dir)
     } else {
-        Instrument::fluid()
+        ReferencePiano::fluid()
     };
     Box::new(SynthSource::open(&instrument, rates, 0).expect("the training piano"))
 }
@@ -145,7 +145,7 @@ fn main() {
             net: Box::new(keyboard_s),
             rates: s_rates,
             source: Box::new(
-                SynthSource::open(&Instrument::fluid(), s_rates, 0).expect("FluidR3_GM.sf2"),
+                SynthSource::open(&ReferencePiano::fluid(), s_rates, 0).expect("FluidR3_GM.sf2"),
             ),
             criteria: vec![Criterion::CombinedSpectral],
         },

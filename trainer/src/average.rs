@@ -28,7 +28,7 @@ use ssm_runtime::model::{stable_pole, SsmLayer};
 use ssm_runtime::Model;
 use tch::Device;
 
-use crate::model::{DecayLimits, PianoSsm};
+use crate::model::{DecayLimits, Network};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AverageArgs {
@@ -311,7 +311,7 @@ fn constrain(avg: &Model, args: &AverageArgs) -> Result<Model> {
     if !args.rest_at_zero && limits.is_none() {
         return Ok(avg.clone());
     }
-    let mut net = PianoSsm::from_runtime(Device::Cpu, avg)?;
+    let mut net = Network::from_runtime(Device::Cpu, avg)?;
     net.limit_decays(limits, avg.info.train_rate as f64);
     if args.rest_at_zero {
         net.settle_rest(-avg.info.norm_mean / avg.info.norm_std);

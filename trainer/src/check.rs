@@ -10,7 +10,7 @@ use ssm_runtime::{KeyEvent, Model};
 
 use crate::data::performance::Performance;
 use crate::data::salamander::Library;
-use crate::data::synth::{Instrument, SynthSource, DEFAULT_SOUNDFONT, OTHER_SOUNDFONT};
+use crate::data::synth::{ReferencePiano, SynthSource, DEFAULT_SOUNDFONT, OTHER_SOUNDFONT};
 use crate::data::Rates;
 use crate::{listen, stereo, unseen};
 
@@ -27,8 +27,8 @@ pub struct CheckArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = DEFAULT_SOUNDFONT)]
     pub soundfont: Option<PathBuf>,
     /// Check these pianos too: `salamander`, `salamander:DIR`, `FILE.sf2`.
-    #[arg(long, num_args = 1.., value_parser = Instrument::parse)]
-    pub instrument: Vec<Instrument>,
+    #[arg(long, num_args = 1.., value_parser = ReferencePiano::parse)]
+    pub instrument: Vec<ReferencePiano>,
     /// Also measure what a listener hears (release drop and burst, harmonic-to-noise per
     /// velocity, brightness against velocity, spectral distance to --target), on the
     /// training generator's performances and on material unlike training (single notes,
@@ -37,8 +37,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub listen: bool,
     /// The piano the listening measures' spectral distance is taken to.
-    #[arg(long, default_value = "salamander", value_parser = Instrument::parse)]
-    pub target: Instrument,
+    #[arg(long, default_value = "salamander", value_parser = ReferencePiano::parse)]
+    pub target: ReferencePiano,
     /// Sample rate the checks render at.
     #[arg(long, default_value_t = 48_000)]
     pub sample_rate: u32,
@@ -52,7 +52,7 @@ pub struct InstrumentRenderer {
 }
 
 impl InstrumentRenderer {
-    pub fn open(instrument: &Instrument, sample_rate: u32) -> Result<InstrumentRenderer> {
+    pub fn open(instrument: &ReferencePiano, sample_rate: u32) -> Result<InstrumentRenderer> {
         let rates = Rates::new(sample_rate, CHECK_MIDI_RATE)?;
         Ok(InstrumentRenderer {
             source: SynthSource::open(instrument, rates, 0)?,
@@ -111,8 +111,8 @@ pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
     }
     let mut instruments = args.instrument.clone();
     match (&args.soundfont, models.is_empty() && instruments.is_empty()) {
-        (Some(f), _) => instruments.push(Instrument::SoundFont(f.clone())),
-        (None, true) => instruments.push(Instrument::fluid()),
+        (Some(f), _) => instruments.push(ReferencePiano::SoundFont(f.clone())),
+        (None, true) => instruments.push(ReferencePiano::fluid()),
         (None, false) => {}
     }
     let (target, unseen_target) = if args.listen {
@@ -150,15 +150,15 @@ pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
     if args.listen {
         // the target itself, and the two General MIDI pianos to compare with
         let others = [
-            Instrument::fluid(),
-            Instrument::SoundFont(OTHER_SOUNDFONT.into()),
+            ReferencePiano::fluid(),
+            ReferencePiano::SoundFont(OTHER_SOUNDFONT.into()),
         ];
         for other in others {
             let installed = match &other {
-                Instrument::SoundFont(f) => f.is_file(),
-                Instrument::Salamander(_) => true,
+                ReferencePiano::SoundFont(f) => f.is_file(),
+                ReferencePiano::Salamander(_) => true,
             };
-            let named = |i: &Instrument| i.to_string() == other.to_string();
+            let named = |i: &ReferencePiano| i.to_string() == other.to_string();
             if installed && !instruments.iter().any(named) {
                 instruments.push(other);
             }
@@ -183,7 +183,7 @@ pub fn run(args: &CheckArgs) -> Result<Vec<Checked>> {
     }
     // the stereo image, heard against the Salamander's two microphones
     let any_stereo = models.iter().any(|(_, m)| m.channels == 2);
-    if let (true, true, Instrument::Salamander(dir)) = (args.listen, any_stereo, &args.target) {
+    if let (true, true, ReferencePiano::Salamander(dir)) = (args.listen, any_stereo, &args.target) {
         let offset = results.len() - models.len();
         let lib = Library::open(dir)?;
         for (i, (_, model)) in models.iter().enumerate() {

@@ -10,7 +10,7 @@ use ssm_runtime::{Engine, KeyEvent, MidiFile, Model, Size};
 use tch::Tensor;
 
 use crate::data::performance::Performance;
-use crate::data::synth::{Instrument, SynthSource};
+use crate::data::synth::{ReferencePiano, SynthSource};
 use crate::data::Rates;
 use crate::plots;
 
@@ -26,8 +26,8 @@ pub struct CompareArgs {
     pub size: Size,
     /// The target piano, as training's --instrument: salamander, salamander:DIR or FILE.sf2
     /// (default: Debian's FluidR3_GM).
-    #[arg(long, value_parser = Instrument::parse)]
-    pub instrument: Option<Instrument>,
+    #[arg(long, value_parser = ReferencePiano::parse)]
+    pub instrument: Option<ReferencePiano>,
     /// Only the first this many seconds.
     #[arg(long, default_value_t = 12.0)]
     pub seconds: f64,
@@ -47,7 +47,10 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let midi = MidiFile::load(&args.midi)?;
     let frames = (args.seconds * rates.midi_rate as f64) as usize;
     let perf = performance(&midi, rates.midi_rate, frames as u64);
-    let piano = args.instrument.clone().unwrap_or_else(Instrument::fluid);
+    let piano = args
+        .instrument
+        .clone()
+        .unwrap_or_else(ReferencePiano::fluid);
     let target = SynthSource::open(&piano, rates, 0)?.render(&perf, frames)?;
     let roll = midi.roll_frames(rates.midi_rate, frames);
     let mut engine = Engine::new(&model, rates.sample_rate)?;

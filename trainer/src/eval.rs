@@ -9,11 +9,11 @@ use ssm_runtime::Model;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::performance::LONE_HOLD;
-use crate::data::synth::{Instrument, SynthSource};
+use crate::data::synth::{ReferencePiano, SynthSource};
 use crate::data::{Batch, Clip, Norm, Rates, Source, Split};
 use crate::init::gated_keys;
 use crate::loss::Losses;
-use crate::model::{InitOptions, PianoSsm, PoleInit, Size};
+use crate::model::{InitOptions, Network, PoleInit, Size};
 use crate::train::{DataSelection, DatasetKind};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -32,8 +32,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub dataset_path: Option<PathBuf>,
     /// The piano that renders the synthetic test set (see `train --instrument`).
-    #[arg(long, value_parser = Instrument::parse)]
-    pub instrument: Option<Instrument>,
+    #[arg(long, value_parser = ReferencePiano::parse)]
+    pub instrument: Option<ReferencePiano>,
     #[arg(long, default_value = "all")]
     pub test_year: String,
     /// Segments scored (the whole test split if it has fewer).
@@ -53,11 +53,11 @@ pub struct EvalArgs {
 }
 
 /// The pianos `eval --listen` puts beside the models: the target, then two other pianos.
-pub fn listen_pianos() -> Vec<Instrument> {
+pub fn listen_pianos() -> Vec<ReferencePiano> {
     vec![
-        Instrument::parse("salamander").expect("a valid name"),
-        Instrument::fluid(),
-        Instrument::SoundFont(crate::data::synth::OTHER_SOUNDFONT.into()),
+        ReferencePiano::parse("salamander").expect("a valid name"),
+        ReferencePiano::fluid(),
+        ReferencePiano::SoundFont(crate::data::synth::OTHER_SOUNDFONT.into()),
     ]
 }
 
@@ -69,7 +69,7 @@ pub fn listen(args: &EvalArgs) -> Result<String> {
         soundfont: None,
         instrument: listen_pianos(),
         listen: true,
-        target: Instrument::parse("salamander").expect("a valid name"),
+        target: ReferencePiano::parse("salamander").expect("a valid name"),
         sample_rate: 48_000,
     };
     Ok(crate::check::listen_table(
@@ -117,7 +117,7 @@ pub fn run(args: &EvalArgs) -> Result<Vec<Score>> {
                 rates.midi_rate
             );
         }
-        let net = PianoSsm::from_runtime(device, &model)?;
+        let net = Network::from_runtime(device, &model)?;
         let norm = Norm {
             mean: model.info.norm_mean,
             std: model.info.norm_std,
@@ -177,7 +177,7 @@ fn score_baseline(
                 seed: args.seed,
                 gate,
             };
-            let mut net = PianoSsm::new(
+            let mut net = Network::new(
                 device,
                 size,
                 reference.head_count(),
@@ -207,7 +207,7 @@ fn score_baseline(
                 bail!("the soundfont baseline replays the synthetic test set; use it with --dataset synth");
             }
             let other_font =
-                SynthSource::open(&Instrument::SoundFont(path.into()), rates, args.seed)?;
+                SynthSource::open(&ReferencePiano::SoundFont(path.into()), rates, args.seed)?;
             let rendered = other_font.held_out(Split::Test, clips[0].frames.len(), clips.len())?;
             let gain = level_match(clips, &rendered);
             let label = format!(

@@ -267,7 +267,7 @@ fn log_uniform_poles(state: usize, layer: usize) -> Vec<Complex64> {
 /// are released. Each layer's input bias cancels the constant its input holds at rest and the
 /// head's bias the rest of the output, so the silent network is silent from a zero state. The
 /// head sums the last 20 channels; its level is set by the caller on training data
-/// (`PianoSsm::match_level`). Trained with `--rest-at-zero` and `--later-t60`, which keep the
+/// (`Network::match_level`). Trained with `--rest-at-zero` and `--later-t60`, which keep the
 /// rest silent and the later poles short after every step.
 pub mod gated_keys {
     use super::*;

@@ -8,7 +8,7 @@ use ssm_runtime::soundcheck::{ModelRenderer, Renderer};
 use ssm_runtime::Model;
 use tch::Device;
 use trainer::average::{self, AverageArgs, PoleMean};
-use trainer::model::{PianoSsm, PoleInit, Size};
+use trainer::model::{Network, PoleInit, Size};
 
 mod common;
 
@@ -45,7 +45,7 @@ fn args(models: Vec<PathBuf>, out: PathBuf) -> AverageArgs {
 
 /// `model` with its biases settled so that a silent roll plays silence, as training leaves it.
 fn settled(model: &Model) -> Model {
-    let mut net = PianoSsm::from_runtime(Device::Cpu, model).unwrap();
+    let mut net = Network::from_runtime(Device::Cpu, model).unwrap();
     net.settle_rest(0.0);
     net.to_runtime(model.info.clone()).unwrap()
 }

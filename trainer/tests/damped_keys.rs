@@ -12,13 +12,13 @@ use ssm_runtime::{Activation, Engine, KeyFrame, ModelInfo, KEYS};
 use tch::{Device, Kind, Tensor};
 use test_support::relative_l2;
 use trainer::listen::rms;
-use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::model::{InitOptions, Network, PoleInit, Size};
 
 const TRAIN_RATE: u32 = 16_000;
 const MIDI_RATE: u32 = 1_000;
 
-fn fresh(size: Size) -> anyhow::Result<PianoSsm> {
-    PianoSsm::new(
+fn fresh(size: Size) -> anyhow::Result<Network> {
+    Network::new(
         Device::Cpu,
         size,
         1,
@@ -85,7 +85,7 @@ fn trained_like(mut model: Model) -> Model {
     model
 }
 
-fn trainer_render(net: &PianoSsm, frames: &[KeyFrame], hold: i64, step: f64) -> Vec<f32> {
+fn trainer_render(net: &Network, frames: &[KeyFrame], hold: i64, step: f64) -> Vec<f32> {
     let _guard = tch::no_grad_guard();
     let roll = trainer::roll_tensor(frames, Device::Cpu);
     let out = net.forward(&roll, &Tensor::from_slice(&[0i64]), hold, step);
@@ -131,8 +131,8 @@ fn with_square(mut model: Model) -> Model {
 fn an_added_touch_square_is_silent_until_trained() {
     let mut model = trained_like(fresh(Size::L).unwrap().to_runtime(info()).unwrap());
     model.layers[0].velocity_exponent = Some(2.0);
-    let before = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
-    let mut net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let before = Network::from_runtime(Device::Cpu, &model).unwrap();
+    let mut net = Network::from_runtime(Device::Cpu, &model).unwrap();
     net.add_touch_square();
     assert!(net.has_touch_square() && !before.has_touch_square());
     let frames = phrase(400);
@@ -160,7 +160,7 @@ fn an_added_touch_square_is_silent_until_trained() {
 }
 
 fn trainer_and_engine_agree(label: &str, model: &Model) {
-    let net = PianoSsm::from_runtime(Device::Cpu, model).unwrap();
+    let net = Network::from_runtime(Device::Cpu, model).unwrap();
     let frames = phrase(500);
     for rate in [TRAIN_RATE, 48_000] {
         let hold = (rate / MIDI_RATE) as i64;
@@ -170,7 +170,7 @@ fn trainer_and_engine_agree(label: &str, model: &Model) {
         // the same network without its damper, through the FFT path: float32's own floor
         let mut plain_model = model.clone();
         plain_model.layers[0].damper = None;
-        let plain = PianoSsm::from_runtime(Device::Cpu, &plain_model).unwrap();
+        let plain = Network::from_runtime(Device::Cpu, &plain_model).unwrap();
         let floor = relative_l2(
             &trainer_render(&plain, &frames, hold, TRAIN_RATE as f64 / rate as f64),
             &engine_render(&plain_model, &frames, rate),
@@ -192,9 +192,9 @@ fn a_damper_that_damps_nothing_is_the_plain_layer() {
     // no state tagged and no key released: the layer is time-invariant, through the closed
     // form and scan
     model.layers[0].damper.as_mut().unwrap().key.fill(None);
-    let same = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let same = Network::from_runtime(Device::Cpu, &model).unwrap();
     model.layers[0].damper = None;
-    let plain = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let plain = Network::from_runtime(Device::Cpu, &model).unwrap();
     let mut frames = phrase(500);
     // every key held from its first note to the end
     for f in 1..frames.len() {
@@ -333,7 +333,7 @@ fn later_t60_caps_the_damped_poles() {
             }
         }
     }
-    let longest = |net: &PianoSsm| {
+    let longest = |net: &Network| {
         let d = net.to_runtime(info()).unwrap().layers[0]
             .damper
             .clone()
@@ -362,7 +362,7 @@ fn later_t60_caps_the_damped_poles() {
 #[test]
 fn string_t60_lengthens_the_short_strings_only() {
     let mut net = fresh(Size::L).unwrap();
-    let first = |net: &PianoSsm| net.to_runtime(info()).unwrap().layers[0].clone();
+    let first = |net: &Network| net.to_runtime(info()).unwrap().layers[0].clone();
     let poles = |norm: &[f32], angle: &[f32]| -> Vec<(f64, f64)> {
         norm.iter()
             .zip(angle)
@@ -408,8 +408,8 @@ fn string_t60_lengthens_the_short_strings_only() {
 #[test]
 fn driving_the_tanh_changes_loud_notes_only() {
     let model = trained_like(fresh(Size::L).unwrap().to_runtime(info()).unwrap());
-    let plain = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
-    let mut driven = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let plain = Network::from_runtime(Device::Cpu, &model).unwrap();
+    let mut driven = Network::from_runtime(Device::Cpu, &model).unwrap();
     driven.drive_first_tanh(10.0);
     let change = |velocity: u8| {
         let mut frames = vec![[0u8; KEYS]; 300];
@@ -432,7 +432,7 @@ fn driving_the_tanh_changes_loud_notes_only() {
 #[test]
 fn opening_the_skip_scales_layer_2s_skip_only() {
     let model = trained_like(fresh(Size::L).unwrap().to_runtime(info()).unwrap());
-    let mut net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let mut net = Network::from_runtime(Device::Cpu, &model).unwrap();
     net.open_first_skip(20.0);
     let opened = net.to_runtime(info()).unwrap();
     for (i, (was, now)) in model.layers.iter().zip(&opened.layers).enumerate() {

@@ -8,9 +8,9 @@ use ssm_runtime::soundcheck::{self, ModelRenderer};
 use ssm_runtime::{Activation, Model};
 use tch::{Device, Kind, Tensor};
 use trainer::check::InstrumentRenderer;
-use trainer::data::synth::Instrument;
+use trainer::data::synth::ReferencePiano;
 use trainer::init::gated_keys;
-use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::model::{InitOptions, Network, PoleInit, Size};
 use trainer::train::{train, TrainArgs};
 
 #[derive(Parser)]
@@ -19,12 +19,12 @@ struct Cli {
     args: TrainArgs,
 }
 
-fn fresh(size: Size) -> anyhow::Result<PianoSsm> {
+fn fresh(size: Size) -> anyhow::Result<Network> {
     fresh_with_gate(size, gated_keys::GATE)
 }
 
-fn fresh_with_gate(size: Size, gate: f64) -> anyhow::Result<PianoSsm> {
-    PianoSsm::new(
+fn fresh_with_gate(size: Size, gate: f64) -> anyhow::Result<Network> {
+    Network::new(
         Device::Cpu,
         size,
         1,
@@ -40,7 +40,7 @@ fn fresh_with_gate(size: Size, gate: f64) -> anyhow::Result<PianoSsm> {
 
 #[test]
 fn the_soundfont_target_passes_the_listening_checks() {
-    let mut r = InstrumentRenderer::open(&Instrument::fluid(), 48_000).unwrap();
+    let mut r = InstrumentRenderer::open(&ReferencePiano::fluid(), 48_000).unwrap();
     for o in soundcheck::all(&mut r) {
         assert!(o.passed, "the training target fails a check: {o}");
     }
@@ -121,7 +121,7 @@ fn gated_keys_rests_at_silence_and_rings_when_played() {
 /// What a released key leaks, relative to its held level: A4 held for 0.2 s at full velocity,
 /// then the level 0.5–0.8 s after release (the later layers' poles, at most 0.3 s long, have
 /// long died away: what is left is the first layer's resonance through the closed gate).
-fn released_leak_db(net: &PianoSsm) -> f64 {
+fn released_leak_db(net: &Network) -> f64 {
     let _guard = tch::no_grad_guard();
     let frames = 1000;
     let mut roll = vec![0f32; 88 * frames];
@@ -175,7 +175,7 @@ fn settle_rest_keeps_a_silent_roll_silent() {
     let mut net = fresh(Size::L).unwrap();
     let heads = Tensor::from_slice(&[0i64]);
     let silent = Tensor::zeros([1, 88, 200], (Kind::Float, Device::Cpu));
-    let wobble = |net: &PianoSsm| {
+    let wobble = |net: &Network| {
         let _guard = tch::no_grad_guard();
         let out = net.forward(&silent, &heads, 16, 1.0);
         (out.max() - out.min()).double_value(&[])

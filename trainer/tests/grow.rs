@@ -8,7 +8,7 @@ use ssm_runtime::roll::Roll;
 use ssm_runtime::{Engine, KeyFrame, KEYS};
 use tch::{Device, Kind, Tensor};
 use trainer::grow::grow;
-use trainer::model::{PianoSsm, PoleInit, Size};
+use trainer::model::{Network, PoleInit, Size};
 
 mod common;
 
@@ -75,7 +75,7 @@ fn a_grown_model_plays_what_the_small_one_played() {
         );
     }
     // the added states' output weights get a gradient at once
-    let net = PianoSsm::from_runtime(Device::Cpu, &big).unwrap();
+    let net = Network::from_runtime(Device::Cpu, &big).unwrap();
     let roll = trainer::roll_tensor(&phrase(), Device::Cpu);
     let out = net.forward_train(&roll, &Tensor::from_slice(&[0i64]), 16, 1.0);
     let loss = out.audio.square().mean(Kind::Float);

@@ -15,7 +15,7 @@ mod common;
 use ssm_runtime::{KeyFrame, Model, KEYS};
 use tch::{Device, Kind, Tensor};
 use trainer::loss::Losses;
-use trainer::model::{Kernel, PianoSsm, PoleInit, Size};
+use trainer::model::{Kernel, Network, PoleInit, Size};
 
 /// Train rate and roll rate: the paper's three.
 const RATES: [(u32, u32); 3] = [(16_000, 1_000), (24_000, 1_200), (44_100, 1_764)];
@@ -99,7 +99,7 @@ fn gradients(
     target: &Tensor,
     upstream: Option<&Tensor>,
 ) -> (f64, Tensor, BTreeMap<String, Tensor>) {
-    let mut net = PianoSsm::from_runtime(Device::Cpu, model).unwrap();
+    let mut net = Network::from_runtime(Device::Cpu, model).unwrap();
     net.kernel = kernel;
     let mut roll = trainer::roll_tensor(frames, Device::Cpu);
     if double {

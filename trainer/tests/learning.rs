@@ -8,18 +8,18 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ssm_runtime::Activation;
 use tch::{Device, Kind, Tensor};
-use trainer::data::synth::{Instrument, SynthSource};
+use trainer::data::synth::{ReferencePiano, SynthSource};
 use trainer::data::{Batch, Norm, Rates, Source};
 use trainer::loss::{Criterion, Losses};
-use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::model::{InitOptions, Network, PoleInit, Size};
 use trainer::optim::Adam;
 
 const RATE: u32 = 16_000;
 const STEPS: usize = 30;
 const LR: f64 = 1e-3;
 
-fn fresh() -> PianoSsm {
-    PianoSsm::new(
+fn fresh() -> Network {
+    Network::new(
         Device::Cpu,
         Size::S,
         1,
@@ -32,14 +32,14 @@ fn fresh() -> PianoSsm {
 /// One 0.5 s clip of the FluidR3 piano, normalised.
 fn clip() -> Batch {
     let rates = Rates::new(RATE, 1_000).unwrap();
-    let source = SynthSource::open(&Instrument::fluid(), rates, 3).expect("FluidR3_GM.sf2");
+    let source = SynthSource::open(&ReferencePiano::fluid(), rates, 3).expect("FluidR3_GM.sf2");
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let clip = source.train_clip(&mut rng, rates.frames(0.5)).unwrap();
     let norm = Norm::measure(std::slice::from_ref(&clip));
     Batch::new(&[clip], norm, Device::Cpu)
 }
 
-fn loss(net: &PianoSsm, losses: &Losses, criteria: &[Criterion], batch: &Batch) -> Tensor {
+fn loss(net: &Network, losses: &Losses, criteria: &[Criterion], batch: &Batch) -> Tensor {
     let pred = net.forward_train(&batch.roll, &batch.heads, 16, 1.0);
     let total = criteria
         .iter()
@@ -51,7 +51,7 @@ fn loss(net: &PianoSsm, losses: &Losses, criteria: &[Criterion], batch: &Batch) 
 
 /// `steps` Adam steps; the loss before each.
 fn train(
-    net: &PianoSsm,
+    net: &Network,
     losses: &Losses,
     criteria: &[Criterion],
     batch: &Batch,
@@ -102,7 +102,7 @@ fn each_criterion_falls_on_a_fixed_clip() {
 }
 
 /// The parameters' values, in name order.
-fn sorted(net: &PianoSsm) -> Vec<Tensor> {
+fn sorted(net: &Network) -> Vec<Tensor> {
     let by_name: BTreeMap<String, Tensor> = net.vs.variables().into_iter().collect();
     by_name.into_values().map(|t| t.detach().copy()).collect()
 }

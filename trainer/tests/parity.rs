@@ -1,10 +1,10 @@
 //! The trainer's network against the float64 reference renders and against the runtime.
 
 use tch::{Device, Kind, Tensor};
-use trainer::model::PianoSsm;
+use trainer::model::Network;
 
 fn render(
-    model: &PianoSsm,
+    model: &Network,
     frames: &[ssm_runtime::KeyFrame],
     head: i64,
     hold: i64,
@@ -40,7 +40,7 @@ fn published_checkpoints_match_reference_renders() {
             "{}: the imported normalisation",
             case.name
         );
-        let net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+        let net = Network::from_runtime(Device::Cpu, &model).unwrap();
         let hold = (case.sample_rate / case.midi_rate) as i64;
         let step = case.train_rate as f64 / case.sample_rate as f64;
         let normalised = render(&net, &case.velocity, case.year_index as i64, hold, step);

@@ -11,10 +11,10 @@ use ssm_runtime::Activation;
 use ssm_runtime::{Engine, MidiFile, Model};
 use tch::{Device, Tensor};
 use trainer::data::performance::Performance;
-use trainer::data::synth::{Instrument, SynthSource};
+use trainer::data::synth::{ReferencePiano, SynthSource};
 use trainer::data::Rates;
 use trainer::init::gated_keys;
-use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::model::{InitOptions, Network, PoleInit, Size};
 use trainer::train::{train, TrainArgs};
 
 #[derive(Parser)]
@@ -76,7 +76,7 @@ fn write_pair(
 ) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let rates = Rates::new(rate, rate / 20).unwrap();
-    let source = SynthSource::open(&Instrument::fluid(), rates, 0).unwrap();
+    let source = SynthSource::open(&ReferencePiano::fluid(), rates, 0).unwrap();
     let frames = rates.frames(seconds);
     let perf = Performance::generate(
         &mut ChaCha8Rng::seed_from_u64(seed),
@@ -356,7 +356,7 @@ fn exported_model_renders_like_the_trainer() {
     let mut engine = Engine::new(&model, 16_000).unwrap();
     let runtime = ssm_runtime::render::render_roll(&mut engine, &roll, |_, _| {});
     // in float64, so that the comparison measures the export, not float32 FFT rounding
-    let mut net = PianoSsm::from_runtime(Device::Cpu, &model).unwrap();
+    let mut net = Network::from_runtime(Device::Cpu, &model).unwrap();
     net.vs.double();
     let _guard = tch::no_grad_guard();
     let roll64 = trainer::roll_tensor(&roll.frames, Device::Cpu).to_kind(tch::Kind::Double);
@@ -381,7 +381,7 @@ fn exported_model_renders_like_the_trainer() {
 #[test]
 fn synth_clips_are_deterministic_and_aligned() {
     let rates = Rates::new(16_000, 1_000).unwrap();
-    let source = SynthSource::open(&Instrument::fluid(), rates, 0).unwrap();
+    let source = SynthSource::open(&ReferencePiano::fluid(), rates, 0).unwrap();
     let (a, b, c) = (
         source.clip(5, 1000).unwrap(),
         source.clip(5, 1000).unwrap(),
@@ -419,8 +419,8 @@ fn synth_clips_are_deterministic_and_aligned() {
 fn lone_note_clips_mix_into_training_and_not_into_validation() {
     use trainer::data::{Source, Split};
     let rates = Rates::new(16_000, 1_000).unwrap();
-    let plain = SynthSource::open(&Instrument::fluid(), rates, 0).unwrap();
-    let lone = SynthSource::open(&Instrument::fluid(), rates, 0)
+    let plain = SynthSource::open(&ReferencePiano::fluid(), rates, 0).unwrap();
+    let lone = SynthSource::open(&ReferencePiano::fluid(), rates, 0)
         .unwrap()
         .with_lone_notes(1.0);
     let keys_at_once = |c: &trainer::data::Clip| {
@@ -442,7 +442,7 @@ fn lone_note_clips_mix_into_training_and_not_into_validation() {
     }
     // performances hold chords; without the option a run draws the same clips as before
     let (mut r1, mut r2) = (ChaCha8Rng::seed_from_u64(3), ChaCha8Rng::seed_from_u64(3));
-    let without = SynthSource::open(&Instrument::fluid(), rates, 0)
+    let without = SynthSource::open(&ReferencePiano::fluid(), rates, 0)
         .unwrap()
         .with_lone_notes(0.0);
     for _ in 0..3 {
@@ -474,7 +474,7 @@ fn lone_note_clips_mix_into_training_and_not_into_validation() {
 
 /// Continuous poles (Hz, T60 in s) of every layer of a fresh model at `rate`.
 fn fresh_poles(size: Size, poles: PoleInit, rate: u32) -> Vec<Vec<(f64, f64)>> {
-    let net = PianoSsm::new(
+    let net = Network::new(
         Device::Cpu,
         size,
         1,
@@ -559,7 +559,7 @@ fn keyboard_init_rings_on_the_keys() {
 #[test]
 fn fresh_states_have_unit_gain() {
     for poles in [PoleInit::Keyboard, PoleInit::LogUniform] {
-        let net = PianoSsm::new(
+        let net = Network::new(
             Device::Cpu,
             Size::S,
             1,
@@ -605,7 +605,7 @@ fn fresh_states_have_unit_gain() {
 #[test]
 fn weights_take_a_settling_fade_and_grow() {
     let dir = tempfile::tempdir().unwrap();
-    let net = PianoSsm::new(
+    let net = Network::new(
         Device::Cpu,
         Size::L,
         1,

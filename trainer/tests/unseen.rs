@@ -14,7 +14,7 @@ use std::path::Path;
 use ssm_runtime::soundcheck::ModelRenderer;
 use ssm_runtime::{builtin, Size};
 use trainer::check::InstrumentRenderer;
-use trainer::data::synth::{Instrument, DEFAULT_SOUNDFONT, OTHER_SOUNDFONT};
+use trainer::data::synth::{ReferencePiano, DEFAULT_SOUNDFONT, OTHER_SOUNDFONT};
 use trainer::unseen;
 
 const RATE: u32 = 48_000;
@@ -27,13 +27,14 @@ const LIMITS: [(Size, f64, f64); 2] = [(Size::L, 24.5, 220.0), (Size::XL, 27.0, 
 #[test]
 fn the_built_in_models_stay_near_the_recording_on_unseen_material() {
     let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets");
-    let subset = Instrument::Salamander(common::real_subset());
+    let subset = ReferencePiano::Salamander(common::real_subset());
     let mut target = InstrumentRenderer::open(&subset, RATE).unwrap();
     let reference = unseen::render(&mut target, &assets, None).unwrap();
     // the two General MIDI pianos: the nearer one's spectral distance
     let mut soundfonts = f64::INFINITY;
     for font in [DEFAULT_SOUNDFONT, OTHER_SOUNDFONT] {
-        let mut r = InstrumentRenderer::open(&Instrument::SoundFont(font.into()), RATE).unwrap();
+        let mut r =
+            InstrumentRenderer::open(&ReferencePiano::SoundFont(font.into()), RATE).unwrap();
         let renders = unseen::render(&mut r, &assets, Some(&reference)).unwrap();
         let f = unseen::figures(&renders, &reference, RATE);
         println!(

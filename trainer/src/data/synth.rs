@@ -31,20 +31,22 @@ const VALIDATION_SEED_OFFSET: u64 = 0x0BAD_0000_0000;
 
 /// Which piano renders the performances: `salamander`, `salamander:DIR` or `FILE.sf2`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub enum Instrument {
+pub enum ReferencePiano {
     /// The Salamander Grand Piano library in this folder.
     Salamander(PathBuf),
     /// Bank 0 program 0 of this SoundFont.
     SoundFont(PathBuf),
 }
 
-impl Instrument {
-    pub fn parse(spec: &str) -> Result<Instrument, String> {
+impl ReferencePiano {
+    pub fn parse(spec: &str) -> Result<ReferencePiano, String> {
         match spec.split_once(':') {
-            _ if spec == "salamander" => Ok(Instrument::Salamander(salamander::default_dir())),
-            Some(("salamander", dir)) if !dir.is_empty() => Ok(Instrument::Salamander(dir.into())),
+            _ if spec == "salamander" => Ok(ReferencePiano::Salamander(salamander::default_dir())),
+            Some(("salamander", dir)) if !dir.is_empty() => {
+                Ok(ReferencePiano::Salamander(dir.into()))
+            }
             _ if spec.to_ascii_lowercase().ends_with(".sf2") => {
-                Ok(Instrument::SoundFont(spec.into()))
+                Ok(ReferencePiano::SoundFont(spec.into()))
             }
             _ => Err(format!(
                 "{spec:?}: expected salamander, salamander:DIR or a SoundFont FILE.sf2"
@@ -53,16 +55,16 @@ impl Instrument {
     }
 
     /// The default SoundFont (Debian's FluidR3_GM).
-    pub fn fluid() -> Instrument {
-        Instrument::SoundFont(DEFAULT_SOUNDFONT.into())
+    pub fn fluid() -> ReferencePiano {
+        ReferencePiano::SoundFont(DEFAULT_SOUNDFONT.into())
     }
 }
 
-impl std::fmt::Display for Instrument {
+impl std::fmt::Display for ReferencePiano {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Instrument::Salamander(dir) => write!(f, "salamander:{}", dir.display()),
-            Instrument::SoundFont(path) => write!(f, "{}", path.display()),
+            ReferencePiano::Salamander(dir) => write!(f, "salamander:{}", dir.display()),
+            ReferencePiano::SoundFont(path) => write!(f, "{}", path.display()),
         }
     }
 }
@@ -84,16 +86,16 @@ pub struct SynthSource {
 }
 
 impl SynthSource {
-    pub fn open(instrument: &Instrument, rates: Rates, seed: u64) -> Result<SynthSource> {
+    pub fn open(instrument: &ReferencePiano, rates: Rates, seed: u64) -> Result<SynthSource> {
         let piano = match instrument {
-            Instrument::Salamander(dir) => {
+            ReferencePiano::Salamander(dir) => {
                 let lib = Library::open(dir)?;
                 if !lib.is_complete() {
                     eprintln!("warning: incomplete sample library: {}", lib.describe());
                 }
                 Piano::Salamander(Arc::new(lib))
             }
-            Instrument::SoundFont(path) => {
+            ReferencePiano::SoundFont(path) => {
                 let mut file = std::fs::File::open(path).with_context(|| {
                     format!("SoundFont {} not found (Debian: apt-get install fluid-soundfont-gm, or pass --instrument FILE.sf2)", path.display())
                 })?;

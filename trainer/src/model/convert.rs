@@ -2,12 +2,12 @@
 
 use super::*;
 
-impl PianoSsm {
+impl Network {
     /// Loads weights from a runtime model (e.g. an imported published checkpoint). The
     /// network trains mono heads: a stereo model loads as its mono fold (each head the mean
     /// of its channels; head weights on the first layer's states are not trained and
     /// left out), and `trainer stereo` fits a stereo head to the trained network.
-    pub fn from_runtime(device: Device, model: &Model) -> Result<PianoSsm> {
+    pub fn from_runtime(device: Device, model: &Model) -> Result<Network> {
         model.validate().context("model does not validate")?;
         let model = &model.folded_to_mono();
         if model.widths() != WIDTHS {
@@ -33,7 +33,7 @@ impl PianoSsm {
         head_b: &[f32],
         heads: usize,
         activation: Activation,
-    ) -> PianoSsm {
+    ) -> Network {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let var = |path: &nn::Path, name: &str, data: &[f32], shape: &[i64]| {
@@ -46,7 +46,7 @@ impl PianoSsm {
             .map(|(i, l)| {
                 let p = &root / "layers" / i;
                 let (pn, inp, out) = (l.state as i64, l.inputs as i64, l.outputs as i64);
-                Layer {
+                NetworkLayer {
                     norm: var(&p, "norm", &l.norm, &[pn]),
                     angle: var(&p, "angle", &l.angle, &[pn]),
                     b: var(&p, "B", &l.b, &[pn, inp, 2]),
@@ -77,7 +77,7 @@ impl PianoSsm {
             &[heads as i64, *WIDTHS.last().unwrap() as i64],
         );
         let head_bias = var(&h, "bias", head_b, &[heads as i64]);
-        PianoSsm {
+        Network {
             vs,
             layers,
             head_weight,

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Layer {
+impl NetworkLayer {
     /// The first layer with its key damper, for `roll` (B, 88, F) held `hold` samples a frame:
     /// (out, B, F·hold).
     ///
@@ -14,7 +14,7 @@ impl Layer {
     /// tables P, G — what the engine's per-sample recurrence computes — and the frame ends
     /// are a first-order recurrence over frames, solved by a parallel prefix scan (log₂ F
     /// steps of tensor products). Where keys are released the states jump to the kept keys'
-    /// equilibrium ([`Layer::release_jump`]) and the output reads what they left along the
+    /// equilibrium ([`NetworkLayer::release_jump`]) and the output reads what they left along the
     /// settling fade (an FFT convolution of per-frame impulses, [`settle`]).
     pub(super) fn forward_damped(
         &self,

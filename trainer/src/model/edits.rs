@@ -4,7 +4,7 @@
 use super::*;
 use ssm_runtime::model::KeyBank;
 
-impl PianoSsm {
+impl Network {
     /// Sets every layer's input bias so that the zero state is the network's equilibrium for a
     /// silent roll (B_bias = −B·(what the layer's input holds at rest)), and the heads' biases
     /// so that the silent network plays `silence` (the normalised value of digital silence).

@@ -35,7 +35,7 @@ pub use ssm_runtime::size::WIDTHS;
 pub use ssm_runtime::Size;
 
 /// One diagonal SSM layer's trainable tensors, named like the runtime format.
-struct Layer {
+struct NetworkLayer {
     norm: Tensor,
     angle: Tensor,
     /// (P, in, 2)
@@ -62,9 +62,9 @@ struct Spectra {
     im: Tensor,
 }
 
-pub struct PianoSsm {
+pub struct Network {
     pub vs: nn::VarStore,
-    layers: Vec<Layer>,
+    layers: Vec<NetworkLayer>,
     /// (H, 20)
     head_weight: Tensor,
     /// (H)
@@ -77,7 +77,7 @@ pub struct PianoSsm {
     pub kernel: Kernel,
 }
 
-impl PianoSsm {
+impl Network {
     /// A freshly initialised model (deterministic for `init.seed`).
     pub fn new(
         device: Device,
@@ -85,7 +85,7 @@ impl PianoSsm {
         heads: usize,
         activation: Activation,
         init: InitOptions,
-    ) -> Result<PianoSsm> {
+    ) -> Result<Network> {
         let init = Init::new(size.state(), heads, init)?;
         Ok(Self::from_parts(
             device,
@@ -142,7 +142,7 @@ impl PianoSsm {
     /// 2-D matrix product over all items and frequencies, and per-state slices are contiguous.
     ///
     /// For inference: with the scan kernel the output carries no gradient to the weights
-    /// (train with [`PianoSsm::forward_train`]).
+    /// (train with [`Network::forward_train`]).
     pub fn forward(&self, roll: &Tensor, heads: &Tensor, hold: i64, step: f64) -> Tensor {
         match self.kernel {
             Kernel::Fft => self.forward_fft(roll, heads, hold, step),
@@ -150,7 +150,7 @@ impl PianoSsm {
         }
     }
 
-    /// [`PianoSsm::forward`] for training: the prediction's `backward` accumulates a loss's
+    /// [`Network::forward`] for training: the prediction's `backward` accumulates a loss's
     /// gradient into the weights, with either kernel.
     pub fn forward_train(&self, roll: &Tensor, heads: &Tensor, hold: i64, step: f64) -> Prediction {
         match self.kernel {
@@ -213,7 +213,7 @@ fn touch(roll: &Tensor, e: f32) -> Tensor {
     roll.pow_tensor_scalar(e as f64)
 }
 
-impl Layer {
+impl NetworkLayer {
     /// Poles after the stability rule, discretised with step `s`, and the kernel g·λ̄^t
     /// for t < len, transformed. Built in float64: λ̄^t's phase grows to ~10^5 radians over
     /// a crop, which float32 would get wrong by a few hundredths of a radian.
@@ -250,7 +250,7 @@ impl Layer {
     }
 
     /// What the layer's input matrix reads: the input `u` (in, B, L), or with a touch square
-    /// `[u; u²]` (2·in, B, L), to match [`Layer::input_weights`].
+    /// `[u; u²]` (2·in, B, L), to match [`NetworkLayer::input_weights`].
     fn touch_features(&self, u: &Tensor) -> Tensor {
         match &self.b_square {
             Some(_) => Tensor::cat(&[u, &u.square()], 0),

@@ -13,8 +13,8 @@ use ssm_runtime::model::Damper;
 use tch::{Device, Kind, Tensor};
 
 use super::{
-    channel_matmul, settle, touch, Apply, ContinuousPoles, Cx, FallSchedules, KeyDamper, Layer,
-    PianoSsm,
+    channel_matmul, settle, touch, Apply, ContinuousPoles, Cx, FallSchedules, KeyDamper, Network,
+    NetworkLayer,
 };
 use crate::recurrence::{self, Complexes, DampedFrames, Schedules, Shape};
 
@@ -193,7 +193,7 @@ impl Segment {
     }
 }
 
-impl PianoSsm {
+impl Network {
     /// The forward pass with the scan kernel; `record`: keep what the backward pass needs.
     pub(super) fn forward_scan(
         &self,
@@ -250,7 +250,7 @@ impl PianoSsm {
     }
 }
 
-impl Layer {
+impl NetworkLayer {
     /// The plain recurrence on `input` (B, rows, in), each row held `hold` samples: the
     /// states (B, rows·hold, 2P) and what their backward pass needs.
     fn scan_plain(
@@ -387,7 +387,7 @@ impl Layer {
         y + settled
     }
 
-    /// [`Layer::touch_features`] for a frame-major input (B, F, in): features on the last
+    /// [`NetworkLayer::touch_features`] for a frame-major input (B, F, in): features on the last
     /// dimension.
     fn touch_features_last(&self, u: &Tensor) -> Tensor {
         match &self.b_square {

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use ssm_runtime::model::{Activation, VELOCITY_EXPONENTS};
 
 use crate::data::performance::LONE_HOLD;
-use crate::data::synth::Instrument;
+use crate::data::synth::ReferencePiano;
 use crate::init::gated_keys;
 use crate::loss::{BrightnessLoss, Criterion};
 use crate::model::{DecayLimits, Kernel, PoleInit, Size};
@@ -46,9 +46,9 @@ pub struct TrainArgs {
     /// The piano that renders `--dataset synth`: `salamander` (the Salamander Grand Piano V3
     /// from `scripts/fetch-salamander.sh`'s folder), `salamander:DIR` or `FILE.sf2`
     /// (default: Debian's FluidR3_GM).
-    #[arg(long, value_parser = Instrument::parse)]
+    #[arg(long, value_parser = ReferencePiano::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub instrument: Option<Instrument>,
+    pub instrument: Option<ReferencePiano>,
     /// With `--dataset synth`: the share (0–1) of training clips that are lone notes — one
     /// key at a time, any velocity, each followed by silence — instead of performances, so
     /// the loss hears each strike's tone and each release alone. Validation and test sets

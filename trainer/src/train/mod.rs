@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{self, LogRow, LoopState};
 use crate::data::{synth, Batch, Clip, Rates, Source, Split};
 use crate::loss::{Criterion, Losses};
-use crate::model::{Kernel, PianoSsm, PoleInit};
+use crate::model::{Kernel, Network, PoleInit};
 use crate::optim::{Adam, Schedule};
 use crate::plots;
 
@@ -45,7 +45,7 @@ struct Run<'a> {
     rates: Rates,
     device: Device,
     source: Box<dyn Source>,
-    net: PianoSsm,
+    net: Network,
     params: BTreeMap<String, Tensor>,
     adam: Adam,
     losses: Losses,
@@ -83,7 +83,7 @@ impl<'a> Run<'a> {
         let (mut net, bank) = match &args.weights {
             Some(path) => start_from_weights(path, args, rates, device, &heads)?,
             None => (
-                PianoSsm::new(
+                Network::new(
                     device,
                     args.model,
                     heads.len(),

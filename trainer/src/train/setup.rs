@@ -11,9 +11,9 @@ use ssm_runtime::model::Model;
 use tch::Device;
 
 use crate::bank;
-use crate::data::synth::Instrument;
+use crate::data::synth::ReferencePiano;
 use crate::data::{self, synth, Batch, Norm, Rates, Source};
-use crate::model::{InitOptions, PianoSsm};
+use crate::model::{InitOptions, Network};
 use ssm_runtime::model::KeyBank;
 
 use super::{DatasetKind, TrainArgs};
@@ -25,7 +25,7 @@ const NORM_CLIPS: usize = 16;
 pub struct DataSelection {
     pub kind: DatasetKind,
     pub path: Option<PathBuf>,
-    pub instrument: Option<Instrument>,
+    pub instrument: Option<ReferencePiano>,
     pub train_year: String,
     pub test_year: String,
     pub multi_head: bool,
@@ -59,8 +59,8 @@ impl DataSelection {
                         bail!("give the synth dataset's piano once: --instrument or --dataset-path")
                     }
                     (Some(i), None) => i.clone(),
-                    (None, Some(path)) => Instrument::SoundFont(path.clone()),
-                    (None, None) => Instrument::fluid(),
+                    (None, Some(path)) => ReferencePiano::SoundFont(path.clone()),
+                    (None, None) => ReferencePiano::fluid(),
                 };
                 Box::new(
                     synth::SynthSource::open(&instrument, rates, self.seed)?
@@ -127,7 +127,7 @@ pub(super) fn start_from_weights(
     rates: Rates,
     device: Device,
     heads: &[String],
-) -> Result<(PianoSsm, Option<KeyBank>)> {
+) -> Result<(Network, Option<KeyBank>)> {
     let mut model = load_weights(path)?;
     if let Some(frames) = args.damper_settle {
         match model.layers.first_mut().and_then(|l| l.damper.as_mut()) {
@@ -166,7 +166,7 @@ pub(super) fn start_from_weights(
             }
         },
     };
-    Ok((PianoSsm::from_runtime(device, &model)?, bank))
+    Ok((Network::from_runtime(device, &model)?, bank))
 }
 
 /// `model` grown into `--model` (its states first, the added ones silent).
@@ -181,7 +181,7 @@ fn grow(
         "growing into {}: the model's states come first, the added ones start silent",
         args.model.label()
     );
-    let fresh = PianoSsm::new(
+    let fresh = Network::new(
         device,
         args.model,
         heads.len(),
@@ -210,7 +210,7 @@ const LEVEL_CLIPS: usize = 4;
 /// Sets a fresh key-bank network's (gated or damped keys) head gain to the training data's level, on clips of
 /// their own seed stream (the training crops are not disturbed).
 pub(super) fn match_level(
-    net: &mut PianoSsm,
+    net: &mut Network,
     args: &TrainArgs,
     source: &dyn Source,
     rates: Rates,

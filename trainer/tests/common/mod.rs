@@ -4,7 +4,7 @@
 
 use ssm_runtime::{Activation, Model, ModelInfo};
 use tch::Device;
-use trainer::model::{InitOptions, PianoSsm, PoleInit, Size};
+use trainer::model::{InitOptions, Network, PoleInit, Size};
 
 /// The training rate of the test models.
 pub const RATE: u32 = 16_000;
@@ -24,7 +24,7 @@ pub fn fresh_model_at(
     rate: u32,
     midi_rate: u32,
 ) -> Model {
-    let net = PianoSsm::new(
+    let net = Network::new(
         Device::Cpu,
         size,
         1,
