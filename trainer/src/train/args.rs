@@ -142,8 +142,7 @@ pub struct TrainArgs {
     /// skips, and those pass only the partials they were trained on, so the overtones a
     /// driven tanh adds to a loud note never reach the output (measured: the same tone at
     /// every velocity at any --drive). The skips are flat in frequency: opened, they carry a
-    /// hard strike's overtones as they are (on the built-in L of 2026-12-06 with --drive 10,
-    /// GAIN 10 to 30 put the centroid at velocity 110 over 30 at 1.07 to 1.23 untrained).
+    /// hard strike's overtones as they are (figures: docs/salamander-training.md).
     #[arg(long, value_name = "GAIN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_skip: Option<f64>,
