@@ -1,6 +1,6 @@
 //! Sleeping in silence: after the music the engine stops computing at the network's rest,
 //! and what it writes then — and after the next key wakes it — stays within 1e-8 of full
-//! scale of the engine that computes every sample (measured: 0 for L, 9.4e-10 for XL), for the built-in models (key damper,
+//! scale of the engine that computes every sample (measured: 0 for the L and the XL with their key banks), for the built-in models (key damper,
 //! velocity exponent); a published checkpoint, whose later layers ring on for minutes
 //! (their poles were not limited in training), is not put to sleep while it rings.
 

@@ -395,7 +395,8 @@ impl Engine {
     }
 
     /// Puts the key banks of silent keys that have decayed to sleep (see `keys.rs`), by the
-    /// rule and tolerance the whole engine sleeps by.
+    /// rule the whole engine sleeps by, each bank within an 88th of its tolerance: every key's
+    /// bank may jump once, and together they must stay within the one tolerance.
     fn sleep_banks(&mut self) {
         if !self.rest.enabled {
             return;
@@ -406,7 +407,7 @@ impl Engine {
             ..
         }) = self.layers.first_mut()
         {
-            keys.sleep_banks(rec, &self.rest.weight[0], self.rest.limit);
+            keys.sleep_banks(rec, &self.rest.weight[0], self.rest.limit / KEYS as f64);
         }
     }
 
