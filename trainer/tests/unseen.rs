@@ -20,9 +20,9 @@ use trainer::unseen;
 const RATE: u32 = 48_000;
 
 /// (size, spectral distance, Fréchet distance) the built-ins must stay under against the
-/// subset: regression limits near what they measured when they shipped (L 23.36 and 168, XL
-/// 25.84 and 486).
-const LIMITS: [(Size, f64, f64); 2] = [(Size::L, 24.5, 220.0), (Size::XL, 27.0, 600.0)];
+/// subset: regression limits near what they measured when they shipped (L 23.36 and 168; XL
+/// with its key bank 22.82 and 263, before it 25.84 and 486).
+const LIMITS: [(Size, f64, f64); 2] = [(Size::L, 24.5, 220.0), (Size::XL, 24.0, 340.0)];
 
 #[test]
 fn the_built_in_models_stay_near_the_recording_on_unseen_material() {
